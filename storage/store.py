@@ -1,0 +1,573 @@
+"""The Store: every generation recorded, reproducible and variable by its image's short id.
+
+It is the job service's Recorder (job_queued -> job_started -> job_done | job_failed |
+job_cancelled, each called from the service's worker thread and finished before the
+service moves on) and the one place front-ends read history, reproduce, vary, verify and
+delete. Files are written before the rows that name them are committed; rows are the truth,
+an image file no row names is only wasted space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, func, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+import core
+from core.jobs import ImageResult, JobHandle, JobResult, JobService, Owner
+from core.request import GenerationRequest
+from storage import db, ids, pngmeta
+from storage.files import FileStore, atomic_write, decode_frames, encode_gif, encode_timeline, image_extension
+from storage.models import UNFINISHED, DeletedId, Generation, Image, utcnow
+from storage.pngmeta import BadMetadata
+
+# The request's fields, as to_dict() names them (images by sha256): one column each.
+REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(GenerationRequest) if f.name not in ("init_image", "mask")) + (
+    "init_image_sha256", "mask_sha256")
+_FLOAT_FIELDS = ("guidance", "variation_strength", "strength")
+PARENT_CHAIN_MAX = 100
+
+
+class NotFound(LookupError):
+    """No such image (a malformed id, an unknown one, or one that was deleted). `.id` names it."""
+
+    def __init__(self, message: str, id: str | None = None):
+        super().__init__(message)
+        self.id = id
+
+
+class NotYours(PermissionError):
+    """The image belongs to someone else."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecord:
+    """One stored image and everything known about how it was made."""
+
+    id: str
+    index: int  # within its generation
+    seed: int
+    variation_seed: int | None
+    path: Path  # the PNG file
+    sha256: str
+    bytes: int
+    width: int
+    height: int
+    request: dict[str, Any]  # the request of the whole generation, to_dict() form (images by sha256)
+    image_request: dict[str, Any]  # the request that makes exactly this image: what reproduce runs
+    owner: Owner
+    kind: str  # generate | reproduce | vary | verify | ...
+    status: str
+    parent_id: str | None
+    parent_chain: tuple[str, ...]  # parent, grandparent, ...; a deleted ancestor ends it
+    fingerprint: dict[str, Any]
+    generation_id: str
+    image_ids: tuple[str, ...]  # all images of the generation, in order
+    image_paths: tuple[Path, ...]
+    has_timeline: bool
+    created: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationRecord:
+    id: str
+    job_id: str
+    kind: str
+    status: str
+    reason: str | None
+    error_type: str | None
+    request: dict[str, Any]
+    owner: Owner
+    parent_id: str | None
+    fingerprint: dict[str, Any]
+    image_ids: tuple[str, ...]
+    created: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    seconds: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    items: list[ImageRecord]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyResult:
+    image_id: str
+    verdict: str  # "exact": the same pixels again; "drifted": not
+    max_pixel_diff: int  # largest difference in any channel of any pixel, 0-255
+    fingerprint_diff: dict[str, tuple[Any, Any]]  # field -> (then, now), for fields that differ
+    new_image_id: str | None  # the verify run's own image
+    same_file: bool  # byte-identical PNG too (needs the same metadata setting)
+
+    @property
+    def exact(self) -> bool:
+        return self.verdict == "exact"
+
+
+def canonical_request(d: dict[str, Any]) -> dict[str, Any]:
+    """to_dict() with numbers in one form (7 and 7.0 are the same guidance), so the same
+    request always serialises to the same bytes."""
+    out = {k: d.get(k) for k in REQUEST_FIELDS}
+    for k in _FLOAT_FIELDS:
+        if out[k] is not None:
+            out[k] = float(out[k])
+    return out
+
+
+def model_name(model_id: str) -> str:
+    name = str(model_id or "").rstrip("/\\").replace("\\", "/").split("/")[-1]
+    return name.removesuffix(".safetensors")
+
+
+# ---- which process runs a job (to tell a crashed job from one still running) -------------------
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def runner_token(pid: int | None = None) -> str:
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or ''}"
+
+
+def runner_alive(token: str | None) -> bool:
+    """Whether the process that wrote `token` still runs. Unknown hosts count as alive: a job
+    another machine runs is not ours to declare dead."""
+    if not token:
+        return False
+    try:
+        host, pid, started = token.rsplit(":", 2)
+    except ValueError:
+        return False
+    if host != socket.gethostname():
+        return True
+    try:
+        pid_i = int(pid)
+        os.kill(pid_i, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        pass
+    return not started or _start_time(pid_i) == started
+
+
+# ---- the store -----------------------------------------------------------------------------------
+
+
+class Store:
+    """Generations, images and their files. Thread-safe; several processes may share one database."""
+
+    def __init__(self, engine: Engine, data_dir: Path, png_metadata: bool = True):
+        self.engine = engine
+        self.data_dir = Path(data_dir)
+        self.files = FileStore(self.data_dir)
+        self.png_metadata = png_metadata
+        self._read = sessionmaker(engine, expire_on_commit=False)
+        self._write = sessionmaker(db.writer(engine), expire_on_commit=False)
+        self._runner = runner_token()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---- Recorder --------------------------------------------------------------------------
+
+    def job_queued(self, job_id: str, request: GenerationRequest, owner: Owner, parent_id: str | None,
+                   kind: str, fingerprint: dict[str, Any]) -> str:
+        if request.seed is None or request.width is None or request.height is None:
+            raise ValueError("job_queued needs a resolved request (seed and size decided)")
+        with self._write() as s:
+            if parent_id is not None:
+                parent_id = self._image(s, parent_id).id  # refuses the job when the parent is gone
+        # The uploaded bytes as given: their sha256 is what the request names.
+        for data in (request.init_image, request.mask):
+            if data is not None:
+                self.files.put("inputs", data, image_extension(data))
+        fp = dict(fingerprint or {})
+        for _ in range(5):
+            gid = ids.new_generation_id()
+            row = Generation(
+                id=gid, job_id=str(job_id), kind=kind, status="queued", created_at=utcnow(), runner=self._runner,
+                owner_source=owner.source, owner_user_id=str(owner.user_id), owner_display_name=owner.display_name or "",
+                owner_guild_id=owner.guild_id, owner_channel_id=owner.channel_id, parent_id=parent_id,
+                model_id=str(fp.get("model_id", "")), model_sha256=str(fp.get("model_sha256", "")),
+                software_version=_software_version(fp), noise_source=_noise_source(fp), fingerprint=fp,
+                **canonical_request(request.to_dict()))
+            try:
+                with self._write() as s, s.begin():
+                    s.add(row)
+                return gid
+            except IntegrityError:  # a 1-in-10^17 id clash: draw again
+                continue
+        raise RuntimeError("could not find a free generation id")
+
+    def job_started(self, generation_id: str) -> None:
+        with self._write() as s, s.begin():
+            s.execute(update(Generation).where(Generation.id == generation_id, Generation.status == "queued")
+                      .values(status="running", started_at=utcnow(), runner=self._runner))
+
+    def job_done(self, generation_id: str, result: JobResult) -> list[ImageResult]:
+        with self._read() as s:
+            gen = s.get(Generation, generation_id)
+            if gen is None:
+                raise NotFound(f"no generation {generation_id!r} was recorded", generation_id)
+        fp = dict(result.fingerprint or gen.fingerprint)
+        model_sha = str(fp.get("model_sha256") or gen.model_sha256)
+        name = model_name(str(fp.get("model_id") or gen.model_id))
+        version = _software_version(fp)
+
+        # 1. Files first (atomic, content-addressed): a crash now leaves no row pointing at a partial file.
+        written = []
+        for img in result.images:
+            rec = canonical_request(result.request.image_request(img.index).to_dict())
+            if self.png_metadata:
+                png = pngmeta.encode_png(img.image, pngmeta.recipe(rec, model_sha, name, version),
+                                         pngmeta.a1111_parameters(rec, model_sha, name))
+            else:
+                png = pngmeta.encode_png(img.image, None, None)
+            sha, rel = self.files.put("images", png, "png")
+            timeline = encode_timeline(list(img.frames or []))
+            tsha = self.files.put("timelines", timeline, "webp")[0] if timeline else None
+            written.append((img, sha, rel, len(png), png, tsha, timeline))
+
+        # 2. Rows, in one transaction.
+        now = utcnow()
+        for _ in range(5):
+            try:
+                with self._write() as s, s.begin():
+                    gen = s.get(Generation, generation_id)
+                    for key in {w[1] for w in written} | {w[5] for w in written if w[5]}:
+                        self._lock_content(s, key)
+                    image_ids = self._free_image_ids(s, len(written))
+                    for (img, sha, rel, size, _png, tsha, _t), iid in zip(written, image_ids):
+                        s.add(Image(id=iid, generation_id=generation_id, index=img.index, seed=img.seed,
+                                    variation_seed=img.variation_seed, file=rel, sha256=sha, bytes=size,
+                                    width=img.image.width, height=img.image.height, timeline_sha256=tsha,
+                                    created_at=now))
+                    for k, v in canonical_request(result.request.to_dict()).items():
+                        setattr(gen, k, v)  # what ran: the same as queued, unless the service resolved more
+                    gen.status, gen.finished_at, gen.seconds = "done", now, float(result.seconds)
+                    gen.reason = gen.error_type = None
+                    gen.fingerprint = fp
+                    gen.model_id, gen.model_sha256 = str(fp.get("model_id") or gen.model_id), model_sha
+                    gen.noise_source = _noise_source(fp) or gen.noise_source
+                    gen.software_version = version
+                break
+            except IntegrityError:
+                continue
+        else:
+            raise RuntimeError("could not find free image ids")
+
+        # 3. A delete of an identical image may have removed the shared file meanwhile: put it back.
+        for _img, sha, rel, _size, png, tsha, timeline in written:
+            if not self.files.path(rel).exists():
+                atomic_write(self.files.path(rel), png)
+            if tsha and self.files.find("timelines", tsha) is None:
+                self.files.put("timelines", timeline, "webp")
+        return [dataclasses.replace(img, id=iid, path=str(self.files.path(rel)), sha256=sha)
+                for (img, sha, rel, *_), iid in zip(written, image_ids)]
+
+    def job_failed(self, generation_id: str, reason: str, error_type: str) -> None:
+        self._finish(generation_id, "failed", reason, error_type)
+
+    def job_cancelled(self, generation_id: str) -> None:
+        self._finish(generation_id, "cancelled", "cancelled before it finished", None)
+
+    def _finish(self, generation_id: str, status: str, reason: str, error_type: str | None) -> None:
+        with self._write() as s, s.begin():
+            s.execute(update(Generation).where(Generation.id == generation_id, Generation.status.in_(UNFINISHED))
+                      .values(status=status, reason=reason, error_type=error_type, finished_at=utcnow()))
+
+    def mark_interrupted(self) -> list[str]:
+        """Rows left queued or running by a process that is gone become 'interrupted'. Returns their ids."""
+        with self._read() as s:
+            rows = s.execute(select(Generation.id, Generation.status, Generation.runner)
+                             .where(Generation.status.in_(UNFINISHED))).all()
+        dead = [r for r in rows if not runner_alive(r.runner)]
+        now = utcnow()
+        with self._write() as s, s.begin():
+            for r in dead:
+                s.execute(update(Generation).where(Generation.id == r.id, Generation.status.in_(UNFINISHED)).values(
+                    status="interrupted", finished_at=now,
+                    reason=f"the process running it stopped while it was {r.status} (found at start-up)"))
+        return [r.id for r in dead]
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def get(self, image_id: str) -> ImageRecord:
+        with self._read() as s:
+            return self._record(s, self._image(s, image_id))
+
+    def generation(self, generation_id: str) -> GenerationRecord:
+        with self._read() as s:
+            g = s.get(Generation, str(generation_id).strip().lower())
+            if g is None:
+                raise NotFound(f"no generation with id {generation_id!r}", generation_id)
+            return GenerationRecord(
+                id=g.id, job_id=g.job_id, kind=g.kind, status=g.status, reason=g.reason, error_type=g.error_type,
+                request=_request_dict(g), owner=_owner(g), parent_id=g.parent_id, fingerprint=dict(g.fingerprint),
+                image_ids=tuple(i.id for i in g.images), created=g.created_at, started_at=g.started_at,
+                finished_at=g.finished_at, seconds=g.seconds)
+
+    def history(self, owner: Owner | str | None = None, query: str | None = None, page: int = 1,
+                per_page: int = 20, include_verify: bool = False) -> Page:
+        """Images newest first, optionally one owner's and/or those whose prompt has every word of `query`.
+
+        `owner` is an Owner, or text: a user id, a display name, or 'source:user_id'."""
+        if page < 1 or not 1 <= per_page <= 500:
+            raise ValueError(f"page must be 1 or more and per_page from 1 to 500, not {page} and {per_page}")
+        cond = [Generation.status == "done"]
+        if not include_verify:
+            cond.append(Generation.kind != "verify")
+        if isinstance(owner, Owner):
+            cond += [Generation.owner_source == owner.source, Generation.owner_user_id == str(owner.user_id)]
+        elif owner:
+            src, sep, uid = owner.partition(":")
+            alts = [Generation.owner_user_id == owner, Generation.owner_display_name == owner]
+            if sep:
+                alts.append((Generation.owner_source == src) & (Generation.owner_user_id == uid))
+            cond.append(or_(*alts))
+        for word in (query or "").split():
+            escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            cond.append(Generation.prompt.ilike(f"%{escaped}%", escape="\\"))
+        with self._read() as s:
+            total = s.scalar(select(func.count(Image.id)).join(Image.generation).where(*cond)) or 0
+            rows = s.scalars(select(Image).join(Image.generation).where(*cond)
+                             .order_by(Generation.created_at.desc(), Generation.id, Image.index)
+                             .offset((page - 1) * per_page).limit(per_page)).all()
+            return Page([self._record(s, r) for r in rows], total, page, per_page)
+
+    def request_for(self, image_id: str) -> GenerationRequest:
+        """The request that makes exactly this image again, init image and mask bytes loaded."""
+        with self._read() as s:
+            img = self._image(s, image_id)
+            d = _request_dict(img.generation)
+            index = img.index
+        data = {k: self._input(img.id, k, d[k]) for k in ("init_image_sha256", "mask_sha256")}
+        req = GenerationRequest.from_dict(d, init_image=data["init_image_sha256"], mask=data["mask_sha256"])
+        return req.image_request(index)
+
+    def _input(self, image_id: str, field: str, digest: str | None) -> bytes | None:
+        if not digest:
+            return None
+        path = self.files.find("inputs", digest)
+        if path is None:
+            raise NotFound(f"image {image_id}: its {field.removesuffix('_sha256').replace('_', ' ')} "
+                           f"(sha256 {digest[:12]}...) is missing from {self.data_dir / 'inputs'}", image_id)
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise BadMetadata(f"{path}: this stored input was changed on disk (its sha256 no longer matches its name)")
+        return data
+
+    def frames(self, image_id: str) -> list[Any]:
+        """The denoising timeline's preview frames (PIL images, noise to picture); [] if none were kept."""
+        rec = self.get(image_id)
+        with self._read() as s:
+            tsha = s.get(Image, rec.id).timeline_sha256
+        if not tsha:
+            return []
+        path = self.files.find("timelines", tsha)
+        if path is None:
+            raise NotFound(f"image {rec.id}: its timeline file is missing from {self.data_dir / 'timelines'}", rec.id)
+        return decode_frames(path.read_bytes())
+
+    def timeline_file(self, image_id: str, fmt: str = "webp") -> Path:
+        """The denoising timeline as an animated file (noise to picture), for download or Discord.
+        WebP is the stored file; GIF is made on first request and cached under DATA_DIR/cache/."""
+        if fmt not in ("webp", "gif"):
+            raise ValueError(f"timeline format {fmt!r} is not offered; use 'webp' or 'gif'")
+        rec = self.get(image_id)
+        with self._read() as s:
+            tsha = s.get(Image, rec.id).timeline_sha256
+        path = self.files.find("timelines", tsha) if tsha else None
+        if path is None:
+            raise NotFound(f"image {rec.id} has no denoising timeline"
+                           + (" file" if tsha else " (STATUARY_PREVIEW_FRAMES was 0)"), rec.id)
+        if fmt == "webp":
+            return path
+        out = self.data_dir / "cache" / "timelines" / f"{tsha}.gif"
+        if not out.exists():
+            atomic_write(out, encode_gif(decode_frames(path.read_bytes())))
+        return out
+
+    # ---- operations every front-end offers --------------------------------------------------
+
+    def reproduce(self, image_id: str, service: JobService, owner: Owner) -> JobHandle:
+        """Run the image's own request again; the new generation's parent is that image."""
+        request = self.request_for(image_id)
+        return service.submit(request, owner, parent_id=ids.normalize(image_id), kind="reproduce")
+
+    def vary(self, image_id: str, service: JobService, owner: Owner, strength: float,
+             variation_seed: int | None = None, count: int = 1) -> JobHandle:
+        """Variations of the image: its seed, mixed with `variation_seed` (random when None) at
+        `strength` (0 = the image again, 1 = a new picture). A batch of `count` uses
+        variation_seed, +1, +2, ... . Varying an image that is itself a variation replaces its
+        variation seed and strength: variations do not stack."""
+        request = dataclasses.replace(self.request_for(image_id), variation_strength=strength,
+                                      variation_seed=variation_seed, count=count)
+        return service.submit(request, owner, parent_id=ids.normalize(image_id), kind="vary")
+
+    def verify(self, image_id: str, service: JobService, owner: Owner | None = None,
+               timeout: float | None = None) -> VerifyResult:
+        """Make the image again and compare: 'exact' when every pixel matches, else 'drifted',
+        with the largest pixel difference and the fingerprint fields that changed since."""
+        import numpy as np
+        from PIL import Image as PILImage
+
+        original = self.get(image_id)
+        request = self.request_for(original.id)
+        owner = owner or Owner("cli", "verify", "verify")
+        result = service.submit(request, owner, parent_id=original.id, kind="verify").result(timeout)
+        new = result.images[0]
+        with PILImage.open(original.path) as im:
+            before = np.asarray(im.convert("RGB"), dtype=np.int16)
+        after = np.asarray(new.image.convert("RGB"), dtype=np.int16)
+        diff = 255 if before.shape != after.shape else int(np.abs(before - after).max(initial=0))
+        old_fp, new_fp = original.fingerprint, dict(result.fingerprint)
+        changed = {k: (old_fp.get(k), new_fp.get(k)) for k in sorted(set(old_fp) | set(new_fp))
+                   if old_fp.get(k) != new_fp.get(k)}
+        return VerifyResult(original.id, "exact" if diff == 0 else "drifted", diff, changed, new.id,
+                            new.sha256 == original.sha256)
+
+    def delete(self, image_id: str, owner: Owner) -> None:
+        """Delete one of `owner`'s images: its row, and its files when no other image uses them.
+        The id stays taken; asking for it afterwards says it was deleted."""
+        with self._write() as s, s.begin():
+            img = self._image(s, image_id)
+            gen = img.generation
+            if (gen.owner_source, gen.owner_user_id) != owner.key:
+                who = gen.owner_display_name or gen.owner_user_id
+                raise NotYours(f"image {img.id} belongs to {who} ({gen.owner_source}); you can delete only your own images")
+            garbage = [("images", img.sha256)] + ([("timelines", img.timeline_sha256)] if img.timeline_sha256 else [])
+            s.delete(img)
+            s.add(DeletedId(id=img.id, deleted_at=utcnow()))
+            s.flush()
+            if not s.scalar(select(func.count(Image.id)).where(Image.generation_id == gen.id)):
+                garbage += [("inputs", d) for d in (gen.init_image_sha256, gen.mask_sha256) if d]
+                s.delete(gen)
+        for kind, digest in garbage:
+            self._collect(kind, digest)
+
+    # ---- internals ---------------------------------------------------------------------------
+
+    def _image(self, s: Session, image_id: str) -> Image:
+        iid = ids.normalize(image_id)
+        if iid is None:
+            raise NotFound(f"{image_id!r} is not an image id: ids are {ids.LENGTH} characters of "
+                           f"{ids.ALPHABET}", str(image_id))
+        img = s.get(Image, iid)
+        if img is None:
+            if s.get(DeletedId, iid) is not None:
+                raise NotFound(f"image {iid} was deleted", iid)
+            raise NotFound(f"no image with id {iid}", iid)
+        return img
+
+    def _record(self, s: Session, img: Image) -> ImageRecord:
+        g = img.generation
+        request = _request_dict(g)
+        image_request = canonical_request(pngmeta.request_without_images(request).image_request(img.index).to_dict())
+        image_request.update(init_image_sha256=request["init_image_sha256"], mask_sha256=request["mask_sha256"])
+        chain: list[str] = []
+        parent = g.parent_id
+        while parent and len(chain) < PARENT_CHAIN_MAX and parent not in chain:
+            chain.append(parent)
+            row = s.get(Image, parent)
+            parent = row.generation.parent_id if row is not None else None
+        return ImageRecord(
+            id=img.id, index=img.index, seed=img.seed, variation_seed=img.variation_seed,
+            path=self.files.path(img.file), sha256=img.sha256, bytes=img.bytes, width=img.width, height=img.height,
+            request=request, image_request=image_request, owner=_owner(g), kind=g.kind, status=g.status,
+            parent_id=g.parent_id, parent_chain=tuple(chain), fingerprint=dict(g.fingerprint), generation_id=g.id,
+            image_ids=tuple(i.id for i in g.images), image_paths=tuple(self.files.path(i.file) for i in g.images),
+            has_timeline=bool(img.timeline_sha256), created=g.created_at, started_at=g.started_at,
+            finished_at=g.finished_at)
+
+    def _free_image_ids(self, s: Session, n: int) -> list[str]:
+        out: list[str] = []
+        while len(out) < n:
+            cand = ids.new_id()
+            if cand in out or s.get(Image, cand) is not None or s.get(DeletedId, cand) is not None:
+                continue
+            out.append(cand)
+        return out
+
+    def _lock_content(self, s: Session, digest: str) -> None:
+        """Serialise 'is this file still used?' against 'a new row uses this file' for one content hash.
+        SQLite's BEGIN IMMEDIATE already serialises every writer; PostgreSQL takes an advisory lock."""
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(digest[:15], 16)})
+
+    def _collect(self, kind: str, digest: str) -> None:
+        """Remove a content file if no row uses it any more."""
+        with self._write() as s, s.begin():
+            self._lock_content(s, digest)
+            if kind == "images":
+                used = s.scalar(select(func.count()).where(Image.sha256 == digest))
+            elif kind == "timelines":
+                used = s.scalar(select(func.count()).where(Image.timeline_sha256 == digest))
+            else:
+                used = s.scalar(select(func.count()).where(
+                    or_(Generation.init_image_sha256 == digest, Generation.mask_sha256 == digest)))
+            if not used:
+                self.files.remove(kind, digest)
+                if kind == "timelines":
+                    (self.data_dir / "cache" / "timelines" / f"{digest}.gif").unlink(missing_ok=True)
+
+
+def _software_version(fp: dict[str, Any]) -> str:
+    # core's fingerprint names the software version "statuary"
+    return str(fp.get("statuary") or fp.get("software_version") or core.__version__)
+
+
+def _noise_source(fp: dict[str, Any]) -> str:
+    return str(fp.get("noise") or fp.get("noise_source") or "")
+
+
+def _request_dict(g: Generation) -> dict[str, Any]:
+    return canonical_request({k: getattr(g, k) for k in REQUEST_FIELDS})
+
+
+def _owner(g: Generation) -> Owner:
+    return Owner(source=g.owner_source, user_id=g.owner_user_id, display_name=g.owner_display_name,
+                 guild_id=g.owner_guild_id, channel_id=g.owner_channel_id)
+
+
+def open_store(settings: Any) -> Store:
+    """The store for these settings: data dir created, database migrated to the newest schema,
+    jobs a crash left queued or running marked interrupted."""
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    engine = db.create(settings.database_url)
+    db.upgrade(engine)
+    store = Store(engine, data_dir, png_metadata=settings.png_metadata)
+    store.mark_interrupted()
+    return store
