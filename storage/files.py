@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import io
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ KINDS = ("images", "inputs", "timelines")
 TIMELINE_FRAME_MS = 150
 TIMELINE_LAST_FRAME_MS = 1200
 TIMELINE_QUALITY = 75
+TMP_PREFIX = ".tmp-"
 
 
 def sha256(data: bytes) -> str:
@@ -32,7 +34,7 @@ def sha256(data: bytes) -> str:
 def atomic_write(path: Path, data: bytes) -> None:
     """Write `data` to `path` so that `path` never holds a partial file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{socket.gethostname()}-{os.getpid()}-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -44,6 +46,25 @@ def atomic_write(path: Path, data: bytes) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)  # the rename itself survives a power cut
+
+
+def remove_stale_temp_files(root: Path) -> int:
+    """Delete temp files that a killed writer on this machine left behind (its pid is gone)."""
+    removed = 0
+    host = socket.gethostname()
+    for tmp in root.glob(f"*/*/{TMP_PREFIX}*"):
+        try:
+            tmp_host, pid = tmp.name[len(TMP_PREFIX):].rsplit("-", 2)[:2]
+            if tmp_host != host:
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed += 1
+        except (ValueError, OSError):
+            continue
+    return removed
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -25,7 +25,8 @@ import core
 from core.jobs import ImageResult, JobHandle, JobResult, JobService, Owner
 from core.request import GenerationRequest
 from storage import db, ids, pngmeta
-from storage.files import FileStore, atomic_write, decode_frames, encode_gif, encode_timeline, image_extension
+from storage.files import (FileStore, atomic_write, decode_frames, encode_gif, encode_timeline, image_extension,
+                           remove_stale_temp_files)
 from storage.models import UNFINISHED, DeletedId, Generation, Image, utcnow
 from storage.pngmeta import BadMetadata
 
@@ -265,7 +266,7 @@ class Store:
             try:
                 with self._write() as s, s.begin():
                     gen = s.get(Generation, generation_id)
-                    for key in {w[1] for w in written} | {w[5] for w in written if w[5]}:
+                    for key in sorted({w[1] for w in written} | {w[5] for w in written if w[5]}):  # one order: no deadlock
                         self._lock_content(s, key)
                     image_ids = self._free_image_ids(s, len(written))
                     for (img, sha, rel, size, _png, tsha, _t), iid in zip(written, image_ids):
@@ -570,4 +571,5 @@ def open_store(settings: Any) -> Store:
     db.upgrade(engine)
     store = Store(engine, data_dir, png_metadata=settings.png_metadata)
     store.mark_interrupted()
+    remove_stale_temp_files(data_dir)
     return store
