@@ -1,0 +1,267 @@
+"""The `statuary` command line.
+
+    statuary generate "cat face, 3d style" --seed 42 --steps 20 --out cat.png
+    statuary serve                     # web UI, and the Discord bot when DISCORD_TOKEN is set
+    statuary webui [--host H] [--port N]
+    statuary bot
+    statuary reproduce ID | vary ID --strength 0.3 | verify ID | info FILE_OR_ID | history
+    statuary train ...                 # trains the default model (see models/default/MODEL_CARD.md)
+
+Every subcommand reads settings from the environment and .env (see .env.example).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from core.settings import Settings, SettingsError, load_settings
+
+
+class Context:
+    """What subcommands share: settings, and lazily the store and the one job service.
+
+    Every subcommand's function is called as func(args, ctx) with this object."""
+
+    def __init__(self, settings: Settings, model_config: str | None = None):
+        self.settings = settings
+        self.model_config = model_config
+        self._store = None
+        self._service = None
+        self._lock = threading.Lock()
+
+    def store(self):
+        """The record of every generation (storage.open_store), or None where storage is absent."""
+        with self._lock:
+            if self._store is None:
+                try:
+                    from storage import open_store
+                except ImportError:  # core alone (storage not installed): images go only to --out
+                    return None
+                self._store = open_store(self.settings)
+            return self._store
+
+    def service(self):
+        store = self.store()
+        with self._lock:
+            if self._service is None:
+                from core.service import create_service
+
+                self._service = create_service(self.settings, recorder=store, model_config=self.model_config)
+            return self._service
+
+    def close(self) -> None:
+        if self._service is not None:
+            self._service.close()
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _read_file(path: str | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"statuary: cannot read {what} {path}: {exc.strerror}")
+
+
+def add_request_arguments(p: argparse.ArgumentParser) -> None:
+    from core.request import SAMPLERS
+
+    p.add_argument("--negative", default="", help="negative prompt: what the image should not show")
+    p.add_argument("--seed", type=int, default=None, help="0..4294967295; random (and printed) if left out")
+    p.add_argument("--count", type=int, default=1, help="images to make, 1-4 (image k uses seed+k)")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps, 1-150")
+    p.add_argument("--guidance", type=float, default=7.0, help="how strongly to follow the prompt (CFG scale)")
+    p.add_argument("--width", type=int, default=None, help="pixels, multiple of 8; default: the model's size")
+    p.add_argument("--height", type=int, default=None, help="pixels, multiple of 8; default: the model's size")
+    p.add_argument("--sampler", default="dpmpp_2m_karras", help="one of " + ", ".join(SAMPLERS))
+    p.add_argument("--variation-seed", type=int, default=None, help="seed blended in for a variation")
+    p.add_argument("--variation-strength", type=float, default=0.0, help="0 = the seed's image, 1 = the variation seed's")
+    p.add_argument("--init-image", default=None, help="start from this image (img2img)")
+    p.add_argument("--strength", type=float, default=0.75, help="img2img/inpaint: how much of the init image to repaint")
+    p.add_argument("--mask", default=None, help="inpaint: white = repaint, black = keep; same size as --init-image")
+
+
+def request_from_args(args: argparse.Namespace):
+    from core.request import GenerationRequest
+
+    return GenerationRequest(
+        prompt=args.prompt, negative_prompt=args.negative, seed=args.seed, count=args.count, steps=args.steps,
+        guidance=args.guidance, width=args.width, height=args.height, sampler=args.sampler,
+        variation_seed=args.variation_seed, variation_strength=args.variation_strength,
+        init_image=_read_file(args.init_image, "init image"), strength=args.strength,
+        mask=_read_file(args.mask, "mask"))
+
+
+def print_progress(handle) -> Any:
+    """Follow a job on stderr; return its result (raises JobFailed / JobCancelled)."""
+    from core.jobs import Progress, Queued, Started
+
+    for event in handle.iter_events():
+        if isinstance(event, Queued):
+            print(f"queued: position {event.position}", file=sys.stderr)
+        elif isinstance(event, Started):
+            print("started", file=sys.stderr)
+        elif isinstance(event, Progress) and (event.step == event.total or event.step % 5 == 0):
+            print(f"step {event.step}/{event.total}", file=sys.stderr)
+    return handle.result()
+
+
+def write_outputs(result, out: str | None) -> None:
+    """Copy each image's PNG (with its recipe) to --out, numbered when there are several."""
+    import shutil
+
+    for img in result.images:
+        target = None
+        if out:
+            base = Path(out)
+            target = base if len(result.images) == 1 else base.with_name(f"{base.stem}-{img.index + 1}{base.suffix or '.png'}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if img.path:
+                shutil.copyfile(img.path, target)
+            else:
+                img.image.save(target, format="PNG")
+        where = target or img.path
+        print(f"{where}  id {img.id}  seed {img.seed}" + (f"  variation seed {img.variation_seed}" if img.variation_seed is not None and result.request.variation_strength > 0 else ""))
+
+
+def cmd_generate(args, ctx: Context) -> int:
+    from core.jobs import JobCancelled, JobFailed, Owner, QueueFull
+    from core.request import InvalidRequest
+
+    try:
+        request = request_from_args(args)
+        request.validate()  # the model-independent checks, before loading anything
+        handle = ctx.service().submit(request, Owner("cli", os.environ.get("USER", "cli"), os.environ.get("USER", "")))
+        result = print_progress(handle)
+    except (InvalidRequest, QueueFull) as exc:
+        print(f"statuary: {exc}", file=sys.stderr)
+        return 2
+    except (JobFailed, JobCancelled) as exc:
+        print(f"statuary: the job did not finish: {exc}", file=sys.stderr)
+        return 1
+    write_outputs(result, args.out)
+    return 0
+
+
+def cmd_serve(args, ctx: Context, with_bot: bool = True, with_webui: bool = True) -> int:
+    s = ctx.settings
+    service, store = ctx.service(), ctx.store()
+    bot_thread = None
+    if with_bot and s.discord_token:
+        from bot.runner import run_in_thread
+
+        bot_thread = run_in_thread(service, store, s)
+    elif with_bot and not with_webui:
+        print("statuary: DISCORD_TOKEN is not set. Create a bot application (see README, 'Discord bot') and put "
+              "its token in .env as DISCORD_TOKEN=...", file=sys.stderr)
+        return 2
+    elif with_bot:
+        print("statuary: DISCORD_TOKEN is not set, so the Discord bot is off; the web UI runs alone.", file=sys.stderr)
+    try:
+        if with_webui:
+            from webui.app import launch
+
+            launch(service, store, s, host=getattr(args, "host", None), port=getattr(args, "port", None))
+        elif bot_thread is not None:
+            bot_thread.join()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ctx.close()
+    return 0
+
+
+def cmd_train(args, ctx: Context) -> int:
+    from training.train import main as train_main
+
+    return train_main(args.rest)
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    parser = argparse.ArgumentParser(prog="statuary", description="Self-hosted text-to-image for communities.")
+    parser.add_argument("--model", help="model to use instead of STATUARY_MODEL (folder, .safetensors or hub id)")
+    parser.add_argument("--model-config", help="diffusers folder giving a single-file checkpoint its configs offline")
+    parser.add_argument("--device", help="instead of STATUARY_DEVICE: auto, cpu, cuda, cuda:N, mps")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the service does")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("generate", help="make images from a prompt and write PNGs")
+    p.add_argument("prompt", help="what to draw")
+    add_request_arguments(p)
+    p.add_argument("--out", help="PNG file to write (numbered when --count > 1); default: only the store")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("serve", help="run the web UI, and the Discord bot when DISCORD_TOKEN is set")
+    p.add_argument("--host", help="instead of STATUARY_HOST")
+    p.add_argument("--port", type=int, help="instead of STATUARY_PORT")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("webui", help="run the web UI alone")
+    p.add_argument("--host", help="instead of STATUARY_HOST")
+    p.add_argument("--port", type=int, help="instead of STATUARY_PORT")
+    p.set_defaults(func=lambda a, c: cmd_serve(a, c, with_bot=False))
+
+    p = sub.add_parser("bot", help="run the Discord bot alone")
+    p.set_defaults(func=lambda a, c: cmd_serve(a, c, with_webui=False))
+
+    p = sub.add_parser("train", help="train the default model (python -m training.train --help)", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_train)
+
+    try:
+        from storage.cli import add_commands
+    except ImportError:
+        pass
+    else:
+        add_commands(sub, None)
+    return parser, sub
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
+    parser, _ = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    env = dict(os.environ)
+    if args.model:
+        env["STATUARY_MODEL"] = args.model
+    if args.device:
+        env["STATUARY_DEVICE"] = args.device
+    try:
+        settings = load_settings(env)
+    except SettingsError as exc:
+        print(f"statuary: {exc}", file=sys.stderr)
+        return 2
+    ctx = Context(settings, model_config=args.model_config)
+    from core.loader import ModelError
+
+    try:
+        return int(args.func(args, ctx) or 0)
+    except ModelError as exc:
+        print(f"statuary: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if args.command not in ("serve", "webui", "bot"):
+            ctx.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

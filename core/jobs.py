@@ -1,0 +1,283 @@
+"""What front-ends see of the job service: owners, events, handles, results, and the
+`JobService` interface. Nothing here imports torch, so a web UI or bot can import it freely.
+
+A job's events arrive in this order:
+
+    Queued(position) ... -> Started -> Progress(step, total, preview) ... ->
+        Done(result) | Failed(reason) | Cancelled
+
+A handle can be read from plain code (`handle.result()`, `handle.iter_events()`) or from
+asyncio (`await handle.wait()`, `async for event in handle.events()`) without blocking the
+event loop: the worker thread hands events to each loop with call_soon_threadsafe.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import dataclasses
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
+
+from core.request import GenerationRequest, ModelLimits
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    """Who asked. Fairness and per-owner limits key on (source, user_id)."""
+
+    source: str  # "web" | "discord" | "cli"
+    user_id: str
+    display_name: str = ""
+    guild_id: str | None = None
+    channel_id: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.source, self.user_id)
+
+
+# ---- events -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Queued:
+    position: int  # 1 = next to run
+
+
+@dataclasses.dataclass(frozen=True)
+class Started:
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    step: int  # 1-based, counted over the whole job (all its images)
+    total: int
+    image_index: int
+    preview: "Image"  # a cheap linear latent->RGB projection, a few dozen pixels a side
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageResult:
+    index: int
+    seed: int
+    variation_seed: int | None
+    image: "Image"
+    frames: list["Image"]  # a handful of preview frames, noise to picture, for the timeline
+    id: str | None = None  # short image id, given by the recorder (storage)
+    path: str | None = None  # PNG file written by the recorder
+    sha256: str | None = None  # of the PNG file
+
+
+@dataclasses.dataclass(frozen=True)
+class JobResult:
+    job_id: str
+    generation_id: str | None
+    request: GenerationRequest  # resolved: seeds and size as they ran
+    images: list[ImageResult]
+    fingerprint: dict[str, Any]  # model hash, library versions, device, dtype, noise source
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Done:
+    result: JobResult
+
+
+@dataclasses.dataclass(frozen=True)
+class Failed:
+    reason: str
+    error_type: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Cancelled:
+    pass
+
+
+Event = Queued | Started | Progress | Done | Failed | Cancelled
+FINAL = (Done, Failed, Cancelled)
+
+
+class QueueFull(RuntimeError):
+    """The service will not take this job now; the message says which limit was hit."""
+
+
+class JobFailed(RuntimeError):
+    def __init__(self, reason: str, error_type: str = "Error"):
+        super().__init__(reason)
+        self.reason = reason
+        self.error_type = error_type
+
+
+class JobCancelled(RuntimeError):
+    pass
+
+
+# ---- the recorder: how storage hears about jobs -----------------------------------------
+
+
+class Recorder(Protocol):
+    """Storage's side of a job. Each call completes before the service moves on, so a job is
+    recorded before it runs and its files exist before anyone is told it is done."""
+
+    def job_queued(self, job_id: str, request: GenerationRequest, owner: Owner, parent_id: str | None,
+                   kind: str, fingerprint: dict[str, Any]) -> str:
+        """Record a new job (status queued); return its generation id. Raising refuses the job."""
+
+    def job_started(self, generation_id: str) -> None: ...
+
+    def job_done(self, generation_id: str, result: JobResult) -> list[ImageResult]:
+        """Write the image files and rows; return the images with id, path and sha256 set."""
+
+    def job_failed(self, generation_id: str, reason: str, error_type: str) -> None: ...
+
+    def job_cancelled(self, generation_id: str) -> None: ...
+
+
+# ---- handles --------------------------------------------------------------------------------
+
+
+class JobHandle:
+    """A submitted job. Thread-safe; events are kept so a late reader still sees them all."""
+
+    def __init__(self, job_id: str, request: GenerationRequest, owner: Owner, service: "JobService"):
+        self.job_id = job_id
+        self.request = request
+        self.owner = owner
+        self.generation_id: str | None = None
+        self.submitted_at = time.time()
+        self._service = service
+        self._events: list[Event] = []
+        self._cond = threading.Condition()
+        self._subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
+        self.cancel_requested = threading.Event()
+
+    # called by the service's worker thread
+    def _emit(self, event: Event) -> None:
+        with self._cond:
+            if self._events and isinstance(self._events[-1], FINAL):
+                return  # a job ends once
+            self._events.append(event)
+            subscribers = list(self._subscribers)
+            self._cond.notify_all()
+        for loop, queue in subscribers:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+            except RuntimeError:  # that loop has closed; its reader is gone
+                pass
+
+    @property
+    def done(self) -> bool:
+        with self._cond:
+            return bool(self._events) and isinstance(self._events[-1], FINAL)
+
+    @property
+    def final_event(self) -> Event | None:
+        with self._cond:
+            return self._events[-1] if self._events and isinstance(self._events[-1], FINAL) else None
+
+    @property
+    def position(self) -> int | None:
+        """Current queue position (1 = next), or None once started."""
+        return self._service.position(self)
+
+    def cancel(self) -> bool:
+        return self._service.cancel(self)
+
+    # ---- plain code ----
+    def iter_events(self, timeout: float | None = None) -> Iterator[Event]:
+        i = 0
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._cond:
+                while i >= len(self._events):
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise TimeoutError(f"job {self.job_id} did not finish within {timeout} s")
+                    self._cond.wait(remaining)
+                event = self._events[i]
+            i += 1
+            yield event
+            if isinstance(event, FINAL):
+                return
+
+    def result(self, timeout: float | None = None) -> JobResult:
+        for event in self.iter_events(timeout):
+            pass
+        return _unwrap(event)
+
+    # ---- asyncio ----
+    async def events(self) -> AsyncIterator[Event]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        with self._cond:
+            past = list(self._events)
+            self._subscribers.append((loop, queue))
+        try:
+            for event in past:
+                yield event
+                if isinstance(event, FINAL):
+                    return
+            # Snapshot and subscription happened under one lock: every later event is in the queue, once.
+            while True:
+                event = await queue.get()
+                yield event
+                if isinstance(event, FINAL):
+                    return
+        finally:
+            with self._cond:
+                self._subscribers = [s for s in self._subscribers if s[1] is not queue]
+
+    async def wait(self) -> JobResult:
+        event = None
+        async for event in self.events():
+            pass
+        return _unwrap(event)
+
+
+def _unwrap(event: Event | None) -> JobResult:
+    if isinstance(event, Done):
+        return event.result
+    if isinstance(event, Failed):
+        raise JobFailed(event.reason, event.error_type)
+    raise JobCancelled("the job was cancelled")
+
+
+# ---- the service interface ----------------------------------------------------------------------
+
+
+class JobService(abc.ABC):
+    """The one owner of the model. Front-ends hold a JobService and nothing else of core."""
+
+    @abc.abstractmethod
+    def submit(self, request: GenerationRequest, owner: Owner, *, parent_id: str | None = None,
+               kind: str = "generate") -> JobHandle:
+        """Validate, resolve, record and queue. Raises InvalidRequest or QueueFull; nothing is queued then."""
+
+    @abc.abstractmethod
+    def cancel(self, handle: JobHandle) -> bool: ...
+
+    @abc.abstractmethod
+    def position(self, handle: JobHandle) -> int | None: ...
+
+    @abc.abstractmethod
+    def status(self) -> dict[str, Any]:
+        """What runs now and what waits: {'running': [...], 'queued': n, 'per_owner': {...}}."""
+
+    @property
+    @abc.abstractmethod
+    def limits(self) -> ModelLimits: ...
+
+    @property
+    @abc.abstractmethod
+    def model_info(self) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...

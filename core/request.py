@@ -1,0 +1,271 @@
+"""The generation request: every field a front-end may set, validated in one place.
+
+A request is a frozen value. `validate` checks every field and raises one `InvalidRequest`
+naming each bad field, its value and what is allowed; nothing is queued before it passes.
+`resolve` then fills what the user left open (a random seed, the model's native size) so
+the stored request always says exactly what ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import math
+import secrets
+import unicodedata
+from typing import Any
+
+SEED_MAX = 2**32 - 1
+PROMPT_MAX_CHARS = 1000
+STEPS_MAX = 150
+GUIDANCE_MAX = 30.0
+COUNT_MAX = 4
+MIN_SIDE = 64
+IMAGE_MAX_BYTES = 20 * 1024 * 1024
+IMAGE_MAX_PIXELS = 4096 * 4096
+
+# Sampler names users type; core.samplers maps each to a diffusers scheduler.
+SAMPLERS = ("dpmpp_2m_karras", "dpmpp_2m", "euler", "euler_a", "ddim", "unipc")
+DEFAULT_SAMPLER = "dpmpp_2m_karras"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelLimits:
+    """What the loaded model accepts: sizes are multiples of `multiple`, sides up to `max_side`."""
+
+    native_size: int = 512
+    max_side: int = 1024
+    multiple: int = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldError:
+    field: str
+    value: Any
+    allowed: str
+
+    def __str__(self) -> str:
+        value = self.value
+        if isinstance(value, str) and len(value) > 40:
+            value = value[:37] + "..."
+        shown = f"<{len(value)} bytes>" if isinstance(value, (bytes, bytearray)) else repr(value)
+        return f"{self.field}: {shown} is not allowed; {self.allowed}."
+
+
+class InvalidRequest(ValueError):
+    """One or more fields of a request are bad. `errors` lists each; str() reads as a sentence per field."""
+
+    def __init__(self, errors: list[FieldError]):
+        self.errors = list(errors)
+        super().__init__(" ".join(str(e) for e in self.errors))
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    negative_prompt: str = ""
+    seed: int | None = None  # None: a random seed, chosen and recorded at submit
+    count: int = 1
+    steps: int = 20
+    guidance: float = 7.0
+    width: int | None = None  # None: the model's native size
+    height: int | None = None
+    sampler: str = DEFAULT_SAMPLER
+    variation_seed: int | None = None  # None with strength > 0: a random one, recorded
+    variation_strength: float = 0.0
+    init_image: bytes | None = None  # encoded image file (PNG, JPEG, WebP); resized to width x height
+    strength: float = 0.75  # img2img / inpaint: how much of the init image is re-noised
+    mask: bytes | None = None  # white = repaint, black = keep; same size as init_image
+
+    # ---- validation ---------------------------------------------------------------------
+
+    def validate(self, limits: ModelLimits | None = None) -> None:
+        """Raise InvalidRequest listing every bad field. Checks sizes against `limits` when given."""
+        errors: list[FieldError] = []
+        _check_text(errors, "prompt", self.prompt, required=True)
+        _check_text(errors, "negative_prompt", self.negative_prompt, required=False)
+        _check_int(errors, "seed", self.seed, 0, SEED_MAX, optional=True)
+        _check_int(errors, "count", self.count, 1, COUNT_MAX)
+        _check_int(errors, "steps", self.steps, 1, STEPS_MAX)
+        _check_float(errors, "guidance", self.guidance, 0.0, GUIDANCE_MAX)
+        lim = limits or ModelLimits(max_side=4096)
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            allowed = f"use a multiple of {lim.multiple} from {MIN_SIDE} to {lim.max_side}"
+            if not _is_int(value) or not MIN_SIDE <= value <= lim.max_side or value % lim.multiple:
+                errors.append(FieldError(name, value, allowed))
+        if self.sampler not in SAMPLERS:
+            errors.append(FieldError("sampler", self.sampler, "use one of " + ", ".join(SAMPLERS)))
+        _check_int(errors, "variation_seed", self.variation_seed, 0, SEED_MAX, optional=True)
+        _check_float(errors, "variation_strength", self.variation_strength, 0.0, 1.0)
+        _check_float(errors, "strength", self.strength, 0.0, 1.0)
+        if _is_float(self.strength) and self.init_image is not None and self.strength <= 0:
+            errors.append(FieldError("strength", self.strength, "use a value above 0 and up to 1 with an init image"))
+        init_size = _check_image(errors, "init_image", self.init_image)
+        if self.mask is not None:
+            if self.init_image is None:
+                errors.append(FieldError("mask", self.mask, "a mask needs an init_image to paint on"))
+            mask_size = _check_image(errors, "mask", self.mask)
+            if init_size and mask_size and init_size != mask_size:
+                errors.append(FieldError(
+                    "mask", f"{mask_size[0]}x{mask_size[1]}",
+                    f"the mask must be the init image's size, {init_size[0]}x{init_size[1]}"))
+        if errors:
+            raise InvalidRequest(errors)
+
+    def resolve(self, limits: ModelLimits, rng: secrets.SystemRandom | None = None) -> "GenerationRequest":
+        """The same request with everything left open decided: seeds, size. Validates first."""
+        self.validate(limits)
+        rng = rng or secrets.SystemRandom()
+        changes: dict[str, Any] = {}
+        if self.seed is None:
+            changes["seed"] = rng.randint(0, SEED_MAX)
+        if self.variation_strength > 0 and self.variation_seed is None:
+            changes["variation_seed"] = rng.randint(0, SEED_MAX)
+        if self.width is None or self.height is None:
+            if self.init_image is not None:
+                w, h = _image_size(self.init_image)
+                m = limits.multiple
+                # Keep the init image's aspect, on the model's grid, within its limits.
+                scale = min(1.0, limits.max_side / max(w, h))
+                w, h = max(MIN_SIDE, int(w * scale) // m * m), max(MIN_SIDE, int(h * scale) // m * m)
+            else:
+                w = h = limits.native_size
+            changes.setdefault("width", self.width or w)
+            changes.setdefault("height", self.height or h)
+        return dataclasses.replace(self, **changes) if changes else self
+
+    # ---- derived values ---------------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        if self.mask is not None:
+            return "inpaint"
+        if self.init_image is not None:
+            return "img2img"
+        return "txt2img"
+
+    # The seed rule (recorded, relied on by reproduce): image k of a plain request uses seed + k;
+    # image k of a variation request (variation_strength > 0) keeps the seed and uses
+    # variation_seed + k, so a batch of variations are all variations of the same picture.
+    # Both wrap at 2**32.
+
+    def image_seed(self, index: int) -> int:
+        assert self.seed is not None, "resolve() the request first"
+        if self.variation_strength > 0:
+            return self.seed
+        return (self.seed + index) % (SEED_MAX + 1)
+
+    def image_variation_seed(self, index: int) -> int | None:
+        if self.variation_seed is None:
+            return None
+        if self.variation_strength > 0:
+            return (self.variation_seed + index) % (SEED_MAX + 1)
+        return self.variation_seed
+
+    def image_request(self, index: int) -> "GenerationRequest":
+        """The single-image request that makes exactly image `index` of this one (what reproduce runs)."""
+        return dataclasses.replace(self, count=1, seed=self.image_seed(index),
+                                   variation_seed=self.image_variation_seed(index))
+
+    @property
+    def init_image_sha256(self) -> str | None:
+        return hashlib.sha256(self.init_image).hexdigest() if self.init_image is not None else None
+
+    @property
+    def mask_sha256(self) -> str | None:
+        return hashlib.sha256(self.mask).hexdigest() if self.mask is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe recipe: images appear as their sha256 (the bytes are stored by storage)."""
+        d = dataclasses.asdict(self)
+        d.pop("init_image")
+        d.pop("mask")
+        d["init_image_sha256"] = self.init_image_sha256
+        d["mask_sha256"] = self.mask_sha256
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], init_image: bytes | None = None, mask: bytes | None = None) -> "GenerationRequest":
+        """Inverse of to_dict; the caller supplies image bytes looked up by their sha256."""
+        fields = {f.name for f in dataclasses.fields(cls)} - {"init_image", "mask"}
+        unknown = set(d) - fields - {"init_image_sha256", "mask_sha256"}
+        if unknown:
+            raise InvalidRequest([FieldError(k, d[k], "this is not a request field") for k in sorted(unknown)])
+        for key, data in (("init_image_sha256", init_image), ("mask_sha256", mask)):
+            if d.get(key) and data is None:
+                raise InvalidRequest([FieldError(key, d[key], "the image with this hash was not supplied")])
+            if data is not None and d.get(key) != hashlib.sha256(data).hexdigest():
+                raise InvalidRequest([FieldError(key, d.get(key), "the supplied image does not match this hash")])
+        return cls(**{k: v for k, v in d.items() if k in fields}, init_image=init_image, mask=mask)
+
+
+# ---- field checks ---------------------------------------------------------------------------
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_float(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_int(errors: list[FieldError], name: str, value: Any, lo: int, hi: int, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not _is_int(value) or not lo <= value <= hi:
+        errors.append(FieldError(name, value, f"use a whole number from {lo} to {hi}" + (" (or leave it empty for random)" if optional else "")))
+
+
+def _check_float(errors: list[FieldError], name: str, value: Any, lo: float, hi: float) -> None:
+    if not _is_float(value) or not lo <= value <= hi:
+        errors.append(FieldError(name, value, f"use a finite number from {lo:g} to {hi:g}"))
+
+
+def _check_text(errors: list[FieldError], name: str, value: Any, required: bool) -> None:
+    if not isinstance(value, str):
+        errors.append(FieldError(name, value, "use text"))
+        return
+    if required and not value.strip():
+        errors.append(FieldError(name, value, "write a few words describing the image"))
+    elif len(value) > PROMPT_MAX_CHARS:
+        errors.append(FieldError(name, f"<{len(value)} characters>", f"use at most {PROMPT_MAX_CHARS} characters"))
+    else:
+        bad = [c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co") and c not in "\n\t\u200d"]
+        if bad:
+            codes = ", ".join(f"U+{ord(c):04X}" for c in dict.fromkeys(bad))
+            errors.append(FieldError(name, f"<text with {codes}>", "remove control characters (only newlines and tabs are allowed)"))
+
+
+def _image_size(data: bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return im.size
+
+
+def _check_image(errors: list[FieldError], name: str, data: Any) -> tuple[int, int] | None:
+    if data is None:
+        return None
+    if not isinstance(data, (bytes, bytearray)):
+        errors.append(FieldError(name, type(data).__name__, "give the image file's bytes (PNG, JPEG or WebP)"))
+        return None
+    if len(data) > IMAGE_MAX_BYTES:
+        errors.append(FieldError(name, data, f"use an image file of at most {IMAGE_MAX_BYTES // 2**20} MiB"))
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > IMAGE_MAX_PIXELS:
+                errors.append(FieldError(name, f"{im.width}x{im.height}", f"use an image of at most {IMAGE_MAX_PIXELS} pixels"))
+                return None
+            im.load()  # decode fully: a truncated file fails here, not mid-job
+            return im.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        errors.append(FieldError(name, data, f"give a readable PNG, JPEG or WebP image ({exc.__class__.__name__})"))
+        return None

@@ -1,0 +1,151 @@
+"""Settings, read once from the environment and an optional `.env` file.
+
+Every setting is declared in SETTINGS below with its default and one line of explanation;
+`.env.example` is that list written out (a test keeps the two in step). Unknown
+`STATUARY_*` names are an error rather than silently ignored: a typo should not cost an
+evening of wondering why the queue limit did not change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("STATUARY_MODEL", "default",
+            "Model to load: 'default' (models/default), a diffusers folder, a single .safetensors file, or a hub id (online only)."),
+    Setting("STATUARY_DEVICE", "auto", "Where the model runs: auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps."),
+    Setting("STATUARY_DTYPE", "auto", "Weights dtype: auto (float16 on cuda/mps, float32 on cpu), float32, float16 or bfloat16."),
+    Setting("STATUARY_THREADS", "0", "CPU threads for torch; 0 leaves torch's default (all cores)."),
+    Setting("STATUARY_DATA_DIR", "data", "Folder for the database, image files and caches (relative to the working directory)."),
+    Setting("DATABASE_URL", "", "SQLAlchemy URL of the database; empty means SQLite at DATA_DIR/statuary.db. PostgreSQL: postgresql+psycopg://user:pass@host/db"),
+    Setting("STATUARY_QUEUE_MAX", "64", "Jobs waiting in the queue at most; past it, submit answers 'queue full'."),
+    Setting("STATUARY_QUEUE_PER_OWNER", "4", "Jobs one owner (a browser session, a Discord user) may have waiting at once."),
+    Setting("STATUARY_BATCH_MAX", "1", "Most images denoised together in one UNet call (GPU batching; 1 = one image at a time, the CPU default)."),
+    Setting("STATUARY_MAX_SIDE", "0", "Largest width or height accepted, in pixels; 0 means twice the model's native size."),
+    Setting("STATUARY_PNG_METADATA", "1", "1 embeds the recipe (prompt, seed, ...) in every PNG; 0 keeps it only in the database."),
+    Setting("STATUARY_PREVIEW_FRAMES", "8", "Preview frames kept per image for the denoising timeline."),
+    Setting("STATUARY_HOST", "127.0.0.1", "Address the web UI listens on; 0.0.0.0 listens on every interface."),
+    Setting("STATUARY_PORT", "7860", "Port of the web UI."),
+    Setting("STATUARY_AUTH", "", "Optional web UI login as user:password (several separated by commas); empty means no login."),
+    Setting("STATUARY_UPLOAD_MAX_MB", "10", "Largest upload the web UI accepts, in MiB."),
+    Setting("STATUARY_SHARE", "0", "1 asks Gradio for a public share link (off by default)."),
+    Setting("DISCORD_TOKEN", "", "Discord bot token; when set, `statuary serve` also runs the bot."),
+)
+
+_KNOWN = {s.env for s in SETTINGS}
+
+
+class SettingsError(ValueError):
+    """A setting has a value Statuary cannot use."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    model: str
+    device: str
+    dtype: str
+    threads: int
+    data_dir: Path
+    database_url: str
+    queue_max: int
+    queue_per_owner: int
+    batch_max: int
+    max_side: int
+    png_metadata: bool
+    preview_frames: int
+    host: str
+    port: int
+    auth: str
+    upload_max_mb: int
+    share: bool
+    discord_token: str
+
+    @property
+    def model_spec(self) -> str:
+        return str(DEFAULT_MODEL_DIR) if self.model == "default" else self.model
+
+
+def _int(env: dict[str, str], name: str, lo: int, hi: int) -> int:
+    raw = env[name]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number; use an integer from {lo} to {hi}.") from None
+    if not lo <= value <= hi:
+        raise SettingsError(f"{name}={value} is out of range; use an integer from {lo} to {hi}.")
+    return value
+
+
+def _bool(env: dict[str, str], name: str) -> bool:
+    raw = env[name].strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name}={env[name]!r} is not a switch; use 1 or 0.")
+
+
+def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | os.PathLike | None = ".env") -> Settings:
+    """Settings from `environ` (default: os.environ) over the `.env` file over the defaults."""
+    values = {s.env: s.default for s in SETTINGS}
+    if dotenv_path and Path(dotenv_path).is_file():
+        from dotenv import dotenv_values
+
+        values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    env = dict(os.environ if environ is None else environ)
+    values.update({k: v for k, v in env.items() if k in _KNOWN})
+    unknown = sorted(k for k in list(env) + list(values) if k.startswith("STATUARY_") and k not in _KNOWN)
+    if unknown:
+        raise SettingsError(f"Unknown setting(s) {', '.join(unknown)}; known settings are listed in .env.example.")
+
+    device = values["STATUARY_DEVICE"].strip().lower()
+    if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise SettingsError(f"STATUARY_DEVICE={device!r} is not a device; use auto, cpu, cuda, cuda:N or mps.")
+    dtype = values["STATUARY_DTYPE"].strip().lower()
+    if dtype not in ("auto", "float32", "float16", "bfloat16"):
+        raise SettingsError(f"STATUARY_DTYPE={dtype!r} is not a dtype; use auto, float32, float16 or bfloat16.")
+    auth = values["STATUARY_AUTH"].strip()
+    if auth and not all(":" in pair and pair.split(":", 1)[0] for pair in auth.split(",")):
+        raise SettingsError("STATUARY_AUTH must be user:password pairs separated by commas.")
+    data_dir = Path(values["STATUARY_DATA_DIR"]).expanduser().resolve()
+    return Settings(
+        model=values["STATUARY_MODEL"].strip() or "default",
+        device=device,
+        dtype=dtype,
+        threads=_int(values, "STATUARY_THREADS", 0, 1024),
+        data_dir=data_dir,
+        database_url=values["DATABASE_URL"].strip() or f"sqlite:///{data_dir / 'statuary.db'}",
+        queue_max=_int(values, "STATUARY_QUEUE_MAX", 1, 100_000),
+        queue_per_owner=_int(values, "STATUARY_QUEUE_PER_OWNER", 1, 10_000),
+        batch_max=_int(values, "STATUARY_BATCH_MAX", 1, 256),
+        max_side=_int(values, "STATUARY_MAX_SIDE", 0, 8192),
+        png_metadata=_bool(values, "STATUARY_PNG_METADATA"),
+        preview_frames=_int(values, "STATUARY_PREVIEW_FRAMES", 0, 200),
+        host=values["STATUARY_HOST"].strip(),
+        port=_int(values, "STATUARY_PORT", 1, 65535),
+        auth=auth,
+        upload_max_mb=_int(values, "STATUARY_UPLOAD_MAX_MB", 1, 1024),
+        share=_bool(values, "STATUARY_SHARE"),
+        discord_token=values["DISCORD_TOKEN"].strip(),
+    )
+
+
+def env_example() -> str:
+    """The text of `.env.example`: every setting, commented, with its default."""
+    lines = ["# Statuary settings. Copy to .env and change what you need; every line shows the default.", ""]
+    for s in SETTINGS:
+        lines += [f"# {s.help}", f"{s.env}={s.default}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""The command line, run as a user runs it: a subprocess of the installed entry point."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def statuary(args, tmp_path, **env):
+    full_env = dict(os.environ, STATUARY_DATA_DIR=str(tmp_path / "data"), STATUARY_DEVICE="cpu",
+                    STATUARY_THREADS="2", HF_HUB_OFFLINE="1", **env)
+    return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT, env=full_env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_generate_writes_a_png_and_says_where(tmp_path, tiny_model_dir):
+    out = tmp_path / "cat.png"
+    r = statuary(["--model", str(tiny_model_dir), "generate", "a cat", "--seed", "42", "--steps", "3",
+                  "--out", str(out)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert str(out) in r.stdout and "seed 42" in r.stdout
+    assert Image.open(out).size == (64, 64)
+
+
+def test_generate_same_seed_same_bytes(tmp_path, tiny_model_dir):
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"x{i}.png"
+        r = statuary(["--model", str(tiny_model_dir), "generate", "a dog", "--seed", "7", "--steps", "2",
+                      "--out", str(out)], tmp_path)
+        assert r.returncode == 0, r.stderr
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+
+
+def test_bad_input_exits_nonzero_with_the_message(tmp_path, tiny_model_dir):
+    r = statuary(["--model", str(tiny_model_dir), "generate", "a cat", "--steps", "0", "--width", "500"], tmp_path)
+    assert r.returncode == 2
+    assert "steps: 0 is not allowed; use a whole number from 1 to 150" in r.stderr
+    assert "width: 500 is not allowed" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_model_is_a_clear_message(tmp_path):
+    r = statuary(["--model", str(tmp_path / "nothing"), "generate", "a cat"], tmp_path)
+    assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_setting_is_a_clear_message(tmp_path):
+    r = statuary(["generate", "a cat"], tmp_path, STATUARY_PORT="eighty")
+    assert r.returncode == 2 and "STATUARY_PORT='eighty' is not a whole number" in r.stderr

@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+
+from core.settings import SETTINGS, SettingsError, env_example, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_env_example_lists_every_setting_with_its_default():
+    text = (ROOT / ".env.example").read_text()
+    assert text == env_example()
+    for s in SETTINGS:
+        assert f"{s.env}={s.default}\n" in text
+
+
+def test_defaults(tmp_path):
+    s = load_settings({"STATUARY_DATA_DIR": str(tmp_path)}, dotenv_path=None)
+    assert s.host == "127.0.0.1" and s.share is False and s.png_metadata is True
+    assert s.database_url == f"sqlite:///{tmp_path / 'statuary.db'}"
+
+
+def test_dotenv_file_is_read_and_environment_wins(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("STATUARY_PORT=9000\nSTATUARY_QUEUE_MAX=5\n")
+    s = load_settings({"STATUARY_QUEUE_MAX": "7"}, dotenv_path=env_file)
+    assert (s.port, s.queue_max) == (9000, 7)
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"STATUARY_PORT": "http"}, "STATUARY_PORT='http' is not a whole number"),
+    ({"STATUARY_QUEUE_MAX": "0"}, "use an integer from 1"),
+    ({"STATUARY_DEVICE": "tpu"}, "not a device"),
+    ({"STATUARY_DTYPE": "int8"}, "not a dtype"),
+    ({"STATUARY_PNG_METADATA": "maybe"}, "not a switch"),
+    ({"STATUARY_QUEUE_MAXX": "3"}, "Unknown setting(s) STATUARY_QUEUE_MAXX"),
+    ({"STATUARY_AUTH": "nopassword"}, "user:password"),
+])
+def test_bad_settings_are_clear_errors(env, message):
+    with pytest.raises(SettingsError) as info:
+        load_settings(env, dotenv_path=None)
+    assert message in str(info.value)
