@@ -1,0 +1,65 @@
+"""The buttons under every result. They are persistent: each button's custom_id names its
+action and the image ids it acts on (`statuary:v:k7x2m9qa`), and one DynamicItem class,
+registered at start-up, turns any such id back into a button -- so a click on a result
+posted before the bot restarted still works.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import discord
+
+PREFIX = "statuary"
+# action: u = upscale (post alone), v = subtle variation, vs = strong variation, rr = re-roll,
+#         i = info, t = timeline, x = delete
+ACTIONS = ("u", "v", "vs", "rr", "i", "t", "x")
+TEMPLATE = re.compile(PREFIX + r":(?P<action>u|vs|v|rr|i|t|x):(?P<ids>[0-9a-z]{1,16}(?:\.[0-9a-z]{1,16}){0,3})")
+
+
+def custom_id(action: str, ids: list[str]) -> str:
+    assert action in ACTIONS and 1 <= len(ids) <= 4
+    return f"{PREFIX}:{action}:{'.'.join(ids)}"
+
+
+class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
+    """One button of a result; the bot's `on_result_button` does the work."""
+
+    def __init__(self, action: str, ids: list[str], *, label: str | None = None, emoji: str | None = None,
+                 style: discord.ButtonStyle = discord.ButtonStyle.secondary, row: int | None = None):
+        self.action, self.ids = action, list(ids)
+        super().__init__(discord.ui.Button(label=label, emoji=emoji, style=style, row=row,
+                                           custom_id=custom_id(action, self.ids)))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> "ResultButton":
+        return cls(match["action"], match["ids"].split("."), label=item.label,
+                   emoji=str(item.emoji) if item.emoji else None, style=item.style)
+
+    async def callback(self, interaction: discord.Interaction) -> Any:
+        await interaction.client.on_result_button(interaction, self.action, self.ids)
+
+
+def result_view(ids: list[str]) -> discord.ui.View:
+    """U1-U4 and V1-V4 (subtle and strong) for a batch, then re-roll, info, timeline, delete."""
+    view = discord.ui.View(timeout=None)
+    ids = list(ids)[:4]
+    if len(ids) > 1:
+        for n, iid in enumerate(ids, 1):
+            view.add_item(ResultButton("u", [iid], label=f"U{n}", row=0))
+        for n, iid in enumerate(ids, 1):
+            view.add_item(ResultButton("v", [iid], label=f"V{n}", row=1))
+        for n, iid in enumerate(ids, 1):
+            view.add_item(ResultButton("vs", [iid], label=f"V{n} strong", row=2))
+        row = 3
+    else:
+        view.add_item(ResultButton("v", ids, label="Vary (subtle)", row=0))
+        view.add_item(ResultButton("vs", ids, label="Vary (strong)", row=0))
+        row = 1
+    view.add_item(ResultButton("rr", ids, emoji="🔄", label="Re-roll", row=row))
+    view.add_item(ResultButton("i", ids, emoji="ℹ️", label="Info", row=row))
+    view.add_item(ResultButton("t", ids, emoji="🎞️", label="Timeline", row=row))
+    view.add_item(ResultButton("x", ids, emoji="❌", label="Delete", style=discord.ButtonStyle.danger, row=row))
+    return view

@@ -1,0 +1,195 @@
+"""Community controls and user preferences, kept in the database next to the generations.
+
+    community = Community(store.engine)
+    rules = community.guild(guild_id)          # GuildRules: channels, limits, blocked words, defaults
+    community.update_guild(guild_id, by=user_id, max_per_hour=10)
+    community.set_private(user_id, True)       # /private: results by DM only
+
+The tables live on storage's declarative Base, so one Alembic chain creates them
+(storage/migrations/versions/0100_discord_community.py). Reads are cached in memory and the
+cache is replaced on every write from this process: a slash command must be answered within
+three seconds, and a check that needs no query cannot be slow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+import threading
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Engine, Integer, String, func, select
+from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
+
+from storage import db
+from storage.models import Base, Generation, utcnow
+
+
+class GuildSettings(Base):
+    """One server's rules, set by members with Manage Server. NULL means 'not set: use the default'."""
+
+    __tablename__ = "discord_guild_settings"
+
+    guild_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    allowed_channels: Mapped[list[str]] = mapped_column(JSON, default=list)  # empty: every channel
+    blocked_words: Mapped[list[str]] = mapped_column(JSON, default=list)
+    max_queued: Mapped[int | None] = mapped_column(Integer)  # a member's jobs waiting or running at once
+    max_per_hour: Mapped[int | None] = mapped_column(Integer)  # a member's jobs started in the last hour
+    default_steps: Mapped[int | None] = mapped_column(Integer)
+    max_steps: Mapped[int | None] = mapped_column(Integer)
+    default_size: Mapped[int | None] = mapped_column(Integer)  # side of the square of the same area, pixels
+    max_size: Mapped[int | None] = mapped_column(Integer)
+    default_count: Mapped[int | None] = mapped_column(Integer)
+    max_count: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[dt.datetime]
+    updated_by: Mapped[str] = mapped_column(String(32), default="")
+
+
+class UserPrefs(Base):
+    """A Discord user's preferences, the same in every server."""
+
+    __tablename__ = "discord_user_prefs"
+
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    private: Mapped[bool] = mapped_column(Boolean, default=False)  # results by DM only
+    updated_at: Mapped[dt.datetime]
+
+
+# What a server gets before anyone sets anything (None: the model's or service's own limit).
+DEFAULTS: dict[str, Any] = {
+    "allowed_channels": [], "blocked_words": [], "max_queued": None, "max_per_hour": None,
+    "default_steps": 20, "max_steps": 50, "default_size": None, "max_size": None,
+    "default_count": 1, "max_count": 4,
+}
+RULE_FIELDS = tuple(DEFAULTS)
+
+
+@dataclasses.dataclass(frozen=True)
+class GuildRules:
+    """A server's settings with the defaults filled in. Frozen: read it, don't change it."""
+
+    allowed_channels: tuple[str, ...] = ()
+    blocked_words: tuple[str, ...] = ()
+    max_queued: int | None = None
+    max_per_hour: int | None = None
+    default_steps: int = 20
+    max_steps: int = 50
+    default_size: int | None = None
+    max_size: int | None = None
+    default_count: int = 1
+    max_count: int = 4
+
+    def channel_allowed(self, channel_id: str | int | None) -> bool:
+        return not self.allowed_channels or str(channel_id) in self.allowed_channels
+
+    def blocked_word_in(self, text: str) -> str | None:
+        """The first blocked word or phrase that `text` contains as whole words, ignoring case."""
+        for word in self.blocked_words:
+            if re.search(r"(?<!\w)" + re.escape(word) + r"(?!\w)", text, flags=re.IGNORECASE):
+                return word
+        return None
+
+
+DM_RULES = GuildRules()  # direct messages: no server, the defaults
+
+
+class Community:
+    """Reads and writes the community tables. Thread-safe; cached per guild and user."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._read = sessionmaker(engine, expire_on_commit=False)
+        self._write = sessionmaker(db.writer(engine), expire_on_commit=False)
+        self._lock = threading.Lock()
+        self._guilds: dict[str, GuildRules] = {}
+        self._private: dict[str, bool] = {}
+
+    # ---- servers -----------------------------------------------------------------------------
+
+    def guild(self, guild_id: str | int | None) -> GuildRules:
+        if guild_id is None:
+            return DM_RULES
+        gid = str(guild_id)
+        with self._lock:
+            if gid in self._guilds:
+                return self._guilds[gid]
+        with self._read() as s:
+            row = s.get(GuildSettings, gid)
+            rules = _rules(row)
+        with self._lock:
+            self._guilds[gid] = rules
+        return rules
+
+    def update_guild(self, guild_id: str | int, by: str | int, **changes: Any) -> GuildRules:
+        """Set some of a server's fields (None resets one to its default); returns the new rules."""
+        unknown = set(changes) - set(RULE_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown server settings: {', '.join(sorted(unknown))}")
+        gid = str(guild_id)
+        with self._write() as s, s.begin():
+            row = s.get(GuildSettings, gid)
+            if row is None:
+                row = GuildSettings(guild_id=gid, allowed_channels=[], blocked_words=[], updated_at=utcnow())
+                s.add(row)
+            for key, value in changes.items():
+                if key in ("allowed_channels", "blocked_words"):
+                    value = list(value or [])
+                setattr(row, key, value)
+            row.updated_at, row.updated_by = utcnow(), str(by)
+            s.flush()
+            rules = _rules(row)
+        with self._lock:
+            self._guilds[gid] = rules
+        return rules
+
+    # ---- users -------------------------------------------------------------------------------
+
+    def is_private(self, user_id: str | int) -> bool:
+        uid = str(user_id)
+        with self._lock:
+            if uid in self._private:
+                return self._private[uid]
+        with self._read() as s:
+            row = s.get(UserPrefs, uid)
+            private = bool(row and row.private)
+        with self._lock:
+            self._private[uid] = private
+        return private
+
+    def set_private(self, user_id: str | int, private: bool) -> None:
+        uid = str(user_id)
+        with self._write() as s, s.begin():
+            row = s.get(UserPrefs, uid)
+            if row is None:
+                s.add(UserPrefs(user_id=uid, private=private, updated_at=utcnow()))
+            else:
+                row.private, row.updated_at = private, utcnow()
+        with self._lock:
+            self._private[uid] = private
+
+    # ---- usage -------------------------------------------------------------------------------
+
+    def jobs_since(self, user_id: str | int, guild_id: str | int | None, since: dt.datetime) -> int:
+        """How many jobs this Discord user submitted in this server since `since` (from the
+        generations table, so the count survives a restart)."""
+        cond = [Generation.owner_source == "discord", Generation.owner_user_id == str(user_id),
+                Generation.created_at >= since]
+        if guild_id is not None:
+            cond.append(Generation.owner_guild_id == str(guild_id))
+        with self._read() as s:
+            return int(s.scalar(select(func.count(Generation.id)).where(*cond)) or 0)
+
+
+def _rules(row: GuildSettings | None) -> GuildRules:
+    if row is None:
+        return GuildRules()
+    values = {}
+    for key in RULE_FIELDS:
+        value = getattr(row, key)
+        if value is None:
+            value = DEFAULTS[key]
+        if key in ("allowed_channels", "blocked_words"):
+            value = tuple(str(v) for v in value or ())
+        values[key] = value
+    return GuildRules(**values)

@@ -1,0 +1,82 @@
+"""Runs the bot beside the web UI: its own thread, its own event loop.
+
+    thread = run_in_thread(service, store, settings)
+    thread.stop()          # closes the connection; the thread then ends
+
+A missing or refused token is logged (and printed) as one clear sentence and ends only the
+bot's thread: the web UI and the job service keep running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TOKEN_HELP = ("Check DISCORD_TOKEN in .env: it must be the bot token from the Discord developer portal "
+              "(Applications -> your app -> Bot -> Reset Token), not the application id or the client secret.")
+
+
+class BotThread(threading.Thread):
+    """The bot's thread. `error` holds the sentence that stopped it, if one did."""
+
+    def __init__(self, service: Any, store: Any, settings: Any, **bot_options: Any):
+        super().__init__(name="statuary-discord", daemon=True)
+        self.service, self.store, self.settings = service, store, settings
+        self.bot_options = bot_options
+        self.error: str | None = None
+        self.bot = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.started_bot = threading.Event()
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except Exception as exc:  # noqa: BLE001 -- the bot's failure must not take the web UI with it
+            self._fail(f"the Discord bot stopped: {type(exc).__name__}: {exc}")
+            log.exception("the Discord bot stopped")
+
+    async def _main(self) -> None:
+        import discord
+
+        from bot.client import StatuaryBot
+
+        token = (getattr(self.settings, "discord_token", "") or "").strip()
+        if not token:
+            return self._fail("DISCORD_TOKEN is not set, so the Discord bot is off. " + TOKEN_HELP)
+        self.loop = asyncio.get_running_loop()
+        self.bot = StatuaryBot(self.service, self.store, **self.bot_options)
+        self.started_bot.set()
+        try:
+            async with self.bot:
+                await self.bot.start(token)
+        except discord.LoginFailure:
+            self._fail("Discord refused the bot token (DISCORD_TOKEN); the bot is off, the web UI keeps running. "
+                       + TOKEN_HELP)
+        except discord.PrivilegedIntentsRequired:  # not expected: the bot asks for no privileged intents
+            self._fail("Discord wants privileged intents enabled for this bot; the bot is off.")
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        log.error("%s", message)
+        print(f"statuary: {message}", file=sys.stderr)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.bot is not None and self.loop is not None and self.loop.is_running():
+            fut = asyncio.run_coroutine_threadsafe(self.bot.close(), self.loop)
+            try:
+                fut.result(timeout)
+            except Exception:  # noqa: BLE001
+                pass
+        self.join(timeout)
+
+
+def run_in_thread(service: Any, store: Any, settings: Any, **bot_options: Any) -> BotThread:
+    """Start the bot in a daemon thread and return it (joined by `statuary bot`)."""
+    thread = BotThread(service, store, settings, **bot_options)
+    thread.start()
+    return thread
