@@ -1,0 +1,327 @@
+"""End-to-end: the running web UI driven in headless Chromium on the tiny model."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import expect
+
+from core.jobs import Owner
+from core.request import GenerationRequest
+from tests.webui.ui import (done_ids, fill, generate, open_tab, select_in_gallery, set_slider, text_input, wait_done)
+
+pytestmark = pytest.mark.browser
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def make(server, prompt="red apple", seed=7, steps=3, owner=Owner("discord", "1234", "dora")):
+    """An image made outside the web UI (here: as if from Discord)."""
+    return server.service.submit(GenerationRequest(prompt=prompt, seed=seed, steps=steps), owner).result(60).images[0]
+
+
+def pixels(path_or_bytes) -> np.ndarray:
+    src = io.BytesIO(path_or_bytes) if isinstance(path_or_bytes, bytes) else path_or_bytes
+    with Image.open(src) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.int16)
+
+
+def test_generate_shows_image_in_history_and_database(page, server):
+    ids = generate(page, "cat face on blue background", steps=3, seed=42)
+    assert len(ids) == 1
+    image_id = ids[0]
+    expect(page.locator("#g-gallery img")).to_have_count(1)
+    expect(page.locator("#g-recipe")).to_contain_text(image_id)
+    expect(page.locator("#g-recipe")).to_contain_text("42")
+
+    rec = server.store.get(image_id)
+    assert rec.image_request["prompt"] == "cat face on blue background" and rec.owner.source == "web"
+    db = server.settings.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as con:
+        assert con.execute("select count(*) from images where id = ?", (image_id,)).fetchone()[0] == 1
+
+    open_tab(page, "History")
+    expect(page.locator("#h-gallery")).to_contain_text(image_id)
+    fill(page, "h-query", "blue cat")
+    page.locator("#h-search").click()
+    expect(page.locator("#h-count")).to_contain_text("matching")
+    expect(page.locator("#h-gallery")).to_contain_text(image_id)
+
+
+def test_reproduce_from_history_gives_identical_bytes(page, server):
+    src = make(server, prompt="dog face", seed=11)
+    open_tab(page, "History")
+    fill(page, "h-query", "dog face")
+    page.locator("#h-search").click()
+    expect(page.locator("#h-gallery")).to_contain_text(src.id)
+    select_in_gallery(page, "h-gallery", 0)
+    expect(page.locator("#h-details")).to_contain_text(src.id)
+    expect(page.locator("#h-details")).to_contain_text("dora")  # a Discord user's image, shown to the web
+    page.locator("#h-reproduce").click()
+    text = wait_done(page, "h-status")
+    assert "identical bytes" in text, text
+    new_id = [i for i in done_ids("x: " + text) if i != src.id][0]
+    new = server.store.get(new_id)
+    assert new.path.read_bytes() == Path(src.path).read_bytes()
+    assert new.parent_id == src.id
+
+    page.locator("#h-verify").click()
+    expect(page.locator("#h-status")).to_contain_text("Exact", timeout=60_000)
+
+
+def test_variation_at_strength_zero_equals_source(page, server):
+    src = make(server, prompt="pizza", seed=5)
+    open_tab(page, "Variations")
+    fill(page, "v-id", src.id)
+    page.locator("#v-load").click()
+    expect(page.locator("#v-status")).to_contain_text(f"Source: image {src.id}")
+    set_slider(page, "v-strength", 0)
+    set_slider(page, "v-count", 1)
+    page.locator("#v-go").click()
+    ids = done_ids(wait_done(page, "v-status"))
+    assert len(ids) == 1
+    var = server.store.get(ids[0])
+    assert np.array_equal(pixels(var.path), pixels(src.path))
+    assert var.parent_id == src.id
+
+    # walk on: a real variation of it, then use that one as the new source
+    set_slider(page, "v-strength", 0.5)
+    set_slider(page, "v-count", 2)
+    before = page.locator("#v-status").inner_text()
+    page.locator("#v-go").click()
+    ids = done_ids(wait_done(page, "v-status", previous=before))
+    assert len(ids) == 2
+    select_in_gallery(page, "v-gallery", 1)
+    expect(page.locator("#v-recipe")).to_contain_text(ids[1])
+    page.locator("#v-walk").click()
+    expect(page.locator("#v-status")).to_contain_text(f"Source: image {ids[1]}")
+    assert text_input(page, "v-id").input_value() == ids[1]
+
+
+def test_inpaint_with_a_painted_mask(page, server):
+    src = make(server, prompt="apple", seed=3)
+    open_tab(page, "Inpaint")
+    fill(page, "i-id", src.id)
+    page.locator("#i-load").click()
+    expect(page.locator("#i-status")).to_contain_text(f"Source: image {src.id}")
+    editor = page.locator("#i-editor")
+    editor.get_by_role("button", name="Brush", exact=True).click()
+    canvas = editor.locator("canvas").first
+    expect(canvas).to_be_visible()
+    time.sleep(0.5)  # the background image settles into the canvas
+    box = canvas.bounding_box()
+    # A thick stroke across the upper-left quarter of the picture.
+    x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for k in range(1, 15):
+        page.mouse.move(x0 + k * box["width"] * 0.02, y0 + k * box["height"] * 0.005, steps=2)
+    page.mouse.up()
+    fill(page, "i-prompt", "blue face")
+    set_slider(page, "i-strength", 1)
+    page.locator("#i-go").click()
+    new_id = done_ids(wait_done(page, "i-status"))[0]
+    expect(page.locator("#i-after img")).to_be_visible()
+
+    new = server.store.get(new_id)
+    assert new.parent_id == src.id and new.kind == "inpaint"
+    mask = pixels(server.store.request_for(new_id).mask)[..., 0] > 127
+    assert 0.01 < mask.mean() < 0.6, mask.mean()  # the stroke, not nothing and not everything
+    before, after = pixels(src.path), pixels(new.path)
+    diff = np.abs(before - after).max(axis=2)
+    assert diff[mask].mean() > 10  # the painted part changed
+    assert diff[~mask].max() <= 2  # the rest stays as it was
+
+
+def test_png_info_of_a_downloaded_image(page, server, tmp_path):
+    ids = generate(page, "red face", steps=3, seed=99)
+    with page.expect_download() as dl:
+        page.locator("#g-download").click()
+    target = tmp_path / dl.value.suggested_filename
+    dl.value.save_as(target)
+    assert target.name == f"statuary-{ids[0]}.png"
+    assert target.read_bytes() == server.store.get(ids[0]).path.read_bytes()
+
+    open_tab(page, "PNG info")
+    page.locator("#p-file input[type=file]").set_input_files(str(target))
+    expect(page.locator("#p-info")).to_contain_text("red face")
+    expect(page.locator("#p-info")).to_contain_text("99")
+    expect(page.locator("#p-status")).to_contain_text("Statuary recipe")
+    page.locator("#p-send").click()
+    expect(page.locator("#g-status")).to_contain_text("Recipe loaded")
+    assert text_input(page, "g-prompt").input_value() == "red face"
+    assert page.locator("#g-seed input").input_value() == "99"
+
+
+def test_png_info_reads_a1111_text(page, tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("parameters", "a castle on a hill\nNegative prompt: blurry\n"
+                                "Steps: 30, Sampler: Euler a, CFG scale: 6.5, Seed: 1234, Size: 512x768")
+    path = tmp_path / "a1111.png"
+    Image.new("RGB", (8, 8), "white").save(path, pnginfo=info)
+    open_tab(page, "PNG info")
+    page.locator("#p-file input[type=file]").set_input_files(str(path))
+    expect(page.locator("#p-status")).to_contain_text("AUTOMATIC1111")
+    expect(page.locator("#p-info")).to_contain_text("a castle on a hill")
+    page.locator("#p-send").click()
+    expect(page.locator("#g-status")).to_contain_text("width 512")  # clamped to the tiny model, and said so
+    assert text_input(page, "g-prompt").input_value() == "a castle on a hill"
+    assert page.locator("#g-seed input").input_value() == "1234"
+
+
+def test_bad_input_shows_a_message_and_the_ui_stays_usable(page, server):
+    open_tab(page, "Generate")
+    fill(page, "g-prompt", "   ")
+    page.locator("#g-go").click()
+    err = page.locator("#g-status .st-error")
+    expect(err).to_contain_text("Prompt")
+    expect(err).to_contain_text("write a few words")
+    assert "Traceback" not in page.content()
+
+    fill(page, "g-prompt", "cat")
+    fill(page, "g-seed", 99999999999)
+    page.locator("#g-go").click()
+    expect(page.locator("#g-status .st-error")).to_contain_text("Seed")
+    expect(page.locator("#g-status .st-error")).to_contain_text("4294967295")
+
+    # A plain text upload is not a PNG with a recipe: a message, not a crash.
+    open_tab(page, "PNG info")
+    page.locator("#p-file input[type=file]").set_input_files(
+        files=[{"name": "x.png", "mimeType": "image/png", "buffer": b"not a png"}])
+    expect(page.locator("#p-status .st-error")).to_contain_text("not a readable image")
+
+    open_tab(page, "Timeline")
+    fill(page, "t-id", "zzzzzzzz")
+    page.locator("#t-load").click()
+    expect(page.locator("#t-status .st-error")).to_contain_text("no image with id")
+
+    open_tab(page, "Inpaint")
+    page.locator("#i-go").click()
+    expect(page.locator("#i-status .st-error")).to_contain_text("Load an image")
+
+    assert generate(page, "cat", steps=2, seed=1)  # still works
+
+
+def test_each_browser_has_its_own_queue_position_and_cancel(browser, server):
+    blocker = server.service.submit(GenerationRequest(prompt="blocker", steps=150, count=4, width=128, height=128),
+                                    Owner("cli", "blocker"))
+    pages = []
+    try:
+        for _ in range(2):
+            ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+            pg = ctx.new_page()
+            pg.goto(server.url)
+            fill(pg, "g-prompt", "queued cat")
+            set_slider(pg, "g-steps", 2)
+            pages.append(pg)
+        a, b = pages
+        a.locator("#g-go").click()
+        expect(a.locator("#g-status")).to_contain_text("position 1")
+        b.locator("#g-go").click()
+        expect(b.locator("#g-status")).to_contain_text("position 2")
+        a.locator("#g-cancel").click()
+        expect(a.locator("#g-status")).to_contain_text("Cancelled")
+        expect(b.locator("#g-status")).to_contain_text("position 1")
+        blocker.cancel()
+        ids = done_ids(wait_done(b, "g-status"))
+        assert server.store.get(ids[0]).owner.source == "web"
+    finally:
+        blocker.cancel()
+        for pg in pages:
+            pg.context.close()
+
+
+def test_live_preview_and_progress(page, server):
+    """The preview image and the progress bar appear while the job runs."""
+    open_tab(page, "Generate")
+    fill(page, "g-prompt", "slow cat")
+    set_slider(page, "g-steps", 60)
+    set_slider(page, "g-width", 128)
+    set_slider(page, "g-height", 128)
+    page.locator("#g-go").click()
+    expect(page.locator("#g-status .st-bar")).to_be_visible()
+    expect(page.locator("#g-status")).to_contain_text("Step")
+    expect(page.locator("#g-preview img")).to_be_visible()
+    wait_done(page, "g-status")
+
+
+def _screens(page, server, artifacts, width, height, suffix):
+    page.set_viewport_size({"width": width, "height": height})
+    shots = {}
+
+    def shot(name):
+        page.wait_for_timeout(400)
+        path = artifacts / f"{name}-{suffix}.png"
+        page.screenshot(path=str(path))
+        shots[name] = path
+
+    open_tab(page, "Generate")
+    generate(page, "cat face, blue background", steps=4, seed=2024, count=2)
+    page.evaluate("window.scrollTo(0, 0)")
+    shot("generate")
+    open_tab(page, "Variations")
+    src = server.store.history(page=1, per_page=1).items[0].id
+    fill(page, "v-id", src)
+    page.locator("#v-load").click()
+    set_slider(page, "v-count", 4)
+    page.locator("#v-go").click()
+    wait_done(page, "v-status")
+    page.evaluate("window.scrollTo(0, 0)")
+    shot("variations")
+    open_tab(page, "Inpaint")
+    fill(page, "i-id", src)
+    page.locator("#i-load").click()
+    expect(page.locator("#i-status")).to_contain_text(src)
+    page.evaluate("window.scrollTo(0, 0)")
+    shot("inpaint")
+    open_tab(page, "History")
+    expect(page.locator("#h-gallery .thumbnail-item").first).to_be_visible()
+    select_in_gallery(page, "h-gallery", 0)
+    expect(page.locator("#h-details")).to_contain_text("Image")
+    page.evaluate("window.scrollTo(0, 0)")
+    shot("history")
+    open_tab(page, "Timeline")
+    fill(page, "t-id", src)
+    page.locator("#t-load").click()
+    expect(page.locator("#t-status")).to_contain_text("frames")
+    set_slider(page, "t-slider", 2)
+    page.evaluate("window.scrollTo(0, 0)")
+    shot("timeline")
+    open_tab(page, "PNG info")
+    page.locator("#p-file input[type=file]").set_input_files(str(server.store.get(src).path))
+    expect(page.locator("#p-info")).to_contain_text("cat face")
+    page.evaluate("window.scrollTo(0, 0)")
+    shot("pnginfo")
+    return shots
+
+
+def test_screenshots_of_every_tab(page, server, artifacts):
+    wide = _screens(page, server, artifacts, 1280, 800, "1280x800")
+    _screens(page, server, artifacts, 390, 844, "390x844")
+    DOCS.mkdir(exist_ok=True)
+    shutil.copyfile(wide["generate"], DOCS / "screenshot-webui.png")
+
+
+def test_timeline_scrubs_and_downloads(page, server):
+    src = make(server, prompt="blue apple", seed=8, steps=6)
+    open_tab(page, "Timeline")
+    fill(page, "t-id", src.id)
+    page.locator("#t-load").click()
+    expect(page.locator("#t-status")).to_contain_text("6 frames")
+    first = page.locator("#t-frame img").get_attribute("src")
+    set_slider(page, "t-slider", 5)
+    expect(page.locator("#t-frame img")).not_to_have_attribute("src", first)
+    with page.expect_download() as dl:
+        page.locator("#t-gif").click()
+    assert dl.value.suggested_filename == f"statuary-{src.id}-timeline.gif"
+    data = Path(dl.value.path()).read_bytes()
+    assert data[:6] == b"GIF89a"

@@ -1,0 +1,61 @@
+"""Small Playwright helpers for the Statuary UI's elements (by their elem_id)."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page, expect
+
+
+def text_input(page: Page, elem_id: str):
+    return page.locator(f"#{elem_id}").locator("textarea, input").first
+
+
+def fill(page: Page, elem_id: str, value) -> None:
+    box = text_input(page, elem_id)
+    box.fill(str(value))
+    box.press("Tab")  # commit: Gradio reads the value on change/blur
+
+
+def set_slider(page: Page, elem_id: str, value) -> None:
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Enter")
+    box.blur()
+
+
+def open_tab(page: Page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+
+
+def wait_done(page: Page, status_id: str, previous: str | None = None, timeout: float = 90_000) -> str:
+    """Wait until the status box shows a finished job (not `previous`); return its text."""
+    status = page.locator(f"#{status_id} .st-status")
+    expect(page.locator(f"#{status_id} .st-ok, #{status_id} .st-error")).to_have_count(1, timeout=timeout)
+    if previous is not None:
+        expect(status).not_to_have_text(previous, timeout=timeout)
+        expect(page.locator(f"#{status_id} .st-ok, #{status_id} .st-error")).to_have_count(1, timeout=timeout)
+    text = status.inner_text()
+    assert "st-error" not in (status.get_attribute("class") or ""), text
+    return text
+
+
+def done_ids(text: str) -> list[str]:
+    """The image ids a 'Done in 0.2 s: abc, def' status names."""
+    return re.findall(r"\b[2-9a-hjkmnp-z]{8}\b", text.split(":", 1)[1])
+
+
+def generate(page: Page, prompt: str, steps: int = 3, seed: int | None = None, count: int = 1) -> list[str]:
+    open_tab(page, "Generate")
+    before = page.locator("#g-status .st-status").inner_text()
+    fill(page, "g-prompt", prompt)
+    set_slider(page, "g-steps", steps)
+    set_slider(page, "g-count", count)
+    if seed is not None:
+        fill(page, "g-seed", seed)
+    page.locator("#g-go").click()
+    return done_ids(wait_done(page, "g-status", previous=before))
+
+
+def select_in_gallery(page: Page, gallery_id: str, index: int = 0) -> None:
+    page.locator(f"#{gallery_id} .thumbnail-item").nth(index).click()

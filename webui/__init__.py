@@ -1,0 +1,1 @@
+"""Statuary's web UI (Gradio). `webui.app.launch(service, store, settings)` serves it."""

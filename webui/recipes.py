@@ -1,0 +1,190 @@
+"""What the web UI shows and reads, as plain functions: error messages, recipe text, status
+bars, PNG info, masks from the brush layer. No Gradio here, so each is easy to test alone.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import logging
+from typing import Any
+
+from core.jobs import JobCancelled, JobFailed, QueueFull
+from core.request import InvalidRequest
+from core.samplers import LABELS
+
+log = logging.getLogger(__name__)
+
+# What each request field is called on screen (InvalidRequest names fields by their code names).
+FIELD_LABELS = {
+    "prompt": "Prompt", "negative_prompt": "Negative prompt", "seed": "Seed", "count": "Images",
+    "steps": "Steps", "guidance": "Guidance", "width": "Width", "height": "Height", "sampler": "Sampler",
+    "variation_seed": "Variation seed", "variation_strength": "Variation strength", "init_image": "Source image",
+    "strength": "Strength", "mask": "Mask",
+}
+
+
+def error_message(exc: BaseException) -> str:
+    """One readable paragraph for any error a handler meets; never a traceback."""
+    from storage import BadMetadata, NotFound, NotYours
+
+    if isinstance(exc, InvalidRequest):
+        return " ".join(f"{FIELD_LABELS.get(e.field, e.field)}: {str(e).split(': ', 1)[1]}" for e in exc.errors)
+    if isinstance(exc, QueueFull):
+        return str(exc)
+    if isinstance(exc, JobFailed):
+        return f"The job failed: {exc.reason}"
+    if isinstance(exc, JobCancelled):
+        return "Cancelled."
+    if isinstance(exc, (NotFound, NotYours, BadMetadata, UserError)):
+        return str(exc)
+    log.error("web UI handler failed", exc_info=exc)
+    return f"Something went wrong ({type(exc).__name__}); the details are in the server log. Try again."
+
+
+class UserError(ValueError):
+    """Something the person can fix (no mask painted, no source chosen); the message says what."""
+
+
+# ---- status box -------------------------------------------------------------------------------
+
+
+def status_html(text: str, fraction: float | None = None, kind: str = "info") -> str:
+    """The status line of a tab: a message and, while a job runs, a progress bar."""
+    bar = ""
+    if fraction is not None:
+        pct = max(0.0, min(1.0, fraction)) * 100
+        bar = (f'<div class="st-bar" role="progressbar" aria-valuemin="0" aria-valuemax="100" '
+               f'aria-valuenow="{pct:.0f}"><div style="width:{pct:.1f}%"></div></div>')
+    role = ' role="alert"' if kind == "error" else ""
+    return f'<div class="st-status st-{kind}"{role}><span class="st-msg">{html.escape(text)}</span>{bar}</div>'
+
+
+def error_html(exc: BaseException) -> str:
+    if isinstance(exc, JobCancelled):
+        return status_html("Cancelled.", None, "info")
+    return status_html(error_message(exc), None, "error")
+
+
+# ---- recipes -------------------------------------------------------------------------------------
+
+
+def _num(x: Any) -> str:
+    return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+
+
+def recipe_rows(d: dict[str, Any]) -> list[tuple[str, str]]:
+    """A request (to_dict() form) as (label, value) rows, leaving out what does not apply."""
+    rows = [("Prompt", d.get("prompt") or "")]
+    if d.get("negative_prompt"):
+        rows.append(("Negative prompt", d["negative_prompt"]))
+    rows.append(("Seed", str(d.get("seed"))))
+    if (d.get("variation_strength") or 0) > 0:
+        rows.append(("Variation", f"seed {d.get('variation_seed')} at strength {_num(d['variation_strength'])}"))
+    rows += [
+        ("Steps", str(d.get("steps"))),
+        ("Guidance", _num(d.get("guidance"))),
+        ("Size", f"{d.get('width')} × {d.get('height')}"),
+        ("Sampler", LABELS.get(d.get("sampler"), str(d.get("sampler")))),
+    ]
+    if (d.get("count") or 1) > 1:
+        rows.append(("Images", str(d["count"])))
+    if d.get("init_image_sha256"):
+        what = "inpaint" if d.get("mask_sha256") else "img2img"
+        rows.append(("Source", f"{what} from image sha256 {d['init_image_sha256'][:12]}…, strength {_num(d.get('strength'))}"))
+    return rows
+
+
+def rows_markdown(rows: list[tuple[str, str]]) -> str:
+    """Rows as a compact two-column HTML table (Markdown tables need a header row we do not want)."""
+    def cell(v: str) -> str:
+        return html.escape(v).replace("\n", "<br>")
+
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{cell(v)}</td></tr>" for k, v in rows)
+    return f'<table class="st-recipe">{body}</table>'
+
+
+def record_markdown(rec: Any) -> str:
+    """Everything about one stored image: id, owner, parents, recipe, model."""
+    owner = rec.owner.display_name or rec.owner.user_id
+    lines = [f"### Image `{rec.id}`",
+             f"by **{html.escape(owner)}** ({rec.owner.source}) · {rec.kind} · "
+             f"{rec.created.strftime('%Y-%m-%d %H:%M')} UTC · {rec.width}×{rec.height}"]
+    if rec.parent_chain:
+        lines.append("Parents: " + " ← ".join(f"`{p}`" for p in rec.parent_chain))
+    model = rec.fingerprint.get("model_id", "")
+    model = str(model).rstrip("/").split("/")[-1]
+    rows = recipe_rows(rec.image_request)
+    rows.append(("Model", f"{model} ({str(rec.fingerprint.get('model_sha256', ''))[:10]})"))
+    return "\n\n".join(lines) + "\n\n" + rows_markdown(rows)
+
+
+# ---- PNG info ------------------------------------------------------------------------------------
+
+# A1111's sampler names back to ours.
+_A1111_TO_OURS = {label: name for name, label in LABELS.items()}
+
+
+def png_fields(data: bytes) -> tuple[str, dict[str, Any], str]:
+    """Read a PNG's recipe: (source 'statuary'|'a1111', Generate-tab fields, markdown to show).
+    Raises BadMetadata when the file has no readable recipe."""
+    from storage import read_recipe
+
+    info = read_recipe(bytes(data))
+    if info["source"] == "statuary":
+        rec = info["recipe"]
+        d = dict(rec["request"])
+        fields = {k: d.get(k) for k in ("prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height",
+                                         "sampler", "variation_seed", "variation_strength")}
+        rows = recipe_rows(d) + [("Model", f"{rec.get('model', '')} ({str(rec.get('model_sha256', ''))[:10]})"),
+                                 ("Software", f"statuary {rec.get('software_version', '')}")]
+        return "statuary", fields, "**A Statuary image.** Its full recipe:\n\n" + rows_markdown(rows)
+    p = info["parameters"]
+    fields: dict[str, Any] = {"prompt": p.get("Prompt", ""), "negative_prompt": p.get("Negative prompt", "")}
+    for key, name, conv in (("Steps", "steps", int), ("CFG scale", "guidance", float), ("Seed", "seed", int),
+                            ("Variation seed", "variation_seed", int),
+                            ("Variation seed strength", "variation_strength", float)):
+        try:
+            fields[name] = conv(p[key])
+        except (KeyError, ValueError):
+            pass
+    if "Size" in p:
+        try:
+            w, h = (int(v) for v in p["Size"].lower().split("x"))
+            fields.update(width=w, height=h)
+        except ValueError:
+            pass
+    if p.get("Sampler") in _A1111_TO_OURS:
+        fields["sampler"] = _A1111_TO_OURS[p["Sampler"]]
+    rows = [(k, str(v)) for k, v in p.items() if v not in ("", None)]
+    return "a1111", fields, "**An AUTOMATIC1111-style image.** Its parameters:\n\n" + rows_markdown(rows)
+
+
+# ---- images --------------------------------------------------------------------------------------
+
+
+def png_bytes(image: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def mask_from_layers(layers: list[Any] | None, size: tuple[int, int]) -> bytes | None:
+    """The inpainting mask (white = repaint) from the editor's brush layers: every pixel any
+    stroke touched. None when nothing was painted."""
+    from PIL import Image, ImageChops
+
+    mask = None
+    for layer in layers or []:
+        if layer is None:
+            continue
+        if not isinstance(layer, Image.Image):
+            layer = Image.open(layer) if isinstance(layer, str) else Image.fromarray(layer)
+        alpha = layer.getchannel("A") if layer.mode in ("RGBA", "LA") else layer.convert("L")
+        alpha = alpha.point(lambda v: 255 if v > 0 else 0)
+        mask = alpha if mask is None else ImageChops.lighter(mask, alpha)
+    if mask is None or mask.getbbox() is None:
+        return None
+    if mask.size != size:
+        mask = mask.resize(size, Image.NEAREST)
+    return png_bytes(mask.convert("L"))
