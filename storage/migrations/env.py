@@ -10,10 +10,16 @@ config = context.config
 target_metadata = Base.metadata
 
 
+def include_object(obj, name, type_, reflected, compare_to) -> bool:
+    # Other parts (bot/community.py) put their tables on the same Base, in modules that
+    # autogenerate may not have imported: never propose dropping a table the models don't name.
+    return not (type_ == "table" and reflected and compare_to is None)
+
+
 def run(connection) -> None:
     # render_as_batch: SQLite cannot ALTER most things, so Alembic copies and swaps the table.
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
-                      compare_type=True)
+                      compare_type=True, include_object=include_object)
     with context.begin_transaction():
         context.run_migrations()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -17,25 +18,32 @@ from storage.models import Base
 from tests.storage.helpers import FakeService
 
 
+SCRIPTS = ScriptDirectory.from_config(db.alembic_config())
+HEAD = SCRIPTS.get_current_head()  # other parts (bot/community.py) chain their own tables after storage's
+
+
 def _diff(engine):
+    """Differences between the migrated schema and storage's models (other parts' tables aside)."""
     with engine.connect() as conn:
-        return compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+    return [d for d in diff if not (d[0] == "remove_table" and d[1].name not in Base.metadata.tables)
+            and not (d[0] == "remove_index" and d[1].table.name not in Base.metadata.tables)]
 
 
 def test_revisions_are_numbered_files_in_one_line():
-    scripts = ScriptDirectory.from_config(db.alembic_config())
-    revs = list(reversed(list(scripts.walk_revisions())))
-    assert [r.revision for r in revs] == [f"{i:04d}" for i in range(1, len(revs) + 1)]
+    revs = list(reversed(list(SCRIPTS.walk_revisions())))
+    numbers = [int(os.path.basename(r.path)[:4]) for r in revs]
+    assert numbers == sorted(set(numbers)) and numbers[:2] == [1, 2]
     for r in revs:
-        assert r.path.endswith(f"/versions/{r.revision}_{r.path.split('_', 1)[1]}")
-    assert scripts.get_heads() == [revs[-1].revision]
+        assert r.revision.startswith(os.path.basename(r.path)[:4]), r.path
+    assert SCRIPTS.get_heads() == [revs[-1].revision]
 
 
 def test_upgrade_an_empty_database(db_url, make_settings):
     engine = db.create(db_url)
     assert db.current_revision(engine) is None
     with open_store(make_settings()) as store:  # open_store upgrades
-        assert db.current_revision(store.engine) == "0002"
+        assert db.current_revision(store.engine) == HEAD
         assert _diff(store.engine) == []  # the migrated schema is exactly the models
     engine.dispose()
 
@@ -68,7 +76,7 @@ def test_upgrade_from_0001_keeps_data(db_url, make_settings):
     engine.dispose()
 
     with open_store(make_settings()) as store:
-        assert db.current_revision(store.engine) == "0002" and _diff(store.engine) == []
+        assert db.current_revision(store.engine) == HEAD and _diff(store.engine) == []
         rec = store.get("abcd2345")
         assert rec.request["prompt"] == "an old lighthouse" and rec.seed == 2**32 - 1
         assert rec.owner == Owner("cli", "old", "Old Timer") and rec.created == now
@@ -99,5 +107,5 @@ def test_several_stores_opening_at_once_migrate_once(db_url, make_settings):
     with ThreadPoolExecutor(4) as pool:
         stores = list(pool.map(lambda _: open_store(settings), range(4)))
     for s in stores:
-        assert db.current_revision(s.engine) == "0002"
+        assert db.current_revision(s.engine) == HEAD
         s.close()
