@@ -138,6 +138,32 @@ class Generator:
     def __init__(self, model: LoadedModel):
         self.model = model
         self.device = model.device
+        self.channels_last = False  # set by speed_up(); the UNet's input is then made channels_last too
+
+    def speed_up(self, *, attention: str = "sdpa", channels_last: bool = False,
+                 compile_unet: bool = False) -> dict[str, str]:
+        """Switchable UNet speed-ups (settings STATUARY_ATTENTION / _CHANNELS_LAST / _COMPILE).
+        None changes what is computed, only how: outputs move by float rounding, within the
+        1/255 contract. Returns the fingerprint fields that say which ran (empty for the defaults)."""
+        unet = self.model.unet
+        notes: dict[str, str] = {}
+        if attention == "math":
+            from diffusers.models.attention_processor import AttnProcessor
+
+            unet.set_attn_processor(AttnProcessor())
+            notes["attention"] = "math"
+        elif attention != "sdpa":
+            raise ValueError(f"attention {attention!r}: use sdpa or math")
+        if channels_last:
+            unet.to(memory_format=torch.channels_last)
+            self.channels_last = True
+            notes["unet_memory_format"] = "channels_last"
+        if compile_unet:
+            # The batch size changes as requests join and leave: after the second size torch.compile
+            # marks the batch dimension dynamic instead of recompiling for every size.
+            self.model.unet = torch.compile(unet, fullgraph=False)
+            notes["unet_compiled"] = f"torch.compile (inductor, torch {torch.__version__})"
+        return notes
 
     # 1. encode the prompts
     @torch.no_grad()
@@ -221,24 +247,50 @@ class Generator:
 
     # 3. denoise
     @torch.no_grad()
-    def denoise_step(self, trajectories: list[Trajectory]) -> None:
-        """Advance every unfinished trajectory by one step with one UNet call."""
-        active = [t for t in trajectories if not t.done]
+    def denoise_step(self, trajectories: list[Trajectory], *,
+                     isolate: bool = False) -> list[tuple[Trajectory, Exception]]:
+        """Advance every unfinished trajectory by one step with one UNet call.
+
+        Each trajectory may have its own timestep, sampler, guidance (one row without guidance, two
+        with) and text embeddings. With `isolate`, an exception in one trajectory's own part (its
+        scheduler's scaling or step) is returned with that trajectory instead of raised, and the
+        others still take their step; an exception in the shared UNet call is always raised, before
+        any trajectory has moved, so the caller may retry the step."""
+        failed: list[tuple[Trajectory, Exception]] = []
+        active, inputs = [], []
+        for traj in trajectories:
+            if traj.done:
+                continue
+            try:
+                inputs.append(traj.unet_inputs())
+            except Exception as exc:
+                if not isolate:
+                    raise
+                failed.append((traj, exc))
+                continue
+            active.append(traj)
         if not active:
-            return
-        inputs = [t.unet_inputs() for t in active]
+            return failed
         x = torch.cat([i[0] for i in inputs])
         ts = torch.cat([i[1] for i in inputs])
         embeds = torch.cat([i[2] for i in inputs])
         added = None
         if inputs[0][3] is not None:
             added = {k: torch.cat([i[3][k] for i in inputs]) for k in inputs[0][3]}
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         out = self.model.unet(x, ts, encoder_hidden_states=embeds, added_cond_kwargs=added, return_dict=False)[0]
         offset = 0
         for traj, inp in zip(active, inputs):
             rows = inp[0].shape[0]
-            traj.step(out[offset:offset + rows])
+            try:
+                traj.step(out[offset:offset + rows])
+            except Exception as exc:
+                if not isolate:
+                    raise
+                failed.append((traj, exc))
             offset += rows
+        return failed
 
     # 4. decode
     @torch.no_grad()
@@ -259,11 +311,27 @@ class Generator:
 
     def preview(self, traj: Trajectory, max_side: int = 128) -> Image.Image:
         """A cheap picture of the current latents: the model's fitted linear latent->RGB map."""
-        weights, bias = self.model.latent_rgb
-        lat = traj.latents[0].float().cpu()
+        return self._preview_image(self._preview_latents(traj).float().cpu(), max_side)
+
+    def previews(self, trajectories: list[Trajectory], max_side: int = 128) -> list[Image.Image]:
+        """`preview` for many trajectories with one copy from the device (one sync, not one each)."""
+        if not trajectories:
+            return []
+        lats = [self._preview_latents(t) for t in trajectories]
+        if len({tuple(x.shape) for x in lats}) == 1:
+            host = list(torch.stack(lats).float().cpu())
+        else:
+            host = [x.float().cpu() for x in lats]
+        return [self._preview_image(x, max_side) for x in host]
+
+    def _preview_latents(self, traj: Trajectory) -> torch.Tensor:
         sigma = getattr(traj.scheduler, "init_noise_sigma", 1.0)
         if not traj.done and float(sigma) > 1.5:  # sigma-scaled samplers (Euler): bring back to unit scale
-            lat = traj.scheduler.scale_model_input(traj.latents, traj.timesteps[traj.i])[0].float().cpu()
+            return traj.scheduler.scale_model_input(traj.latents, traj.timesteps[traj.i])[0]
+        return traj.latents[0]
+
+    def _preview_image(self, lat: torch.Tensor, max_side: int) -> Image.Image:
+        weights, bias = self.model.latent_rgb
         rgb = torch.einsum("chw,cr->hwr", lat, weights) + bias
         arr = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
         im = Image.fromarray(arr)

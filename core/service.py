@@ -6,11 +6,24 @@ user's twenty jobs do not starve the next user. Every job is recorded (by the Re
 normally storage) before it is queued and its files are written before anyone hears "done".
 An exception in a job -- out of memory included -- fails that job with a reason; the worker
 goes on with the next.
+
+Two ways to run jobs, chosen by `batch_max` (STATUARY_BATCH_MAX):
+
+- 1 (the default, and the CPU's): one job at a time through `Generator.generate`, one image
+  at a time, so every reproduction is bit-identical.
+- more than 1 (a GPU): step-level batching. Every running image -- whatever its job, sampler,
+  step count or guidance -- is a trajectory; each step, one UNet call advances all the
+  trajectories of one latent size (sizes take turns), and each trajectory's own scheduler
+  takes its slice. A waiting job joins at the next step when the batch has room (owners take
+  turns to fill free slots, as in the queue); a finished image leaves at once and is decoded
+  between steps, a few at a time, so the others do not wait for it. Cancelling or a failure in
+  one job touches that job only.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import logging
 import threading
@@ -20,7 +33,7 @@ import uuid
 from typing import Any
 
 from core.generator import Cancelled as _LoopCancelled
-from core.generator import Generator
+from core.generator import Generator, Trajectory
 from core.jobs import (Cancelled, Done, Failed, ImageResult, JobHandle, JobResult, JobService, Owner, Progress,
                        QueueFull, Queued, Recorder, Started)
 from core.request import GenerationRequest, ModelLimits
@@ -48,9 +61,28 @@ def keep_frame_steps(total: int, frames: int) -> set[int]:
     return {max(1, round(total * (k + 1) / frames)) for k in range(frames)}
 
 
+@dataclasses.dataclass(eq=False)
+class _Job:
+    """A job in the batch: its images, how far they are, and what is finished."""
+
+    handle: JobHandle
+    started: float
+    trajectories: list[Trajectory] = dataclasses.field(default_factory=list)
+    total: int = 0
+    step: int = 0  # image-steps done, over all its images (Progress.step)
+    image_steps: dict[int, int] = dataclasses.field(default_factory=lambda: collections.defaultdict(int))
+    frames: dict[int, list] = dataclasses.field(default_factory=lambda: collections.defaultdict(list))
+    images: dict[int, Any] = dataclasses.field(default_factory=dict)
+    alive: bool = True
+
+
 class InProcessJobService(JobService):
     def __init__(self, generator: Generator, recorder: Recorder | None = None, *, queue_max: int = 64,
-                 queue_per_owner: int = 4, preview_frames: int = 8, preview_side: int = 128):
+                 queue_per_owner: int = 4, preview_frames: int = 8, preview_side: int = 128,
+                 batch_max: int = 1, batch_memory_mb: int = 0, decode_chunk: int = 1,
+                 fingerprint_extra: dict[str, Any] | None = None):
+        if batch_max < 1 or decode_chunk < 1:
+            raise ValueError("batch_max and decode_chunk must be at least 1")
         self._gen = generator
         self._recorder = recorder
         self.queue_max = queue_max
@@ -63,11 +95,20 @@ class InProcessJobService(JobService):
         self._waiting: dict[tuple[str, str], collections.deque[JobHandle]] = {}
         self._turns: collections.deque[tuple[str, str]] = collections.deque()  # owners, in turn order
         self._positions: dict[str, int] = {}
-        self._running: JobHandle | None = None
-        self._running_step: tuple[int, int] = (0, 0)
+        self._running: dict[str, JobHandle] = {}  # job id -> handle, in start order
+        self._running_step: dict[str, tuple[int, int]] = {}
         self._closed = False
         self._counter = itertools.count(1)
-        self._fingerprint = generator.model.fingerprint()
+        self._fingerprint = generator.model.fingerprint() | dict(fingerprint_extra or {})
+        self.batch_max = batch_max
+        self.decode_chunk = decode_chunk
+        self._cap = batch_max  # images per UNet call; halved after an out-of-memory error
+        self._rr = 0  # round-robin between latent sizes
+        self._row_bytes_per_px = 0.0  # UNet activation bytes per batch row per latent pixel (measured, CUDA)
+        self._memory_budget = 0  # bytes one UNet call may use; 0 = no cap
+        if batch_max > 1:
+            self._fingerprint["batching"] = f"step-level, up to {batch_max} images per UNet call"
+            self._measure_memory(batch_memory_mb)
         self._worker = threading.Thread(target=self._work, name="statuary-worker", daemon=True)
         self._worker.start()
 
@@ -116,9 +157,12 @@ class InProcessJobService(JobService):
             queue = self._waiting.get(handle.owner.key)
             if queue is not None and handle in queue:
                 queue.remove(handle)
+                if not queue:  # an empty queue left behind would look like work to the worker
+                    del self._waiting[handle.owner.key]
+                    self._turns.remove(handle.owner.key)
                 self._reposition_locked()
                 removed = True
-            elif self._running is handle:
+            elif handle.job_id in self._running:
                 handle.cancel_requested.set()  # the loop checks it before every step
                 return True
             else:
@@ -135,35 +179,39 @@ class InProcessJobService(JobService):
     def handles_of(self, owner: Owner) -> list[JobHandle]:
         """The owner's running and waiting jobs, running first."""
         with self._lock:
-            out = [self._running] if self._running is not None and self._running.owner.key == owner.key else []
+            out = [h for h in self._running.values() if h.owner.key == owner.key]
             return out + list(self._waiting.get(owner.key, ()))
 
     def status(self) -> dict[str, Any]:
+        """'running': the longest-running job (None when idle); 'batch': every running job."""
         with self._lock:
-            running = self._running
-            step, total = self._running_step
+            batch = []
+            for job_id, h in self._running.items():
+                step, total = self._running_step.get(job_id, (0, 0))
+                batch.append({"job_id": job_id, "owner": h.owner.display_name or h.owner.user_id,
+                              "source": h.owner.source, "prompt": h.request.prompt, "step": step, "total": total})
             return {
-                "running": None if running is None else {
-                    "job_id": running.job_id, "owner": running.owner.display_name or running.owner.user_id,
-                    "source": running.owner.source, "prompt": running.request.prompt, "step": step, "total": total},
+                "running": batch[0] if batch else None,
+                "batch": batch,
+                "batch_cap": self._cap,
                 "queued": sum(len(q) for q in self._waiting.values()),
                 "per_owner": {f"{k[0]}:{k[1]}": len(q) for k, q in self._waiting.items() if q},
             }
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop taking jobs, cancel the waiting ones, let the running one finish (or cancel it)."""
+        """Stop taking jobs, cancel the waiting ones and the running ones (they stop within a step)."""
         with self._lock:
             self._closed = True
             pending = [h for q in self._waiting.values() for h in q]
             self._waiting.clear()
             self._turns.clear()
-            running = self._running
+            running = list(self._running.values())
             self._wake.notify_all()
         for handle in pending:
             self._record("job_cancelled", handle)
             handle._emit(Cancelled())
-        if running is not None:
-            running.cancel_requested.set()
+        for handle in running:
+            handle.cancel_requested.set()
         self._worker.join(timeout)
 
     # ---- queue order -------------------------------------------------------------------------------
@@ -197,6 +245,14 @@ class InProcessJobService(JobService):
                 return handle
         return None
 
+    def _peek_locked(self) -> JobHandle | None:
+        """The job `_next_locked` would return, left in the queue."""
+        for key in self._turns:
+            queue = self._waiting.get(key)
+            if queue:
+                return queue[0]
+        return None
+
     # ---- the worker ------------------------------------------------------------------------------------
 
     def _record(self, method: str, handle: JobHandle, *args) -> Any:
@@ -211,22 +267,25 @@ class InProcessJobService(JobService):
             return None
 
     def _work(self) -> None:
+        if self.batch_max > 1:
+            return self._work_batched()
         while True:
             with self._lock:
-                while not self._closed and not self._waiting:
+                while not self._closed and self._peek_locked() is None:
                     self._wake.wait()
                 if self._closed:
                     return
                 handle = self._next_locked()
-                self._running = handle
-                self._running_step = (0, 0)
+                self._running[handle.job_id] = handle
+                self._running_step[handle.job_id] = (0, 0)
                 self._reposition_locked()
                 self._positions.pop(handle.job_id, None)
             try:
                 self._run(handle)
             finally:
                 with self._lock:
-                    self._running = None
+                    self._running.pop(handle.job_id, None)
+                    self._running_step.pop(handle.job_id, None)
 
     def _run(self, handle: JobHandle) -> None:
         started = time.monotonic()
@@ -241,36 +300,261 @@ class InProcessJobService(JobService):
             if per_image_step[traj.index] in keep_frame_steps(traj.total, self.preview_frames):
                 frames[traj.index].append(preview)
             with self._lock:
-                self._running_step = (step, total)
+                self._running_step[handle.job_id] = (step, total)
             handle._emit(Progress(step, total, traj.index, preview))
 
         try:
             outputs = self._gen.generate(handle.request, on_step=on_step,
                                          should_cancel=handle.cancel_requested.is_set)
-            images = []
-            for traj, image in outputs:
-                kept = frames[traj.index]
-                if kept:  # the timeline ends on the finished picture, at preview size
-                    kept[-1] = image.resize(kept[-1].size, resample=3)
-                images.append(ImageResult(index=traj.index, seed=handle.request.image_seed(traj.index),
-                                          variation_seed=handle.request.image_variation_seed(traj.index),
-                                          image=image, frames=kept))
-            result = JobResult(job_id=handle.job_id, generation_id=handle.generation_id, request=handle.request,
-                               images=images, fingerprint=dict(self._fingerprint),
-                               seconds=time.monotonic() - started)
-            if self._recorder is not None and handle.generation_id is not None:
-                stored = self._record("job_done", handle, result)
-                result = JobResult(**{**result.__dict__, "images": list(stored)})
-            handle._emit(Done(result))
+            self._done(handle, started, [(traj.index, image) for traj, image in outputs], frames)
         except _LoopCancelled:
             self._record("job_cancelled", handle)
             handle._emit(Cancelled())
         except Exception as exc:  # noqa: BLE001 -- any failure fails this job only
-            reason, error_type = _reason(exc)
-            log.warning("job %s failed: %s\n%s", handle.job_id, reason, traceback.format_exc())
-            self._release_memory()
-            self._record("job_failed", handle, reason, error_type)
-            handle._emit(Failed(reason, error_type))
+            self._fail(handle, exc)
+
+    def _done(self, handle: JobHandle, started: float, outputs: list[tuple[int, Any]],
+              frames: dict[int, list]) -> None:
+        """Build the result, have the recorder write it, then say Done (raises if the recorder fails)."""
+        images = []
+        for index, image in sorted(outputs, key=lambda o: o[0]):
+            kept = frames[index]
+            if kept:  # the timeline ends on the finished picture, at preview size
+                kept[-1] = image.resize(kept[-1].size, resample=3)
+            images.append(ImageResult(index=index, seed=handle.request.image_seed(index),
+                                      variation_seed=handle.request.image_variation_seed(index),
+                                      image=image, frames=kept))
+        result = JobResult(job_id=handle.job_id, generation_id=handle.generation_id, request=handle.request,
+                           images=images, fingerprint=dict(self._fingerprint),
+                           seconds=time.monotonic() - started)
+        if self._recorder is not None and handle.generation_id is not None:
+            stored = self._record("job_done", handle, result)
+            result = JobResult(**{**result.__dict__, "images": list(stored)})
+        handle._emit(Done(result))
+
+    def _fail(self, handle: JobHandle, exc: BaseException) -> None:
+        reason, error_type = _reason(exc)
+        log.warning("job %s failed: %s\n%s", handle.job_id, reason,
+                    "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        self._release_memory()
+        self._record("job_failed", handle, reason, error_type)
+        handle._emit(Failed(reason, error_type))
+
+    # ---- step-level batching (batch_max > 1) --------------------------------------------------------
+
+    def _work_batched(self) -> None:
+        jobs: list[_Job] = []  # running jobs, in start order
+        decodes: collections.deque[tuple[_Job, Trajectory]] = collections.deque()  # finished, not yet decoded
+        while True:
+            with self._lock:
+                while not self._closed and not jobs and self._peek_locked() is None:
+                    self._wake.wait()
+                if self._closed and not jobs:
+                    return
+                admitted = self._admit_locked(jobs)
+            for handle in admitted:
+                job = self._start_job(handle)
+                if job is not None:
+                    jobs.append(job)
+
+            # 1. cancellations: a job asked to stop leaves before the next step; the others go on
+            for job in [j for j in jobs if j.handle.cancel_requested.is_set()]:
+                self._end(job, jobs)
+                self._record("job_cancelled", job.handle)
+                job.handle._emit(Cancelled())
+
+            # 2. one step for every running image of one latent size (sizes take turns)
+            running = [(j, t) for j in jobs for t in j.trajectories if not t.done]
+            if running:
+                sizes = sorted({tuple(t.latents.shape[-2:]) for _, t in running})
+                size = sizes[self._rr % len(sizes)]
+                self._rr += 1
+                group = [(j, t) for j, t in running if tuple(t.latents.shape[-2:]) == size]
+                for chunk in self._chunks(group):
+                    self._step(chunk, jobs, decodes)
+
+            if not running and not decodes and jobs:  # cannot happen; never spin on it if it does
+                for job in list(jobs):
+                    self._end(job, jobs)
+                    self._fail(job.handle, RuntimeError("the batch lost track of this job's images"))
+
+            # 3. decode a few finished images (all of them when nothing else is waiting on the GPU)
+            still = any(not t.done for j in jobs if j.alive for t in j.trajectories)
+            for _ in range(self.decode_chunk if still else len(decodes)):
+                if not decodes:
+                    break
+                job, traj = decodes.popleft()
+                if job.alive:
+                    self._decode(job, traj, jobs)
+
+    def _admit_locked(self, jobs: list[_Job]) -> list[JobHandle]:
+        """Waiting jobs that fit in the batch now, in fair order. The job whose turn it is waits for
+        room rather than being overtaken by smaller ones (that would starve big jobs); a job larger
+        than the whole cap runs when the batch is empty."""
+        if self._closed:
+            return []
+        images = sum(1 for j in jobs for t in j.trajectories if not t.done)
+        cost = sum(self._cost(t.request, 1) for j in jobs for t in j.trajectories if not t.done)
+        admitted = []
+        while (handle := self._peek_locked()) is not None:
+            n, c = handle.request.count, self._cost(handle.request, handle.request.count)
+            if images and (images + n > self._cap or (self._memory_budget and cost + c > self._memory_budget)):
+                break
+            self._next_locked()
+            images, cost = images + n, cost + c
+            admitted.append(handle)
+            self._running[handle.job_id] = handle
+            self._running_step[handle.job_id] = (0, 0)
+            self._positions.pop(handle.job_id, None)
+        if admitted:
+            self._reposition_locked()
+        return admitted
+
+    def _cost(self, request: GenerationRequest, count: int) -> float:
+        """Estimated UNet activation bytes for `count` images of `request` (0 where not measured)."""
+        m = self._gen.model
+        pixels = (request.height // m.vae_scale_factor) * (request.width // m.vae_scale_factor)
+        return count * (2 if request.guidance > 1.0 else 1) * pixels * self._row_bytes_per_px
+
+    def _chunks(self, group: list[tuple[_Job, Trajectory]]) -> list[list[tuple[_Job, Trajectory]]]:
+        """Split one size's images into UNet calls of at most `_cap` images and the memory budget."""
+        chunks: list[list[tuple[_Job, Trajectory]]] = [[]]
+        cost = 0.0
+        for job, traj in group:
+            c = self._cost(traj.request, 1)
+            if chunks[-1] and (len(chunks[-1]) >= self._cap or (self._memory_budget and cost + c > self._memory_budget)):
+                chunks.append([])
+                cost = 0.0
+            chunks[-1].append((job, traj))
+            cost += c
+        return [c for c in chunks if c]
+
+    def _start_job(self, handle: JobHandle) -> _Job | None:
+        """Started, recorded, prompts encoded and noise drawn: the job joins at the next step."""
+        handle._emit(Started())
+        self._record("job_started", handle)
+        job = _Job(handle, time.monotonic())
+        try:
+            encoded = self._gen.encode(handle.request)
+            job.trajectories = [self._gen.start(handle.request, k, encoded) for k in range(handle.request.count)]
+        except Exception as exc:  # noqa: BLE001 -- a bad init image, say: this job only
+            self._end(job, [])
+            self._fail(handle, exc)
+            return None
+        job.total = sum(t.total for t in job.trajectories)
+        return job
+
+    def _step(self, chunk: list[tuple[_Job, Trajectory]], jobs: list[_Job],
+              decodes: collections.deque[tuple[_Job, Trajectory]]) -> None:
+        """One UNet call for `chunk`, then each image's scheduler step, previews and progress."""
+        chunk = [(j, t) for j, t in chunk if j.alive]
+        if not chunk:
+            return
+        try:
+            failed = self._gen.denoise_step([t for _, t in chunk], isolate=True)
+        except Exception as exc:  # noqa: BLE001 -- the shared UNet call failed; no image has moved yet
+            if len({id(j) for j, _ in chunk}) == 1:
+                self._end(chunk[0][0], jobs)  # it is this job's own images: fail it
+                self._fail(chunk[0][0].handle, exc)
+                return
+            # Several jobs shared the call. Out of memory: halve the cap for good (the estimate was
+            # too hopeful for this device) and retry the step in halves. Another error: retry in
+            # halves this once, so only the job that causes it fails. No job fails for sharing.
+            if _reason(exc)[1] == "OutOfMemory":
+                self._cap = max(1, len(chunk) // 2)
+                log.warning("out of memory with %d images in one UNet call; the batch cap is now %d",
+                            len(chunk), self._cap)
+                self._release_memory()
+            half = len(chunk) // 2
+            self._step(chunk[:half], jobs, decodes)
+            self._step(chunk[half:], jobs, decodes)
+            return
+        bad = {id(t) for t, _ in failed}
+        for traj, exc in failed:  # a scheduler step failed: that job only
+            job = next(j for j, t in chunk if t is traj)
+            if job.alive:
+                self._end(job, jobs)
+                self._fail(job.handle, exc)
+        moved = [(j, t) for j, t in chunk if j.alive and id(t) not in bad]
+        previews = self._gen.previews([t for _, t in moved], self.preview_side)
+        for (job, traj), preview in zip(moved, previews):
+            job.step += 1
+            job.image_steps[traj.index] += 1
+            if job.image_steps[traj.index] in keep_frame_steps(traj.total, self.preview_frames):
+                job.frames[traj.index].append(preview)
+            with self._lock:
+                self._running_step[job.handle.job_id] = (job.step, job.total)
+            job.handle._emit(Progress(job.step, job.total, traj.index, preview))
+            if traj.done:
+                decodes.append((job, traj))
+
+    def _decode(self, job: _Job, traj: Trajectory, jobs: list[_Job]) -> None:
+        try:
+            job.images[traj.index] = self._gen.decode(traj)
+            if len(job.images) == len(job.trajectories):
+                self._end(job, jobs)
+                self._done(job.handle, job.started, list(job.images.items()), job.frames)
+        except Exception as exc:  # noqa: BLE001 -- the VAE or the recorder: this job only
+            self._end(job, jobs)
+            self._fail(job.handle, exc)
+
+    def _end(self, job: _Job, jobs: list[_Job]) -> None:
+        """The job leaves the batch (its images free their slots at once)."""
+        job.alive = False
+        if job in jobs:
+            jobs.remove(job)
+        with self._lock:
+            self._running.pop(job.handle.job_id, None)
+            self._running_step.pop(job.handle.job_id, None)
+            self._wake.notify_all()
+
+    def _measure_memory(self, budget_mb: int) -> None:
+        """On CUDA: measure what one more batch row costs the UNet at the native size, and set the
+        memory budget (STATUARY_BATCH_MEMORY_MB, or 80% of what is free after a VAE decode's peak)."""
+        import torch
+
+        m = self._gen.model
+        if m.device.type != "cuda":
+            return  # no cap on the CPU (and nothing to measure it with)
+        side = m.limits.native_size // m.vae_scale_factor
+        unet = m.unet
+        cross = int(unet.config.cross_attention_dim)
+        peaks = []
+        with torch.no_grad():
+            for rows in (1, 2):
+                torch.cuda.synchronize(m.device)
+                torch.cuda.reset_peak_memory_stats(m.device)
+                base = torch.cuda.memory_allocated(m.device)
+                x = torch.zeros(rows, int(unet.config.in_channels), side, side, device=m.device, dtype=m.dtype)
+                ts = torch.full((rows,), 500, device=m.device)
+                emb = torch.zeros(rows, 77, cross, device=m.device, dtype=m.dtype)
+                added = None
+                if m.kind == "sdxl":
+                    pooled = int(getattr(m.pipeline.text_encoder_2.config, "projection_dim", 1280))
+                    added = {"text_embeds": torch.zeros(rows, pooled, device=m.device, dtype=m.dtype),
+                             "time_ids": torch.zeros(rows, 6, device=m.device, dtype=m.dtype)}
+                unet(x, ts, encoder_hidden_states=emb, added_cond_kwargs=added, return_dict=False)
+                torch.cuda.synchronize(m.device)
+                peaks.append(torch.cuda.max_memory_allocated(m.device) - base)
+                del x, emb, added
+        per_row = max(peaks[1] - peaks[0], peaks[0] / 2, 1)
+        self._row_bytes_per_px = per_row / (side * side)
+        if budget_mb:
+            self._memory_budget = budget_mb * 2**20
+        else:
+            # Leave room for one VAE decode at the native size (decodes run between steps).
+            torch.cuda.reset_peak_memory_stats(m.device)
+            base = torch.cuda.memory_allocated(m.device)
+            with torch.no_grad():
+                m.vae.decode(torch.zeros(1, m.latent_channels, side, side, device=m.device, dtype=m.vae_dtype))
+            torch.cuda.synchronize(m.device)
+            decode_peak = torch.cuda.max_memory_allocated(m.device) - base
+            torch.cuda.empty_cache()
+            free, _ = torch.cuda.mem_get_info(m.device)
+            self._memory_budget = max(int(0.8 * free - decode_peak), int(per_row))
+        log.info("batching: %.0f MiB per UNet row at %d px, budget %.0f MiB (about %d rows)", per_row / 2**20,
+                 m.limits.native_size, self._memory_budget / 2**20, self._memory_budget // per_row)
+        torch.cuda.empty_cache()
 
     def _release_memory(self) -> None:
         import torch
@@ -289,5 +573,10 @@ def create_service(settings, recorder: Recorder | None = None, *, model_config: 
         torch.set_num_threads(settings.threads)
     model = load_model(settings.model_spec, device=settings.device, dtype=settings.dtype, config=model_config,
                        cache_dir=settings.data_dir / "cache", max_side=settings.max_side)
-    return InProcessJobService(Generator(model), recorder, queue_max=settings.queue_max,
-                               queue_per_owner=settings.queue_per_owner, preview_frames=settings.preview_frames)
+    generator = Generator(model)
+    notes = generator.speed_up(attention=settings.attention, channels_last=settings.channels_last,
+                               compile_unet=settings.compile)
+    return InProcessJobService(generator, recorder, queue_max=settings.queue_max,
+                               queue_per_owner=settings.queue_per_owner, preview_frames=settings.preview_frames,
+                               batch_max=settings.batch_max, batch_memory_mb=settings.batch_memory_mb,
+                               decode_chunk=settings.decode_chunk, fingerprint_extra=notes)

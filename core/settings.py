@@ -34,6 +34,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STATUARY_QUEUE_MAX", "64", "Jobs waiting in the queue at most; past it, submit answers 'queue full'."),
     Setting("STATUARY_QUEUE_PER_OWNER", "4", "Jobs one owner (a browser session, a Discord user) may have waiting at once."),
     Setting("STATUARY_BATCH_MAX", "1", "Most images denoised together in one UNet call (GPU batching; 1 = one image at a time, the CPU default)."),
+    Setting("STATUARY_BATCH_MEMORY_MB", "0", "Memory one batched UNet call may use, in MiB; 0 = measured at start on a GPU (80% of what is free), no cap on the CPU."),
+    Setting("STATUARY_DECODE_CHUNK", "1", "With batching: finished images decoded between two denoising steps while other images are still running."),
+    Setting("STATUARY_ATTENTION", "sdpa", "UNet attention: sdpa (torch's fused scaled_dot_product_attention) or math (the plain matmul-softmax-matmul)."),
+    Setting("STATUARY_CHANNELS_LAST", "0", "1 stores the UNet's weights and inputs channels_last (often faster convolutions on a GPU)."),
+    Setting("STATUARY_COMPILE", "0", "1 compiles the UNet with torch.compile at start (slow first steps, faster after; GPU only in practice)."),
     Setting("STATUARY_MAX_SIDE", "0", "Largest width or height accepted, in pixels; 0 means twice the model's native size."),
     Setting("STATUARY_PNG_METADATA", "1", "1 embeds the recipe (prompt, seed, ...) in every PNG; 0 keeps it only in the database."),
     Setting("STATUARY_PREVIEW_FRAMES", "8", "Preview frames kept per image for the denoising timeline."),
@@ -72,6 +77,11 @@ class Settings:
     upload_max_mb: int
     share: bool
     discord_token: str
+    batch_memory_mb: int = 0
+    decode_chunk: int = 1
+    attention: str = "sdpa"
+    channels_last: bool = False
+    compile: bool = False
 
     @property
     def model_spec(self) -> str:
@@ -120,6 +130,9 @@ def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | os.P
     auth = values["STATUARY_AUTH"].strip()
     if auth and not all(":" in pair and pair.split(":", 1)[0] for pair in auth.split(",")):
         raise SettingsError("STATUARY_AUTH must be user:password pairs separated by commas.")
+    attention = values["STATUARY_ATTENTION"].strip().lower()
+    if attention not in ("sdpa", "math"):
+        raise SettingsError(f"STATUARY_ATTENTION={attention!r} is not an attention kind; use sdpa or math.")
     data_dir = Path(values["STATUARY_DATA_DIR"]).expanduser().resolve()
     return Settings(
         model=values["STATUARY_MODEL"].strip() or "default",
@@ -140,6 +153,11 @@ def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | os.P
         upload_max_mb=_int(values, "STATUARY_UPLOAD_MAX_MB", 1, 1024),
         share=_bool(values, "STATUARY_SHARE"),
         discord_token=values["DISCORD_TOKEN"].strip(),
+        batch_memory_mb=_int(values, "STATUARY_BATCH_MEMORY_MB", 0, 10_000_000),
+        decode_chunk=_int(values, "STATUARY_DECODE_CHUNK", 1, 256),
+        attention=attention,
+        channels_last=_bool(values, "STATUARY_CHANNELS_LAST"),
+        compile=_bool(values, "STATUARY_COMPILE"),
     )
 
 
