@@ -35,6 +35,7 @@ REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(GenerationRequest) if 
     "init_image_sha256", "mask_sha256")
 _FLOAT_FIELDS = ("guidance", "variation_strength", "strength")
 PARENT_CHAIN_MAX = 100
+FOREIGN_JOB_STALE_AFTER = dt.timedelta(hours=6)
 
 
 class NotFound(LookupError):
@@ -311,9 +312,12 @@ class Store:
     def mark_interrupted(self) -> list[str]:
         """Rows left queued or running by a process that is gone become 'interrupted'. Returns their ids."""
         with self._read() as s:
-            rows = s.execute(select(Generation.id, Generation.status, Generation.runner)
+            rows = s.execute(select(Generation.id, Generation.status, Generation.runner, Generation.created_at)
                              .where(Generation.status.in_(UNFINISHED))).all()
-        dead = [r for r in rows if not runner_alive(r.runner)]
+        # Another machine's job (or a recreated container's: a new hostname) is ended only when
+        # it is far older than any job runs.
+        too_old = utcnow() - FOREIGN_JOB_STALE_AFTER
+        dead = [r for r in rows if not runner_alive(r.runner) or r.created_at < too_old]
         now = utcnow()
         with self._write() as s, s.begin():
             for r in dead:

@@ -32,9 +32,9 @@ PG_USER = "postgres"
 
 
 def _pg_bindir() -> Path | None:
-    """Where initdb/pg_ctl live: $STATUARY_PG_BINDIR, PATH, or Debian's /usr/lib/postgresql/N/bin."""
-    if os.environ.get("STATUARY_PG_BINDIR"):
-        return Path(os.environ["STATUARY_PG_BINDIR"])
+    """Where initdb/pg_ctl live: $POSTGRES_BINDIR, PATH, or Debian's /usr/lib/postgresql/N/bin."""
+    if os.environ.get("POSTGRES_BINDIR"):
+        return Path(os.environ["POSTGRES_BINDIR"])
     found = shutil.which("initdb")
     if found:
         return Path(found).parent
@@ -109,7 +109,7 @@ def postgres_server():
     bindir = _pg_bindir()
     if bindir is None or not (bindir / "pg_ctl").exists():
         why = ("PostgreSQL server binaries (initdb, pg_ctl) were not found on PATH, in /usr/lib/postgresql/*/bin "
-               "or in $STATUARY_PG_BINDIR; install the 'postgresql' package to run the PostgreSQL variants")
+               "or in $POSTGRES_BINDIR; install the 'postgresql' package to run the PostgreSQL variants")
         if os.environ.get("STATUARY_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"STATUARY_REQUIRE_POSTGRES=1 but {why}", pytrace=False)
         pytest.skip(why)

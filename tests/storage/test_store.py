@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import hashlib
 import socket
 
@@ -224,7 +225,11 @@ def test_lifecycle_failed_cancelled_interrupted(store):
     assert sorted(store.mark_interrupted()) == sorted([g3, g4])
     assert store.generation(g3).status == "interrupted" and "running" in store.generation(g3).reason
     assert store.generation(g4).status == "interrupted" and "queued" in store.generation(g4).reason
-    assert store.generation(g5).status == "queued"  # another machine's job is not ours to end
+    assert store.generation(g5).status == "queued"  # another machine's job is not ours to end...
+    with store._write() as s, s.begin():
+        s.execute(update(Generation).where(Generation.id == g5).values(
+            created_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=7)))
+    assert store.mark_interrupted() == [g5]  # ...unless it is far older than any job runs
     assert store.history(include_verify=True).total == 0  # none of them made images
 
 
