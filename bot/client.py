@@ -69,8 +69,9 @@ class Target:
 class StatuaryBot(discord.Client):
     def __init__(self, service, store, *, community: Community | None = None, clock: Callable[[], float] = time.time,
                  progress_interval: float = 1.5, sync_commands: bool = True, **options: Any):
-        # Slash commands and buttons need no privileged intents (and no intents at all).
-        options.setdefault("intents", discord.Intents.none())
+        # Slash commands and buttons need no privileged intents; `guilds` (not privileged) keeps
+        # discord.py's guild cache, which it expects.
+        options.setdefault("intents", discord.Intents(guilds=True))
         options.setdefault("allowed_mentions", discord.AllowedMentions(everyone=False, roles=False, users=True))
         super().__init__(**options)
         self.service = service
@@ -228,18 +229,18 @@ class StatuaryBot(discord.Client):
             if isinstance(event, Queued):
                 if not shown_queue or now - last >= self.progress_interval:
                     shown_queue = True
-                    last = now
                     await self._deliver(target, f"{header}\n⏳ In the queue: position {event.position}.")
+                    last = self.clock()
             elif isinstance(event, Started):
                 pass
             elif isinstance(event, Progress):
                 if now - last >= self.progress_interval:
-                    last = now
                     count = handle.request.count
                     which = f"image {event.image_index + 1} of {count} — " if count > 1 else ""
                     data, name = render.encode_within(render.preview(event.preview), target.filesize_limit, "preview")
                     await self._deliver(target, f"{header}\n🎨 Carving {which}step {event.step}/{event.total}…",
                                         files=[(data, name)])
+                    last = self.clock()  # from when the edit landed: a slow (or rate-limited) edit delays the next
             elif isinstance(event, Done):
                 await self._finish(target, event.result)
             elif isinstance(event, Failed):

@@ -35,7 +35,8 @@ class Discord:
         await self.bot.close()
         if self.task is not None:
             await asyncio.wait_for(self.task, 10)
-        bot_kwargs.setdefault("progress_interval", 0.0)
+        bot_kwargs.setdefault("progress_interval", 0.1)
+        bot_kwargs.setdefault("guild_ready_timeout", 0.05)  # the stand-in sends no GUILD_CREATE to wait for
         self.bot = StatuaryBot(self.service, self.store, **bot_kwargs)
         self.task = asyncio.create_task(self.bot.start(self.standin.token))
         await until(self.bot.is_ready, what="the restarted bot to be ready")
@@ -76,7 +77,8 @@ def discord_run(store, service):
         async def main() -> None:
             st = DiscordStandin(**(standin or {}))
             await st.start()
-            bot_kwargs.setdefault("progress_interval", 0.0)
+            bot_kwargs.setdefault("progress_interval", 0.1)
+            bot_kwargs.setdefault("guild_ready_timeout", 0.05)  # the stand-in sends no GUILD_CREATE to wait for
             d = Discord(st, StatuaryBot(service, store, **bot_kwargs), store, service)
             d.task = asyncio.create_task(d.bot.start(st.token))
             try:

@@ -52,6 +52,7 @@ class Call:
     payload: dict[str, Any] | None
     files: dict[str, bytes]
     status: int = 200
+    at: float = dataclasses.field(default_factory=time.monotonic)
 
 
 @dataclasses.dataclass

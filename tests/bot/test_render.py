@@ -1,0 +1,63 @@
+"""bot.render and bot.community alone: sizes, grids, upload limits, rules."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bot.community import GuildRules
+from bot.render import ASPECTS, aspect_size, encode_within, grid, recipe_line
+from core.request import ModelLimits
+
+SD = ModelLimits(native_size=512, max_side=1024, multiple=8)
+
+
+@pytest.mark.parametrize("label,a,b", ASPECTS)
+def test_aspects_keep_the_area_near_native_on_the_model_grid(label, a, b):
+    w, h = aspect_size(label, SD)
+    assert w % 8 == 0 and h % 8 == 0 and max(w, h) <= 1024
+    assert abs(w * h / 512**2 - 1) < 0.08
+    assert abs((w / h) / (a / b) - 1) < 0.06
+
+
+def test_aspect_sizes_respect_small_models_and_caps():
+    tiny = ModelLimits(native_size=64, max_side=128, multiple=8)
+    assert aspect_size("1:1", tiny) == (64, 64)
+    w, h = aspect_size("16:9", tiny)
+    assert min(w, h) >= 64 and max(w, h) <= 128 and w > h
+    assert aspect_size("1:1", SD, side=768) == (768, 768)
+    assert max(aspect_size("21:9", SD, side=1024)) == 1024
+
+
+def test_grid_layouts():
+    ims = [Image.new("RGB", (64, 48), c) for c in ("red", "green", "blue", "white")]
+    assert grid(ims[:1]).size == (64, 48)
+    assert grid(ims[:2]).size == (128, 48)
+    g = grid(ims)
+    assert g.size == (128, 96) and g.getpixel((70, 50)) == (255, 255, 255)
+
+
+def test_encode_within_falls_back_to_smaller_files():
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (512, 512, 3), dtype=np.uint8))
+    data, name = encode_within(noise, 10**7, "x")
+    assert name == "x.png"
+    data, name = encode_within(noise, 40_000, "x")
+    assert len(data) <= 40_000 and not name.endswith(".png")
+    Image.open(io.BytesIO(data)).load()
+
+
+def test_recipe_line_stays_within_discord_limits():
+    text = recipe_line({"prompt": "p" * 1000, "negative_prompt": "n" * 1000, "seed": 1, "steps": 2, "guidance": 7.0,
+                        "sampler": "euler", "width": 64, "height": 64}, ["abcd2345"])
+    assert len(text) <= 2000 and "`abcd2345`" in text
+
+
+def test_blocked_words_match_whole_words_ignoring_case():
+    rules = GuildRules(blocked_words=("cat", "giant snake"))
+    assert rules.blocked_word_in("A CAT sits") == "cat"
+    assert rules.blocked_word_in("a concatenation") is None
+    assert rules.blocked_word_in("the Giant  snake") is None and rules.blocked_word_in("giant snake!") == "giant snake"
+    assert GuildRules(allowed_channels=("1",)).channel_allowed(1) and not GuildRules(allowed_channels=("1",)).channel_allowed(2)

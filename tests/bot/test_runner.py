@@ -1,0 +1,54 @@
+"""bot.runner: the bot in its own thread beside the web UI; a bad or missing token is one clear sentence."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.runner import run_in_thread
+from tests.bot.conftest import until
+from tests.bot.standin import DiscordStandin
+
+
+def run_with_standin(fn):
+    async def main():
+        st = DiscordStandin()
+        await st.start()
+        try:
+            return await fn(st)
+        finally:
+            await st.stop()
+
+    return asyncio.run(main())
+
+
+def test_a_wrong_token_is_a_clear_message_and_only_the_bot_stops(store, service, settings_factory, capsys):
+    async def scenario(st):
+        thread = run_in_thread(service, store, settings_factory(DISCORD_TOKEN="not-the-token"))
+        await asyncio.to_thread(thread.join, 30)
+        return thread
+
+    thread = run_with_standin(scenario)
+    assert not thread.is_alive()
+    assert "Discord refused the bot token (DISCORD_TOKEN)" in thread.error and "web UI keeps running" in thread.error
+    assert "DISCORD_TOKEN" in capsys.readouterr().err
+    # the service the web UI uses is untouched
+    assert service.status()["running"] is None
+
+
+def test_a_missing_token_is_a_clear_message(store, service, settings_factory):
+    thread = run_in_thread(service, store, settings_factory(DISCORD_TOKEN=""))
+    thread.join(10)
+    assert "DISCORD_TOKEN is not set" in thread.error
+
+
+def test_the_thread_runs_the_bot_and_stops(store, service, settings_factory):
+    async def scenario(st):
+        thread = run_in_thread(service, store, settings_factory(DISCORD_TOKEN=st.token), guild_ready_timeout=0.05)
+        await asyncio.to_thread(thread.started_bot.wait, 10)
+        await until(lambda: thread.bot.is_ready(), what="the bot in its thread")
+        assert {c["name"] for c in st.commands} >= {"imagine"}
+        await asyncio.to_thread(thread.stop)
+        return thread
+
+    thread = run_with_standin(scenario)
+    assert not thread.is_alive() and thread.error is None
