@@ -99,6 +99,10 @@ class StatuaryBot(discord.Client):
     async def on_ready(self) -> None:
         self.ready_count += 1  # a reconnect fires on_ready again; nothing here must run twice
         log.info("Discord bot ready as %s (ready #%d)", self.user, self.ready_count)
+        if self.ready_count == 1 and self.application_id:
+            from bot.runner import invite_url
+
+            log.info("Add the bot to a server with %s", invite_url(self.application_id))
 
     async def close(self) -> None:
         for task in list(self._jobs):
@@ -570,9 +574,8 @@ def _add_commands(bot: StatuaryBot) -> None:
                       count: app_commands.Range[int, 1, COUNT_MAX] | None = None, sampler: str | None = None,
                       size: app_commands.Range[int, 64, 4096] | None = None) -> None:
         """Carve a picture out of noise from your prompt"""
-        rules = bot.community.guild(interaction.guild_id)  # cached: no query before the defer
-
-        def submit(owner: Owner) -> JobHandle:
+        def submit(owner: Owner) -> JobHandle:  # runs in a thread, after the defer
+            rules = bot.community.guild(interaction.guild_id)
             request = bot.build_request(rules, prompt=prompt, negative=negative or "", seed=seed, steps=steps,
                                         guidance=guidance, aspect=aspect, count=count, sampler=sampler, size=size)
             return bot.service.submit(request, owner)

@@ -21,6 +21,19 @@ TOKEN_HELP = ("Check DISCORD_TOKEN in .env: it must be the bot token from the Di
               "(Applications -> your app -> Bot -> Reset Token), not the application id or the client secret.")
 
 
+# What the bot needs in a channel; the invite URL asks for exactly these (see README_SECTION.md).
+PERMISSIONS = {"view_channel": 1 << 10, "send_messages": 1 << 11, "send_messages_in_threads": 1 << 38,
+               "embed_links": 1 << 14, "attach_files": 1 << 15, "read_message_history": 1 << 16,
+               "use_application_commands": 1 << 31}
+PERMISSIONS_INTEGER = sum(PERMISSIONS.values())
+
+
+def invite_url(application_id: int | str) -> str:
+    """The link a server admin opens to add the bot: the bot and slash-command scopes, the permissions above."""
+    return (f"https://discord.com/oauth2/authorize?client_id={application_id}"
+            f"&scope=bot+applications.commands&permissions={PERMISSIONS_INTEGER}")
+
+
 class BotThread(threading.Thread):
     """The bot's thread. `error` holds the sentence that stopped it, if one did."""
 

@@ -52,3 +52,13 @@ def test_the_thread_runs_the_bot_and_stops(store, service, settings_factory):
 
     thread = run_with_standin(scenario)
     assert not thread.is_alive() and thread.error is None
+
+
+def test_the_readme_gives_the_computed_invite_permissions():
+    from pathlib import Path
+
+    from bot.runner import PERMISSIONS_INTEGER, invite_url
+
+    text = (Path(__file__).resolve().parents[2] / "bot" / "README_SECTION.md").read_text()
+    assert f"permissions={PERMISSIONS_INTEGER}" in text and "scope=bot+applications.commands" in text
+    assert invite_url(42).endswith(f"client_id=42&scope=bot+applications.commands&permissions={PERMISSIONS_INTEGER}")
