@@ -1,0 +1,253 @@
+"""The default model's training code, on the CPU, offline, in seconds.
+
+A tiny synthetic stand-in of the four npm packages (same tarball layouts, a dozen
+emoji) replaces the network; the model is the toy "smoke" size.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from training import data as D
+from training import train as T
+from training.tokenizer import load_tokenizer, train_tokenizer
+
+torch.set_num_threads(1)
+
+# name, short names, unified, non_qualified, skin tones
+FAKE_EMOJI = [
+    ("GRINNING FACE", ["grinning"], "1F600", None, []),
+    ("CAT FACE", ["cat"], "1F431", None, []),
+    ("SLICE OF PIZZA", ["pizza"], "1F355", None, []),
+    ("HASH KEY", ["hash"], "0023-FE0F-20E3", "0023-20E3", []),
+    ("FATHER CHRISTMAS", ["santa"], "1F385", None, ["1F3FB", "1F3FF"]),
+    ("RED APPLE", ["apple"], "1F34E", None, []),
+    ("DOG FACE", ["dog"], "1F436", None, []),
+    ("ROCKET", ["rocket"], "1F680", None, []),
+    ("SUN WITH FACE", ["sun_with_face"], "1F31E", None, []),
+    ("WAVING HAND SIGN", ["wave"], "1F44B", None, ["1F3FD"]),
+    ("Flag: England", ["flag-england"], "1F3F4-E0067-E0062-E0065-E006E-E0067-E007F", None, []),
+    ("HEAVY BLACK HEART", ["heart"], "2764-FE0F", "2764", []),
+]
+
+
+def _png(rgb, size, fmt):
+    im = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    for y in range(size // 4, 3 * size // 4):
+        for x in range(size // 4, 3 * size // 4):
+            im.putpixel((x, y), (*rgb, 255))
+    buf = io.BytesIO()
+    im.save(buf, fmt)
+    return buf.getvalue()
+
+
+def _tgz(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def fake_npm(tmp_path_factory) -> dict[str, Path]:
+    """Tarballs laid out like the real packages (checked against npm pack, Nov 2026)."""
+    root = tmp_path_factory.mktemp("npm")
+    entries, google, twitter, fluent = [], {}, {}, {}
+    for k, (name, shorts, uni, nq, tones) in enumerate(FAKE_EMOJI):
+        img = uni.lower() + ".png"
+        e = {"name": name, "short_name": shorts[0], "short_names": shorts, "unified": uni, "non_qualified": nq,
+             "image": img, "category": "Test", "subcategory": "test", "sort_order": k,
+             "has_img_google": True, "has_img_twitter": True}
+        if tones:
+            e["skin_variations"] = {t: {"unified": f"{uni}-{t}", "non_qualified": None, "image": f"{uni}-{t}".lower() + ".png"}
+                                    for t in tones}
+        entries.append(e)
+        colour = ((k * 40) % 256, (k * 90) % 256, (k * 150) % 256)
+        for u in [uni] + [f"{uni}-{t}" for t in tones]:
+            google[f"package/img/google/64/{u.lower()}.png"] = _png(colour, 64, "PNG")
+            twitter[f"package/img/twitter/64/{u.lower()}.png"] = _png(colour[::-1], 64, "PNG")
+            if name != "ROCKET":   # Fluent lacks a few emoji
+                # Fluent drops leading zeros and the tag terminator, and joins tags with '_'
+                stem = "-".join(p.lstrip("0") or "0" for p in u.lower().split("-") if p != "e007f")
+                stem = stem.replace("-e0067-e0062-e0065-e006e-e0067", "-e0067_e0062_e0065_e006e_e0067")
+                fluent[f"package/assets/{stem}.webp"] = _png(colour, 256, "WEBP")
+    fluent["package/assets/0023-fe0f-20e3.webp"] = _png((1, 2, 3), 256, "WEBP")   # a duplicate, as in 1.1.0
+    fluent["package/assets/1f9ff-fe0f.webp"] = _png((1, 2, 3), 256, "WEBP")       # matches nothing
+    meta = {"package/emoji.json": json.dumps(entries).encode(), "package/LICENSE": b"MIT"}
+    return {
+        "emoji-datasource": _tgz(root / "emoji-datasource-16.0.0.tgz", meta),
+        "emoji-datasource-google": _tgz(root / "emoji-datasource-google-16.0.0.tgz", google),
+        "emoji-datasource-twitter": _tgz(root / "emoji-datasource-twitter-16.0.0.tgz", twitter),
+        "@lobehub/fluent-emoji-3d": _tgz(root / "lobehub-fluent-emoji-3d-1.1.0.tgz", fluent),
+    }
+
+
+@pytest.fixture(scope="module")
+def pack_dir(fake_npm, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pack")
+    D.build_pack(fake_npm, out)
+    return out
+
+
+def test_build_matches_every_image_and_counts_styles(pack_dir):
+    pack = D.Pack.load(pack_dir)
+    st = pack.stats["styles"]
+    assert st["cartoon"]["matched"] == st["flat"]["matched"] == 15       # 12 emoji + 3 skin tones
+    assert st["3d"]["matched"] == 14 and st["3d"]["duplicates"] == 1      # no rocket; one duplicate file
+    assert st["3d"]["unmatched"] == ["1f9ff-fe0f.webp"]
+    england = next(i for i, e in enumerate(pack.emoji) if e["unified"].startswith("1F3F4"))
+    assert any(im["emoji"] == england and im["style"] == "3d" for im in pack.images)
+    assert {s["licence"] for s in pack.sources} >= {"MIT", "Apache-2.0 (Noto Emoji images)", "CC-BY-4.0 (Twemoji graphics)"}
+    sprites = pack.sprites(32)
+    assert sprites.shape == (len(pack.images), 32, 32, 4) and sprites[..., 3].max() == 255
+
+
+def test_build_and_split_are_deterministic(fake_npm, pack_dir, tmp_path):
+    D.build_pack(fake_npm, tmp_path)
+    for name in ("meta.json", "images.bin"):
+        assert (tmp_path / name).read_bytes() == (pack_dir / name).read_bytes()
+    pack = D.Pack.load(pack_dir)
+    a, b, c = D.Split.make(pack, 0, held_fraction=0.3, n_held_pairs=5), D.Split.make(pack, 0, held_fraction=0.3, n_held_pairs=5), \
+        D.Split.make(pack, 1, held_fraction=0.3, n_held_pairs=5)
+    assert list(a.eval_images) == list(b.eval_images) and a.held_pairs == b.held_pairs
+    assert len(a.eval_images) > 0 and not set(a.train_images) & set(a.eval_images)
+    assert list(a.eval_images) != list(c.eval_images) or a.held_pairs != c.held_pairs
+    s1, s2 = D.Sampler(pack, a, 0), D.Sampler(pack, b, 0)
+    x, y = s1.train_batch(7, 32), s2.train_batch(7, 32)
+    assert x.captions == y.captions and np.array_equal(x.image, y.image) and np.array_equal(x.centre, y.centre)
+
+
+def test_training_never_renders_held_out_things(pack_dir):
+    pack = D.Pack.load(pack_dir)
+    split = D.Split.make(pack, 0, held_fraction=0.3, n_held_pairs=5)
+    sampler = D.Sampler(pack, split, 0, pair_prob=0.5)
+    held_images = set(int(i) for i in split.eval_images)
+    for step in range(20):
+        b = sampler.train_batch(step, 32)
+        assert not held_images & set(b.image.flatten().tolist())
+        for i in range(32):
+            style, colour = D.STYLES[b.style[i]], D.COLOUR_NAMES[b.colour[i]]
+            assert (style, colour) not in D.HELD_OUT_STYLE_COLOUR
+            if b.emoji[i, 1] >= 0:
+                assert (min(b.emoji[i]), max(b.emoji[i])) not in split.held_pairs
+    specs = D.eval_prompts(pack, split, 0, n_single=10, n_combo=5, n_pairs=3)
+    assert {s["kind"] for s in specs} >= {"held_emoji_style", "held_style_colour", "held_pair"}
+
+
+def test_open_caption_leaves_room_for_seeds(pack_dir):
+    """The same caption must map to many pictures: what it leaves open varies."""
+    pack = D.Pack.load(pack_dir)
+    split = D.Split.make(pack, 0)
+    sampler = D.Sampler(pack, split, 0)
+    b = sampler.eval_batch([{"kind": "open", "emoji": 1, "style": "flat"}] * 8, seed=3)
+    assert len({c.split(",")[0].split()[-1] for c in b.captions}) == 1
+    assert "background" not in b.captions[0]
+    assert len(set(b.colour.tolist())) > 1 and np.ptp(b.centre[:, 0, 0]) > 0.1
+    imgs = D.Renderer(pack.sprites(32), 32)(b)
+    assert imgs.shape == (8, 3, 32, 32) and imgs.min() >= -1 and imgs.max() <= 1
+
+
+def test_tokenizer_loads_in_clip_format_and_never_drops_a_word(tmp_path):
+    caps = ["a cat and a pizza, flat style, on a blue background", "a small grinning face in the top left, 3d render"] * 20
+    train_tokenizer(caps, tmp_path, vocab_size=400)
+    tok = load_tokenizer(tmp_path)
+    assert type(tok).__name__ == "CLIPTokenizer"
+    vocab = json.loads((tmp_path / "vocab.json").read_text())
+    assert "cat</w>" in vocab and (tmp_path / "merges.txt").read_text().startswith("#version")
+    for text in ["zyxwvq", "Quokka 🦘 naïve", "flat style"]:
+        ids = tok(text).input_ids
+        assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+        body = ids[1:-1]
+        assert body and tok.unk_token_id not in body
+        assert tok.decode(body).replace(" ", "") == text.lower().replace(" ", "")
+    assert len(tok("flat style").input_ids) == 4         # known words are single tokens
+
+
+@pytest.fixture(scope="module")
+def smoke_run(pack_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    rc = T.main(["--smoke", "--data", str(pack_dir), "--run", str(root / "run"), "--export", str(root / "model"),
+                 "--shard", "100KB"])
+    assert rc == 0
+    return root
+
+
+def test_smoke_training_has_finite_falling_loss_and_exports_a_pipeline(smoke_run):
+    from diffusers import StableDiffusionPipeline
+
+    info = json.loads((smoke_run / "run" / "unet.json").read_text())
+    assert info["step"] == T.Config.smoke().unet_steps and np.isfinite(info["loss"])
+    model = smoke_run / "model"
+    index = json.loads((model / "model_index.json").read_text())
+    assert index["safety_checker"] == [None, None] and index["requires_safety_checker"] is False
+    assert not list(model.rglob("*.bin")) and list((model / "unet").glob("*.safetensors.index.json"))  # sharded
+    pipe = StableDiffusionPipeline.from_pretrained(str(model))
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe("a cat, flat style, on a blue background", num_inference_steps=2, guidance_scale=3.0,
+               height=32, width=32, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert out.shape == (1, 32, 32, 3) and np.isfinite(out).all()
+
+
+def test_vae_loss_falls(pack_dir, tmp_path):
+    cfg = T.Config.smoke()
+    run = T.Run(cfg, pack_dir, tmp_path, "cpu")
+    vae = run.build_vae()
+    opt = torch.optim.AdamW(vae.parameters(), lr=3e-3)
+    x = run.renderer(run.sampler.train_batch(0, 8))
+    losses = []
+    for _ in range(15):
+        rec = vae(x).sample
+        loss = torch.nn.functional.l1_loss(rec, x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(np.isfinite(losses)) and losses[-1] < 0.7 * losses[0]
+
+
+def test_resume_continues_exactly(pack_dir, smoke_run, tmp_path):
+    """Stopping half-way and resuming gives the same weights as running straight through."""
+    half = T.Config.smoke().unet_steps // 2
+    args = ["--smoke", "--data", str(pack_dir), "--run", str(tmp_path / "run")]
+    assert T.main(args + ["--phase", "vae"]) == 0
+    for f in ("vae.safetensors", "vae.json"):   # the VAE phase is deterministic too
+        assert (tmp_path / "run" / f).read_bytes() == (smoke_run / "run" / f).read_bytes()
+    assert T.main(args + ["--phase", "unet", "--stop-at", str(half)]) == 0
+    assert json.loads((tmp_path / "run" / "unet.json").read_text())["step"] == half
+    assert T.main(args + ["--phase", "unet"]) == 0        # resumes at `half`
+    from safetensors.torch import load_file
+    resumed, straight = load_file(str(tmp_path / "run" / "unet.safetensors")), load_file(str(smoke_run / "run" / "unet.safetensors"))
+    assert json.loads((tmp_path / "run" / "unet.json").read_text())["step"] == T.Config.smoke().unet_steps
+    worst = max((resumed[k].float() - straight[k].float()).abs().max().item() for k in straight if not k.startswith("optim."))
+    assert worst < 1e-5
+
+
+def test_export_refuses_to_ship_untrained_weights(smoke_run, pack_dir):
+    run = T.Run(T.Config.smoke(), pack_dir, smoke_run / "run", "cpu")
+    with pytest.raises(SystemExit, match="untrained weights never ship"):
+        run.export(T.SHIPPED)
+    assert not list(T.SHIPPED.rglob("*.safetensors"))
+
+
+def test_checkpoint_round_trip_keeps_optimizer_state(tmp_path):
+    m = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(m.parameters(), lr=0.1)
+    m(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    T.save_checkpoint(tmp_path / "c.safetensors", T._prefixed("m", m), opt, {"step": 1})
+    m2 = torch.nn.Linear(3, 2)
+    opt2 = torch.optim.AdamW(m2.parameters(), lr=0.1)
+    flat, info = T.load_checkpoint(tmp_path / "c.safetensors", opt2)
+    m2.load_state_dict(T._unprefixed("m", flat))
+    assert info["step"] == 1 and torch.equal(m.weight, m2.weight)
+    assert torch.equal(opt.state_dict()["state"][0]["exp_avg"], opt2.state_dict()["state"][0]["exp_avg"])

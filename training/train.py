@@ -1,0 +1,499 @@
+"""Train the default model: tokenizer, then the VAE, then text encoder + UNet together.
+
+On the device machine (each command fits the 10-minute limit and resumes from the
+checkpoints in the run folder; see models/default/MODEL_CARD.md for the whole session):
+
+    python -m training.train --data training/build/data --run training/runs/main --phase vae --minutes 6
+    python -m training.train --data training/build/data --run training/runs/main --phase unet --minutes 8.5   # repeat
+    python -m training.train --data training/build/data --run training/runs/main --export models/default
+
+On a CPU, in seconds, with a toy-sized model (what the tests run):
+
+    python -m training.train --smoke --data training/build/data --run /tmp/statuary-smoke --export /tmp/statuary-smoke/model
+
+Design notes, candidly:
+- The feasibility run sat at 6.8 steps/s with the GPU idle, so here the sprites live on
+  the GPU as one uint8 tensor and each batch is composed there (`data.Renderer`); the CPU
+  only draws the batch recipe and tokenises captions, in a thread, a few steps ahead.
+- Everything random is a function of (seed, step), so a resumed run draws exactly the
+  batches the uninterrupted run would have drawn.
+- Checkpoints are safetensors (weights, EMA, optimizer moments) plus a JSON sidecar, so
+  nothing here ever calls torch.load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import queue
+import shutil
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from training import data as D
+from training import model as M
+from training.tokenizer import load_tokenizer, train_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "models" / "default"
+MIB = 2**20
+
+
+@dataclass
+class Config:
+    size: str = "default"          # training.model.SIZES key
+    seed: int = 0                  # split, batches, noise, initial weights
+    batch: int = 256               # per step; large batches keep the GPU busy
+    vae_steps: int = 6000
+    vae_lr: float = 3e-4
+    kl_weight: float = 1e-6        # tiny: we want a sharp autoencoder, not a generative VAE
+    unet_steps: int = 30000        # text encoder + UNet; reached over several resumed runs
+    lr: float = 3e-4
+    warmup: int = 500
+    ema: float = 0.9995
+    pair_prob: float = 0.25        # share of samples with two emoji side by side
+    drop_caption: float = 0.1      # empty caption share, for classifier-free guidance
+    vocab: int = 4096
+    ckpt_every: int = 1000         # steps between checkpoints (also written when time is up)
+    min_ship_steps: int = 5000     # refuse to export into models/default below this
+
+    @classmethod
+    def smoke(cls) -> "Config":
+        return cls(size="smoke", batch=8, vae_steps=6, unet_steps=8, warmup=2, ema=0.9, vocab=600,
+                   ckpt_every=4, vae_lr=1e-3, lr=1e-3)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], opt: torch.optim.Optimizer | None, info: dict) -> None:
+    """Weights + optimizer moments in one safetensors file, step etc. in a JSON sidecar. Atomic."""
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    opt_meta = None
+    if opt is not None:
+        sd = opt.state_dict()
+        for pid, st in sd["state"].items():
+            for k, v in st.items():
+                flat[f"optim.{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().contiguous().cpu()
+        opt_meta = {"param_groups": sd["param_groups"], "state_keys": {str(p): sorted(st) for p, st in sd["state"].items()}}
+    tmp = path.with_suffix(".tmp")
+    save_file(flat, str(tmp))
+    os.replace(tmp, path)
+    side = path.with_suffix(".json")
+    side.with_suffix(".json.tmp").write_text(json.dumps({**info, "optimizer": opt_meta}, indent=1))
+    os.replace(side.with_suffix(".json.tmp"), side)
+
+
+def load_checkpoint(path: Path, opt: torch.optim.Optimizer | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    flat = load_file(str(path))
+    info = json.loads(path.with_suffix(".json").read_text())
+    if opt is not None and info.get("optimizer"):
+        meta = info["optimizer"]
+        state = {int(p): {k: flat[f"optim.{p}.{k}"] for k in keys} for p, keys in meta["state_keys"].items()}
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return {k: v for k, v in flat.items() if not k.startswith("optim.")}, info
+
+
+def _prefixed(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+
+
+def _unprefixed(prefix: str, flat: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in flat.items() if k.startswith(prefix + ".")}
+
+
+# ---------------------------------------------------------------------------- batches
+
+
+class Prefetch:
+    """Draws batch recipes and token ids for steps start, start+1, ... in a thread."""
+
+    def __init__(self, sampler: D.Sampler, tokenizer, batch: int, start: int, stop: int, depth: int = 8):
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.sampler, self.tok, self.batch = sampler, tokenizer, batch
+        self.t = threading.Thread(target=self._run, args=(start, stop), daemon=True)
+        self.t.start()
+
+    def _run(self, start: int, stop: int) -> None:
+        for step in range(start, stop):
+            b = self.sampler.train_batch(step, self.batch)
+            ids = None
+            if self.tok is not None:
+                ids = torch.as_tensor(self.tok(b.captions, padding="max_length", truncation=True,
+                                               max_length=self.tok.model_max_length).input_ids)
+            self.q.put((step, b, ids))
+
+    def get(self):
+        return self.q.get()
+
+
+def lr_at(step: int, base: float, warmup: int, total: int) -> float:
+    """Linear warm-up, then cosine to 10% of base at `total`. A function of step only."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+class Run:
+    def __init__(self, cfg: Config, data: Path, run: Path, device: str, compile_: bool = False,
+                 stop_at: int | None = None):
+        self.cfg, self.run, self.device = cfg, run, torch.device(device)
+        self.stop_at = stop_at          # leave the loop (with a checkpoint) at this step
+        self.size = M.SIZES[cfg.size]
+        self.compile = compile_
+        run.mkdir(parents=True, exist_ok=True)
+        cfg_path = run / "config.json"
+        if cfg_path.exists():   # a run folder belongs to one configuration
+            old = json.loads(cfg_path.read_text())
+            if old != asdict(cfg):
+                diff = {k: (old.get(k), v) for k, v in asdict(cfg).items() if old.get(k) != v}
+                raise SystemExit(f"{run} was started with a different configuration: {diff}. "
+                                 "Use a new --run folder or the same options.")
+        else:
+            cfg_path.write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+        self.pack = D.Pack.load(data)
+        self.split = D.Split.make(self.pack, cfg.seed)
+        self.sampler = D.Sampler(self.pack, self.split, cfg.seed, cfg.pair_prob, cfg.drop_caption)
+        self.bf16 = self.device.type == "cuda"
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self._renderer = None
+
+    # -- pieces ---------------------------------------------------------------------------
+    @property
+    def renderer(self) -> D.Renderer:
+        if self._renderer is None:
+            t0 = time.time()
+            self._renderer = D.Renderer(self.pack.sprites(self.size.image_size), self.size.image_size, self.device)
+            log(f"sprites: {self._renderer.full.shape[0]} on {self.device} in {time.time() - t0:.1f} s")
+        return self._renderer
+
+    def tokenizer(self):
+        folder = self.run / "tokenizer"
+        if not (folder / "vocab.json").exists():
+            n = 40 if self.cfg.size == "smoke" else 400
+            caps = [c for k in range(n) for c in self.sampler.train_batch(10_000_000 + k, 256).captions]
+            caps += [n_ for e in self.pack.emoji for n_ in e["names"]]     # every name, at least once
+            train_tokenizer(caps, folder, vocab_size=self.cfg.vocab, max_tokens=self.size.max_tokens)
+            log(f"tokenizer: trained on {len(caps)} captions -> {folder}")
+        return load_tokenizer(folder)
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.bf16 else torch.autocast("cpu", enabled=False)
+
+    def _opt(self, params, lr):
+        fused = self.device.type == "cuda"
+        return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.01, fused=fused)
+
+    def _maybe_compile(self, m):
+        return torch.compile(m) if self.compile else m
+
+    # -- phase 1: VAE ------------------------------------------------------------------------
+    def build_vae(self):
+        torch.manual_seed(self.cfg.seed)
+        return M.build_vae(self.size).to(self.device)
+
+    def train_vae(self, deadline: float) -> int:
+        cfg, ckpt = self.cfg, self.run / "vae.safetensors"
+        vae = self.build_vae()
+        opt = self._opt(vae.parameters(), cfg.vae_lr)
+        step = 0
+        if ckpt.exists():
+            flat, info = load_checkpoint(ckpt, opt)
+            vae.load_state_dict(_unprefixed("vae", flat))
+            step = info["step"]
+            log(f"vae: resumed at step {step}")
+        if step >= cfg.vae_steps:
+            return step
+        fwd = self._maybe_compile(vae)
+        pre = Prefetch(self.sampler, None, cfg.batch, step, cfg.vae_steps)
+        t0, last_loss = time.time(), float("nan")
+        while step < cfg.vae_steps:
+            _, batch, _ = pre.get()
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg.vae_lr, cfg.warmup, cfg.vae_steps)
+            x = self.renderer(batch)
+            with self.autocast():
+                post = fwd.encode(x).latent_dist
+                z = post.mean + post.std * torch.randn(post.mean.shape, device=x.device,
+                                                       generator=_gen(self.device, cfg.seed, 5, step))
+                rec = fwd.decode(z).sample.float()
+            loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.kl_weight * post.kl().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            opt.step()
+            step += 1
+            if step % 50 == 0 or step == cfg.vae_steps:
+                last_loss = loss.item()
+                log(f"vae step {step}/{cfg.vae_steps} loss {last_loss:.4f} {step / max(1e-9, time.time() - t0):.1f} it/s (this run)")
+            if not math.isfinite(loss.item() if step % 50 == 0 else 0.0):
+                raise FloatingPointError(f"vae loss is {loss.item()} at step {step}")
+            stop = time.time() > deadline or step == self.stop_at
+            if step % cfg.ckpt_every == 0 or step == cfg.vae_steps or stop:
+                save_checkpoint(ckpt, _prefixed("vae", vae), opt, {"step": step, "loss": loss.item()})
+            if stop and step < cfg.vae_steps:
+                log(f"vae: stopping at step {step}; run again to resume")
+                break
+        return step
+
+    def frozen_vae(self):
+        ckpt = self.run / "vae.safetensors"
+        if not ckpt.exists():
+            raise SystemExit(f"no VAE checkpoint in {self.run}: run --phase vae first")
+        flat, info = load_checkpoint(ckpt)
+        if info["step"] < self.cfg.vae_steps:
+            log(f"warning: VAE trained for {info['step']} of {self.cfg.vae_steps} steps")
+        vae = self.build_vae()
+        vae.load_state_dict(_unprefixed("vae", flat))
+        vae.requires_grad_(False).eval()
+        return vae
+
+    def latent_scale(self, vae) -> float:
+        """1 / std of the VAE's latents over a few batches (SD's scaling_factor), cached."""
+        path = self.run / "latent_scale.json"
+        if path.exists():
+            return json.loads(path.read_text())["scaling_factor"]
+        zs = []
+        with torch.no_grad(), self.autocast():
+            for k in range(8):
+                zs.append(vae.encode(self.renderer(self.sampler.train_batch(20_000_000 + k, min(64, self.cfg.batch)))).latent_dist.mean.float())
+        sf = float(1.0 / torch.cat(zs).std().clamp_min(1e-4))
+        path.write_text(json.dumps({"scaling_factor": sf}) + "\n")
+        log(f"latent scaling factor {sf:.4f}")
+        return sf
+
+    # -- phase 2: text encoder + UNet ----------------------------------------------------
+    def build_denoiser(self, tok):
+        torch.manual_seed(self.cfg.seed + 1)
+        text = M.build_text_encoder(self.size, len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
+        unet = M.build_unet(self.size)
+        return text.to(self.device), unet.to(self.device)
+
+    def train_unet(self, deadline: float) -> int:
+        cfg, ckpt = self.cfg, self.run / "unet.safetensors"
+        tok = self.tokenizer()
+        vae = self.frozen_vae()
+        sf = self.latent_scale(vae)
+        text, unet = self.build_denoiser(tok)
+        params = list(text.parameters()) + list(unet.parameters())
+        ema = [p.detach().clone().float() for p in params]
+        opt = self._opt(params, cfg.lr)
+        step = 0
+        if ckpt.exists():
+            flat, info = load_checkpoint(ckpt, opt)
+            text.load_state_dict(_unprefixed("text", flat))
+            unet.load_state_dict(_unprefixed("unet", flat))
+            ema_sd = _unprefixed("ema", flat)
+            for i, e in enumerate(ema):
+                e.copy_(ema_sd[str(i)])
+            step = info["step"]
+            log(f"unet: resumed at step {step}")
+        if step >= cfg.unet_steps:
+            return step
+        sched = M.scheduler()
+        acp = sched.alphas_cumprod.to(self.device)
+        text_f, unet_f = self._maybe_compile(text), self._maybe_compile(unet)
+        vae_enc = self._maybe_compile(vae.encoder)
+        pre = Prefetch(self.sampler, tok, cfg.batch, step, cfg.unet_steps)
+        t0, start, losses = time.time(), step, []
+        while step < cfg.unet_steps:
+            _, batch, ids = pre.get()
+            lr = lr_at(step, cfg.lr, cfg.warmup, cfg.unet_steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            gen = _gen(self.device, cfg.seed, 6, step)
+            ids = ids.to(self.device, non_blocking=True)
+            with torch.no_grad(), self.autocast():
+                x = self.renderer(batch)
+                moments = vae.quant_conv(vae_enc(x)) if vae.quant_conv is not None else vae_enc(x)
+                mean, logvar = moments.float().chunk(2, dim=1)
+                z = (mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn(mean.shape, device=x.device, generator=gen)) * sf
+            noise = torch.randn(z.shape, device=z.device, generator=gen)
+            t = torch.randint(0, sched.config.num_train_timesteps, (z.shape[0],), device=z.device, generator=gen)
+            a = acp[t].sqrt()[:, None, None, None]
+            s = (1 - acp[t]).sqrt()[:, None, None, None]
+            noisy, target = a * z + s * noise, a * noise - s * z          # v-prediction
+            with self.autocast():
+                h = text_f(ids)[0]
+                pred = unet_f(noisy, t, encoder_hidden_states=h).sample
+            loss = F.mse_loss(pred.float(), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            step += 1
+            decay = min(cfg.ema, (1 + step) / (10 + step))
+            with torch.no_grad():
+                torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1 - decay)
+            losses.append(loss.detach())
+            if step % 50 == 0 or step == cfg.unet_steps:
+                mean_loss = torch.stack(losses).mean().item()
+                losses.clear()
+                if not math.isfinite(mean_loss):
+                    raise FloatingPointError(f"unet loss is {mean_loss} at step {step}")
+                log(f"unet step {step}/{cfg.unet_steps} loss {mean_loss:.4f} lr {lr:.2e} "
+                    f"{(step - start) / max(1e-9, time.time() - t0):.1f} it/s")
+            stop = time.time() > deadline or step == self.stop_at
+            if step % cfg.ckpt_every == 0 or step == cfg.unet_steps or stop:
+                tensors = {**_prefixed("text", text), **_prefixed("unet", unet),
+                           **{f"ema.{i}": e for i, e in enumerate(ema)}}
+                save_checkpoint(ckpt, tensors, opt, {"step": step, "loss": loss.item(), "latent_scale": sf})
+            if stop and step < cfg.unet_steps:
+                log(f"unet: stopping at step {step}; run again to resume")
+                break
+        return step
+
+    # -- export -----------------------------------------------------------------------------
+    def export(self, out: Path, shard: str = "15MB", allow_untrained: bool = False) -> Path:
+        """Write the diffusers folder from the EMA weights, fp16 safetensors only."""
+        from diffusers import StableDiffusionPipeline
+
+        ckpt = self.run / "unet.safetensors"
+        if not ckpt.exists():
+            raise SystemExit(f"no UNet checkpoint in {self.run}: train first")
+        flat, info = load_checkpoint(ckpt)
+        shipping = out.resolve() == SHIPPED.resolve()
+        if shipping and not allow_untrained and (self.cfg.size != "default" or info["step"] < self.cfg.min_ship_steps):
+            raise SystemExit(f"refusing to write {info['step']}-step '{self.cfg.size}' weights into {SHIPPED}: "
+                             f"untrained weights never ship (need size 'default' and >= {self.cfg.min_ship_steps} steps)")
+        tok = self.tokenizer()
+        vae = self.frozen_vae()
+        vae.register_to_config(scaling_factor=self.latent_scale(vae))
+        text, unet = self.build_denoiser(tok)
+        text.load_state_dict(_unprefixed("text", flat))
+        unet.load_state_dict(_unprefixed("unet", flat))
+        ema = _unprefixed("ema", flat)
+        for i, p in enumerate(list(text.parameters()) + list(unet.parameters())):
+            p.data.copy_(ema[str(i)])
+        pipe = StableDiffusionPipeline(
+            vae=vae.cpu().half(), text_encoder=text.cpu().half(), tokenizer=tok, unet=unet.cpu().half(),
+            scheduler=M.inference_scheduler(), safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name in ("vae", "text_encoder", "unet"):
+            getattr(pipe, name).save_pretrained(tmp / name, safe_serialization=True, max_shard_size=shard)
+        # transformers reads `dtype` from config.json and would load the text encoder in
+        # fp16 while diffusers loads the UNet in fp32 by default, and a plain
+        # from_pretrained() would then fail on mixed dtypes. Weights stay fp16 on disk;
+        # the default load is fp32, and torch_dtype=torch.float16 still gives fp16.
+        cfg_path = tmp / "text_encoder" / "config.json"
+        tcfg = json.loads(cfg_path.read_text())
+        for key in ("dtype", "torch_dtype"):
+            if key in tcfg:
+                tcfg[key] = "float32"
+        cfg_path.write_text(json.dumps(tcfg, indent=2) + "\n")
+        tok.save_pretrained(str(tmp / "tokenizer"))
+        pipe.scheduler.save_pretrained(tmp / "scheduler")
+        M.write_model_index(tmp)
+        (tmp / "training.json").write_text(json.dumps({
+            "config": asdict(self.cfg), "unet_step": info["step"], "latent_scale": info.get("latent_scale"),
+            "data": {"sources": self.pack.sources, "stats": {k: {kk: vv for kk, vv in v.items() if kk != "unmatched"}
+                                                                for k, v in self.pack.stats["styles"].items()}},
+        }, indent=1) + "\n")
+        check_weight_sizes(tmp)
+        # Replace the folder's generated files, keeping what we do not write (MODEL_CARD.md).
+        out.mkdir(parents=True, exist_ok=True)
+        for item in tmp.iterdir():
+            dest = out / item.name
+            if dest.is_dir():
+                shutil.rmtree(dest)
+            os.replace(item, dest)
+        tmp.rmdir()
+        log(f"exported step {info['step']} to {out}")
+        return out
+
+
+def check_weight_sizes(folder: Path, per_file: int = 16 * MIB, total: int = 48 * MIB) -> None:
+    files = sorted(folder.rglob("*.safetensors"))
+    sizes = {str(f.relative_to(folder)): f.stat().st_size for f in files}
+    big = {k: v for k, v in sizes.items() if v > per_file}
+    if big or sum(sizes.values()) > total:
+        raise SystemExit(f"weights too large (limit {per_file / MIB:.0f} MiB a file, {total / MIB:.0f} MiB in all): {sizes}")
+    if any(folder.rglob("*.bin")) or any(folder.rglob("*.pt")) or any(folder.rglob("*.ckpt")):
+        raise SystemExit("pickle weights in the export: safetensors only")
+
+
+def _gen(device: torch.device, *seed: int) -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(int(np.random.SeedSequence(list(seed)).generate_state(1, np.uint64)[0] >> 1))
+    return g
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=Path("training/build/data"),
+                   help="data pack from `python -m training.data build` (built here if missing and --fetch)")
+    p.add_argument("--fetch", action="store_true", help="build the data pack with npm first if it is missing")
+    p.add_argument("--run", type=Path, default=Path("training/runs/main"), help="run folder: config, tokenizer, checkpoints")
+    p.add_argument("--phase", choices=("all", "vae", "unet", "none"), default="all",
+                   help="what to train in this invocation (all = VAE then UNet)")
+    p.add_argument("--minutes", type=float, default=None, help="stop, checkpoint and exit after this long (resume by running again)")
+    p.add_argument("--stop-at", type=int, default=None, help="checkpoint and exit when a phase reaches this step")
+    p.add_argument("--export", type=Path, default=None, help="write the diffusers folder here after training")
+    p.add_argument("--smoke", action="store_true", help="toy model, a few steps on the CPU (for tests)")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the VAE encoder, text encoder and UNet")
+    p.add_argument("--shard", default="15MB", help="largest safetensors file in the export")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a Config value, e.g. --set unet_steps=40000 (unknown keys are errors)")
+    args = p.parse_args(argv)
+
+    cfg = Config.smoke() if args.smoke else Config()
+    known = {f.name: f.type for f in fields(Config)}
+    for kv in args.set:
+        key, _, value = kv.partition("=")
+        if key not in known:
+            p.error(f"unknown config key {key!r}; known: {', '.join(known)}")
+        setattr(cfg, key, type(getattr(cfg, key))(value))
+    device = args.device or ("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+
+    if not (args.data / "meta.json").exists():
+        if not args.fetch:
+            p.error(f"no data pack at {args.data}: run `python -m training.data build --out {args.data}` or pass --fetch")
+        D.build_pack(D.fetch(D.cache_dir()), args.data)
+
+    deadline = time.time() + (args.minutes * 60 if args.minutes else float("inf"))
+    run = Run(cfg, args.data, args.run, device, compile_=args.compile, stop_at=args.stop_at)
+    log(f"device {device}, size {cfg.size}, {len(run.split.train_images)} training images, "
+        f"{len(run.split.eval_images)} held out")
+    if args.phase in ("all", "vae"):
+        if run.train_vae(deadline) < cfg.vae_steps:
+            return 0        # out of time; the next invocation resumes
+    if args.phase in ("all", "unet"):
+        if run.train_unet(deadline) < cfg.unet_steps:
+            return 0
+    if args.export:
+        run.export(args.export, shard=args.shard)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
