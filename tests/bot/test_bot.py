@@ -445,3 +445,18 @@ def test_per_member_queue_limit(discord_run, monkeypatch):
         discord_run(scenario)
     finally:
         release.set()
+
+
+def test_no_permission_to_post_in_the_channel_falls_back_to_a_dm(discord_run):
+    offset = [0.0]
+
+    async def scenario(d):
+        st = d.standin
+        st.fail("POST", rf"/channels/{st.channel_id}/messages", status=403, code=50013, message="Missing Permissions")
+        it = await st.slash("imagine", prompt="locked channel", steps=2)
+        await st.wait_for(lambda: (m := st.original(it)) and "queue" in m["content"])
+        offset[0] = 20 * 60
+        dm = await st.wait_message(lambda m: is_final(m) and "locked channel" in m["content"])
+        assert dm["channel_id"] == st.dm_channels[ALICE]
+
+    discord_run(scenario, clock=lambda: time.time() + offset[0])
