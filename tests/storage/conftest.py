@@ -6,7 +6,7 @@ off since the data is thrown away; each test gets a fresh database. Run as root,
 runs as the `postgres` user (PostgreSQL refuses to run as root).
 
 No PostgreSQL binaries: the postgres variants skip, saying why, or fail when
-STATUARY_REQUIRE_POSTGRES=1 (CI sets it, so a broken CI image cannot pass silently).
+TEST_REQUIRE_POSTGRES=1 (CI sets it, so a broken CI image cannot pass silently).
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ def postgres_server():
     if bindir is None or not (bindir / "pg_ctl").exists():
         why = ("PostgreSQL server binaries (initdb, pg_ctl) were not found on PATH, in /usr/lib/postgresql/*/bin "
                "or in $POSTGRES_BINDIR; install the 'postgresql' package to run the PostgreSQL variants")
-        if os.environ.get("STATUARY_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"STATUARY_REQUIRE_POSTGRES=1 but {why}", pytrace=False)
+        if os.environ.get("TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"TEST_REQUIRE_POSTGRES=1 but {why}", pytrace=False)
         pytest.skip(why)
     server = PostgresServer(bindir)
     try:

@@ -24,7 +24,6 @@ def test_commands_are_registered():
 @pytest.fixture
 def cli_env(monkeypatch, make_settings, tiny_model_dir):
     settings = make_settings()
-    monkeypatch.delenv("STATUARY_REQUIRE_POSTGRES", raising=False)  # not a Statuary setting (see report)
     monkeypatch.chdir(settings.data_dir.parent)
     for k, v in {"STATUARY_DATA_DIR": str(settings.data_dir), "DATABASE_URL": settings.database_url,
                  "STATUARY_MODEL": str(tiny_model_dir), "STATUARY_DEVICE": "cpu", "STATUARY_THREADS": "2",

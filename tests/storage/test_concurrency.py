@@ -74,7 +74,6 @@ def test_threads_write_and_read_at_once(store):
 
 def _spawn(*args: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("STATUARY_REQUIRE_POSTGRES", None)
     return subprocess.Popen([sys.executable, "-m", "tests.storage.worker_process", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
