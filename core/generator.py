@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +44,7 @@ def cpu_noise(seed: int, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Ge
 
 
 def slerp(t: float, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Spherical interpolation between two noise tensors (A1111's seed variations)."""
+    """Spherical linear interpolation (Shoemake 1985) between two noise tensors: A1111's seed variations."""
     if t <= 0:
         return a
     if t >= 1:
@@ -393,5 +392,3 @@ def image_distance(a: Image.Image, b: Image.Image) -> int:
         return 255
     return int(np.abs(x - y).max()) if x.size else 0
 
-
-_ = math  # (kept for readers: slerp follows the formula in Shoemake 1985)
