@@ -40,7 +40,7 @@ SYSTEM_FONTS = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Robo
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
 
 CSS = """
-.gradio-container { max-width: 1240px !important; margin: 0 auto !important; }
+.gradio-container { width: 100% !important; max-width: 1240px !important; margin: 0 auto !important; }
 #st-header h1 { margin: 0; font-size: 1.6rem; }
 #st-header p { margin: 0.1rem 0 0; opacity: 0.75; font-size: 0.9rem; }
 .st-status { padding: 0.55rem 0.75rem; border-radius: 8px; background: var(--block-background-fill);
@@ -52,13 +52,13 @@ CSS = """
 .st-bar > div { height: 100%; background: var(--color-accent); transition: width 0.12s linear; }
 .st-pixelated img { image-rendering: pixelated; }
 .st-fit img { width: 100% !important; height: 100% !important; object-fit: contain; }
-table.st-recipe th, table.st-recipe td { border: none !important; background: none !important; }
+table.st-recipe, table.st-recipe tr, table.st-recipe th, table.st-recipe td { border: 0 !important; background: none !important; }
+table.st-recipe tr + tr > * { border-top: 1px solid var(--border-color-primary) !important; }
 .st-seed-row { align-items: end !important; }
 .st-icon-btn { flex-grow: 0 !important; }
 table.st-recipe { border-collapse: collapse; width: 100%; font-size: 0.9rem; margin-top: 0.4rem; }
 table.st-recipe th { text-align: left; font-weight: 600; width: 9.5rem; padding: 0.25rem 0.6rem 0.25rem 0; vertical-align: top; opacity: 0.8; }
 table.st-recipe td { padding: 0.25rem 0; word-break: break-word; }
-table.st-recipe tr + tr { border-top: 1px solid var(--border-color-primary); }
 footer { display: none !important; }
 """
 
@@ -206,6 +206,7 @@ class WebUI:
         sampler_choices = [(LABELS[s], s) for s in SAMPLERS]
 
         with gr.Blocks(title="Statuary", analytics_enabled=False, fill_width=True) as demo:
+            self._api(demo)  # first, so the named endpoints get their plain names
             with gr.Row(elem_id="st-header"):
                 gr.Markdown(f"# Statuary\n{model_name} · {lim.native_size} px · {info.get('device', '')}")
             with gr.Tabs(selected="generate") as tabs:
@@ -217,11 +218,14 @@ class WebUI:
                                                   placeholder="cat face, 3d style")
                             g_negative = gr.Textbox(label="Negative prompt", lines=1, max_lines=4,
                                                     elem_id="g-negative", placeholder="what the image should not show")
+                            with gr.Row():
+                                g_go = gr.Button("Generate", variant="primary", elem_id="g-go", scale=3)
+                                g_cancel = gr.Button("Cancel", variant="stop", elem_id="g-cancel", scale=1)
                             with gr.Row(elem_classes="st-seed-row"):
                                 g_seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, elem_id="g-seed", scale=4)
-                                g_dice = gr.Button("Random", elem_classes="st-icon-btn", scale=0, min_width=80,
+                                g_dice = gr.Button("Random", elem_classes="st-icon-btn", scale=0, min_width=100,
                                                    elem_id="g-dice")
-                                g_reuse = gr.Button("♻ Reuse", elem_classes="st-icon-btn", scale=0, min_width=80,
+                                g_reuse = gr.Button("♻ Reuse", elem_classes="st-icon-btn", scale=0, min_width=100,
                                                     elem_id="g-reuse")
                             with gr.Row():
                                 g_steps = gr.Slider(1, STEPS_MAX, value=20, step=1, label="Steps", elem_id="g-steps")
@@ -236,9 +240,6 @@ class WebUI:
                                 g_sampler = gr.Dropdown(sampler_choices, value=SAMPLERS[0], label="Sampler",
                                                         elem_id="g-sampler")
                                 g_count = gr.Slider(1, COUNT_MAX, value=1, step=1, label="Images", elem_id="g-count")
-                            with gr.Row():
-                                g_go = gr.Button("Generate", variant="primary", elem_id="g-go", scale=3)
-                                g_cancel = gr.Button("Cancel", variant="stop", elem_id="g-cancel", scale=1)
                         with gr.Column(scale=6, min_width=320):
                             g_status = gr.HTML(status_html("Ready."), elem_id="g-status")
                             with gr.Row(equal_height=False):
@@ -268,12 +269,14 @@ class WebUI:
                                 v_id = gr.Textbox(label="Source image id", placeholder="e.g. k7x2m9qa", scale=3,
                                                   elem_id="v-id")
                                 v_load = gr.Button("Load", scale=1, min_width=70, elem_id="v-load")
-                            v_upload = gr.File(label="…or upload a PNG", file_types=["image"], type="binary",
-                                               elem_id="v-upload", height=110)
+                            with gr.Row(equal_height=True):
+                                v_source = gr.Image(label="Source", type="filepath", interactive=False, height=170,
+                                                    elem_classes=["st-pixelated", "st-fit"], elem_id="v-source",
+                                                    buttons=[], min_width=140)
+                                v_upload = gr.File(label="…or upload a PNG", file_types=["image"], type="binary",
+                                                   elem_id="v-upload", height=170, min_width=140)
                             v_prompt = gr.Textbox(label="Prompt (only for an upload without a recipe)", lines=1,
                                                   elem_id="v-prompt")
-                            v_source = gr.Image(label="Source", type="filepath", interactive=False, height=200,
-                                                elem_classes=["st-pixelated", "st-fit"], elem_id="v-source", buttons=[])
                             v_strength = gr.Slider(0, 1, value=0.25, step=0.01, label="Variation strength",
                                                    info="0 = the source again, 1 = a new picture", elem_id="v-strength")
                             with gr.Row():
@@ -796,8 +799,6 @@ class WebUI:
 
             h_send.click(send_history, h_selected, [*send_outputs, h_status], api_visibility="private")
 
-            # ================================================================== named API endpoints
-            self._api(demo)
         return demo
 
     # ---- scripts: gradio_client endpoints ---------------------------------------------------------

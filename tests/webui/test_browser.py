@@ -254,8 +254,11 @@ def test_live_preview_and_progress(page, server):
     wait_done(page, "g-status")
 
 
-def _screens(page, server, artifacts, width, height, suffix):
-    page.set_viewport_size({"width": width, "height": height})
+def _screens(browser, server, artifacts, width, height, suffix):
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(server.url)
     shots = {}
 
     def shot(name):
@@ -301,12 +304,13 @@ def _screens(page, server, artifacts, width, height, suffix):
     expect(page.locator("#p-info")).to_contain_text("cat face")
     page.evaluate("window.scrollTo(0, 0)")
     shot("pnginfo")
+    context.close()
     return shots
 
 
-def test_screenshots_of_every_tab(page, server, artifacts):
-    wide = _screens(page, server, artifacts, 1280, 800, "1280x800")
-    _screens(page, server, artifacts, 390, 844, "390x844")
+def test_screenshots_of_every_tab(browser, server, artifacts):
+    wide = _screens(browser, server, artifacts, 1280, 800, "1280x800")
+    _screens(browser, server, artifacts, 390, 844, "390x844")
     DOCS.mkdir(exist_ok=True)
     shutil.copyfile(wide["generate"], DOCS / "screenshot-webui.png")
 

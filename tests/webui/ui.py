@@ -25,7 +25,14 @@ def set_slider(page: Page, elem_id: str, value) -> None:
 
 
 def open_tab(page: Page, name: str) -> None:
-    page.get_by_role("tab", name=name, exact=True).click()
+    """Click a tab; on a narrow screen Gradio moves some tabs into its "More tabs" menu."""
+    tab = page.get_by_role("tab", name=name, exact=True)
+    if tab.count() and tab.is_visible():
+        tab.click()
+    else:
+        page.get_by_role("button", name="More tabs").click()
+        page.locator(".overflow-dropdown button", has_text=name).first.click()
+    expect(page.locator(f'[role=tab][aria-selected=true]', has_text=name)).to_have_count(1)
 
 
 def wait_done(page: Page, status_id: str, previous: str | None = None, timeout: float = 90_000) -> str:

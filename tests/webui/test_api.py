@@ -1,0 +1,65 @@
+"""Scripts drive the UI's named endpoints with gradio_client."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    c = Client(server.url, verbose=False)
+    yield c
+    c.close()
+
+
+def test_endpoints_are_named(client):
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/generate", "/reproduce", "/vary", "/inpaint", "/verify", "/history", "/recipe"} <= names
+
+
+def test_generate_endpoint(client, server):
+    out = client.predict(prompt="cat face", seed=42, steps=2, count=2, api_name="/generate")
+    assert [o["seed"] for o in out] == [42, 43]
+    rec = server.store.get(out[0]["id"])
+    assert rec.image_request["prompt"] == "cat face" and rec.owner.source == "web"
+    png = httpx.get(server.url + out[0]["file"], timeout=10)
+    assert png.status_code == 200 and png.content == rec.path.read_bytes()
+
+    again = client.predict(image_id=out[0]["id"], api_name="/reproduce")
+    assert again[0]["sha256"] == out[0]["sha256"]
+    same = client.predict(image_id=out[0]["id"], strength=0.0, api_name="/vary")
+    assert np.array_equal(np.asarray(Image.open(server.store.get(same[0]["id"]).path)),
+                          np.asarray(Image.open(rec.path)))
+    verdict = client.predict(image_id=out[0]["id"], api_name="/verify")
+    assert verdict["verdict"] == "exact" and verdict["max_pixel_diff"] == 0
+
+    mask = Image.new("L", (rec.width, rec.height), 0)
+    mask.paste(255, (0, 0, rec.width // 2, rec.height // 2))
+    buf = io.BytesIO()
+    mask.save(buf, format="PNG")
+    painted = client.predict(image_id=rec.id, mask_png_base64=base64.b64encode(buf.getvalue()).decode(),
+                             prompt="red face", strength=1.0, api_name="/inpaint")
+    assert server.store.get(painted[0]["id"]).parent_id == rec.id
+
+    hist = client.predict(query="cat face", api_name="/history")
+    assert hist["total"] >= 2 and rec.id in [i["id"] for i in hist["items"]]
+    assert client.predict(image_id=rec.id, api_name="/recipe")["request"]["seed"] == 42
+
+
+def test_errors_come_back_as_messages(client):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="Prompt"):
+        client.predict(prompt="", api_name="/generate")
+    with pytest.raises(AppError, match="Steps"):
+        client.predict(prompt="cat", steps=0, api_name="/generate")
+    with pytest.raises(AppError, match="no image with id"):
+        client.predict(image_id="zzzzzzzz", api_name="/reproduce")
