@@ -3,5 +3,5 @@
     from bot.runner import run_in_thread
     thread = run_in_thread(service, store, settings)   # what `statuary serve` does with DISCORD_TOKEN set
 
-See bot/README_SECTION.md for setting up the application and the commands it offers.
+See the README's "Discord bot" section for setting up the application and the commands it offers.
 """

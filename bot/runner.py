@@ -21,7 +21,7 @@ TOKEN_HELP = ("Check DISCORD_TOKEN in .env: it must be the bot token from the Di
               "(Applications -> your app -> Bot -> Reset Token), not the application id or the client secret.")
 
 
-# What the bot needs in a channel; the invite URL asks for exactly these (see README_SECTION.md).
+# What the bot needs in a channel; the invite URL asks for exactly these (see the README, "Discord bot").
 PERMISSIONS = {"view_channel": 1 << 10, "send_messages": 1 << 11, "send_messages_in_threads": 1 << 38,
                "embed_links": 1 << 14, "attach_files": 1 << 15, "read_message_history": 1 << 16,
                "use_application_commands": 1 << 31}

@@ -180,12 +180,15 @@ def cmd_serve(args, ctx: Context, with_bot: bool = True, with_webui: bool = True
 
             launch(service, store, s, host=getattr(args, "host", None), port=getattr(args, "port", None))
         elif bot_thread is not None:
-            bot_thread.join()
+            while bot_thread.is_alive():  # join in slices so Ctrl-C reaches us
+                bot_thread.join(0.5)
     except KeyboardInterrupt:
         pass
     finally:
+        if bot_thread is not None and bot_thread.is_alive():
+            bot_thread.stop()
         ctx.close()
-    return 0
+    return 2 if (not with_webui and bot_thread is not None and bot_thread.error) else 0
 
 
 def cmd_train(args, ctx: Context) -> int:

@@ -59,6 +59,6 @@ def test_the_readme_gives_the_computed_invite_permissions():
 
     from bot.runner import PERMISSIONS_INTEGER, invite_url
 
-    text = (Path(__file__).resolve().parents[2] / "bot" / "README_SECTION.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert f"permissions={PERMISSIONS_INTEGER}" in text and "scope=bot+applications.commands" in text
     assert invite_url(42).endswith(f"client_id=42&scope=bot+applications.commands&permissions={PERMISSIONS_INTEGER}")
