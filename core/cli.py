@@ -36,13 +36,11 @@ class Context:
         self._lock = threading.Lock()
 
     def store(self):
-        """The record of every generation (storage.open_store), or None where storage is absent."""
+        """The record of every generation (storage.open_store), opened once."""
         with self._lock:
             if self._store is None:
-                try:
-                    from storage import open_store
-                except ImportError:  # core alone (storage not installed): images go only to --out
-                    return None
+                from storage import open_store
+
                 self._store = open_store(self.settings)
             return self._store
 
@@ -228,12 +226,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_train)
 
-    try:
-        from storage.cli import add_commands
-    except ImportError:
-        pass
-    else:
-        add_commands(sub, None)
+    from storage.cli import add_commands
+
+    add_commands(sub, None)
     return parser, sub
 
 

@@ -252,7 +252,9 @@ def load_model(spec: str, *, device: str = "auto", dtype: str = "auto", config: 
     """Load `spec` (see the module docstring). `config` is a diffusers folder that gives a
     single-file checkpoint its component configs and tokenizer when the machine is offline."""
     from diffusers import DiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
 
+    diffusers_logging.disable_progress_bar()  # a server's log is no place for progress bars
     dev = resolve_device(device)
     dt = resolve_dtype(dtype, dev)
     hashes = HashCache(cache_dir / "model-hashes.json" if cache_dir else None)
