@@ -2,6 +2,7 @@
 
     python bench/default_model_speed.py                 # the shipped size, 2 threads
     python bench/default_model_speed.py --unet 96,192,192 --threads 2
+    python bench/default_model_speed.py --model models/default      # a trained folder
 
 Prints seconds per image for 20 steps with classifier-free guidance at 128x128 through
 diffusers' StableDiffusionPipeline (text encoder + 40 UNet evaluations in 20 batched
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unet-layers", type=int)
     p.add_argument("--text-width", type=int)
     p.add_argument("--text-layers", type=int)
+    p.add_argument("--model", type=Path, help="time a saved diffusers folder instead of random weights")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -71,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         size = replace(size, text_width=args.text_width)
     if args.text_layers:
         size = replace(size, text_layers=args.text_layers)
-    pipe = build_pipeline(size)
+    if args.model:
+        pipe = StableDiffusionPipeline.from_pretrained(str(args.model))
+        pipe.set_progress_bar_config(disable=True)
+        size = replace(size, image_size=pipe.unet.config.sample_size * pipe.vae_scale_factor)
+    else:
+        pipe = build_pipeline(size)
 
     for name in ("vae", "text_encoder", "unet"):
         n = M.n_params(getattr(pipe, name))

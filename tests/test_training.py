@@ -251,3 +251,17 @@ def test_checkpoint_round_trip_keeps_optimizer_state(tmp_path):
     m2.load_state_dict(T._unprefixed("m", flat))
     assert info["step"] == 1 and torch.equal(m.weight, m2.weight)
     assert torch.equal(opt.state_dict()["state"][0]["exp_avg"], opt2.state_dict()["state"][0]["exp_avg"])
+
+
+def test_img2img_and_inpainting_run_through_ordinary_sd_modes(smoke_run):
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline
+
+    base = StableDiffusionPipeline.from_pretrained(str(smoke_run / "model"))
+    init = Image.new("RGB", (32, 32), (40, 90, 220))
+    mask = Image.new("L", (32, 32), 0)
+    mask.paste(255, (8, 8, 24, 24))
+    kw = dict(prompt="a cat", num_inference_steps=2, guidance_scale=3.0, output_type="np",
+              generator=torch.Generator().manual_seed(0))
+    i2i = StableDiffusionImg2ImgPipeline.from_pipe(base)(image=init, strength=0.6, **kw).images
+    inp = StableDiffusionInpaintPipeline.from_pipe(base)(image=init, mask_image=mask, height=32, width=32, **kw).images
+    assert i2i.shape == inp.shape == (1, 32, 32, 3) and np.isfinite(i2i).all() and np.isfinite(inp).all()

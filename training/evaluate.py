@@ -41,7 +41,7 @@ TARGETS = {"top5": 0.80, "style": 0.90, "colour": 0.90, "diversity": 0.50}
 class Judge(nn.Module):
     """A small ResNet on 64x64 pictures with two heads: which emoji, which style."""
 
-    def __init__(self, n_emoji: int, width: int = 64):
+    def __init__(self, n_emoji: int, width: int = 48):
         super().__init__()
 
         def block(cin, cout, stride):
@@ -66,12 +66,13 @@ def _all_images_split(pack: D.Pack) -> D.Split:
     return D.Split(np.arange(len(pack.images)), np.array([], np.int64), set(), by)
 
 
-def train_judge(pack: D.Pack, renderer: D.Renderer, steps: int, batch: int, device, seed: int, log=print) -> Judge:
+def train_judge(pack: D.Pack, renderer: D.Renderer, steps: int, batch: int, device, seed: int, log=print,
+                width: int = 48) -> Judge:
     torch.manual_seed(seed)
-    judge = Judge(len(pack.emoji)).to(device)
+    judge = Judge(len(pack.emoji), width).to(device)
     sampler = D.Sampler(pack, _all_images_split(pack), seed + 17, pair_prob=0.0, drop_caption=0.0)
     opt = torch.optim.AdamW(judge.parameters(), lr=2e-3, weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=max(steps, 20), pct_start=0.1)
     t0 = time.time()
     for step in range(steps):
         b = sampler.train_batch(step, batch)
@@ -145,7 +146,8 @@ def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: f
     out = []
     for k in range(0, len(prompts), batch):
         gens = [torch.Generator().manual_seed(s) for s in seeds[k:k + batch]]
-        latents = torch.stack([torch.randn((pipe.unet.config.in_channels, size // 8, size // 8), generator=g) for g in gens])
+        f = pipe.vae_scale_factor
+        latents = torch.stack([torch.randn((pipe.unet.config.in_channels, size // f, size // f), generator=g) for g in gens])
         img = pipe(prompts[k:k + batch], num_inference_steps=steps, guidance_scale=guidance, height=size, width=size,
                    latents=latents.to(pipe.device, pipe.unet.dtype), output_type="pt").images
         out.append(img.float().cpu() * 2 - 1)
@@ -169,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="the split seed the model was trained with")
     p.add_argument("--judge-steps", type=int, default=3000)
     p.add_argument("--judge-batch", type=int, default=256)
+    p.add_argument("--judge-width", type=int, default=48, help="channels of the judge's first stage")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--batch", type=int, default=64)
@@ -187,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     args.out.mkdir(parents=True, exist_ok=True)
     pipe = StableDiffusionPipeline.from_pretrained(
-        str(args.model), torch_dtype=torch.float16 if device.type == "cuda" else torch.float32).to(device)
+        str(args.model), dtype=torch.float16 if device.type == "cuda" else torch.float32).to(device)
     pipe.set_progress_bar_config(disable=True)
-    size = pipe.unet.config.sample_size * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
 
     pack = D.Pack.load(args.data)
     split = D.Split.make(pack, args.seed)
@@ -197,15 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     sampler = D.Sampler(pack, split, args.seed)
 
     # 1. The judge, trained on real pictures only (cached).
-    judge_path = args.out / "judge.safetensors"
+    # The cache name carries what the judge depends on, so a changed setting retrains it.
+    judge_path = args.out / f"judge-w{args.judge_width}-s{args.judge_steps}-b{args.judge_batch}-seed{args.seed}.safetensors"
     if judge_path.exists():
         from safetensors.torch import load_file
-        judge = Judge(len(pack.emoji)).to(device)
+        judge = Judge(len(pack.emoji), args.judge_width).to(device)
         judge.load_state_dict(load_file(str(judge_path)))
         judge.eval()
     else:
         from safetensors.torch import save_file
-        judge = train_judge(pack, renderer, args.judge_steps, args.judge_batch, device, args.seed, log)
+        judge = train_judge(pack, renderer, args.judge_steps, args.judge_batch, device, args.seed, log, args.judge_width)
         save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(judge_path))
 
     # 2. Held-out prompts: real renders (the ceiling) and the model's pictures.
