@@ -265,3 +265,21 @@ def test_img2img_and_inpainting_run_through_ordinary_sd_modes(smoke_run):
     i2i = StableDiffusionImg2ImgPipeline.from_pipe(base)(image=init, strength=0.6, **kw).images
     inp = StableDiffusionInpaintPipeline.from_pipe(base)(image=init, mask_image=mask, height=32, width=32, **kw).images
     assert i2i.shape == inp.shape == (1, 32, 32, 3) and np.isfinite(i2i).all() and np.isfinite(inp).all()
+
+
+def test_worker_prefetch_draws_the_same_batches_and_stops_cleanly(pack_dir, smoke_run):
+    """The GPU path draws recipes in forked workers; it must match the in-thread path."""
+    pack = D.Pack.load(pack_dir)
+    sampler = D.Sampler(pack, D.Split.make(pack, 0), 0)
+    tok = load_tokenizer(smoke_run / "run" / "tokenizer")
+    a = T.Prefetch(sampler, tok, 16, 5, 100, workers=0)
+    b = T.Prefetch(sampler, load_tokenizer(smoke_run / "run" / "tokenizer"), 16, 5, 100, workers=1)
+    for _ in range(3):
+        (sa, ba, ia), (sb, bb, ib) = a.get(), b.get()
+        assert sa == sb and ba.captions == bb.captions and torch.equal(ia, ib)
+    expected = torch.as_tensor(tok(ba.captions, padding="max_length", truncation=True,
+                                   max_length=tok.model_max_length).input_ids)
+    assert torch.equal(ia, expected)     # the Rust batch path tokenises exactly like the pipeline
+    a.close()
+    b.close()
+    assert not a.t.is_alive() and not b.t.is_alive()

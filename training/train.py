@@ -149,6 +149,7 @@ class Prefetch:
                                 pad_token=tokenizer.pad_token)
             self.encode = lambda caps: torch.tensor([e.ids for e in fast.encode_batch(caps)], dtype=torch.long)
         self.error: BaseException | None = None
+        self.stopping, self.pool = threading.Event(), None
         self.t = threading.Thread(target=self._run, args=(start, stop), daemon=True)
         self.t.start()
 
@@ -158,22 +159,41 @@ class Prefetch:
                 import collections
                 import multiprocessing as mp
 
-                pool = mp.get_context("fork").Pool(self.workers, _init_worker, (self.sampler,))
+                # fork: the workers inherit the sampler and never touch CUDA.
+                pool = self.pool = mp.get_context("fork").Pool(self.workers, _init_worker, (self.sampler,))
                 pending, nxt = collections.deque(), start
                 for step in range(start, stop):
                     while len(pending) < self.depth and nxt < stop:
                         pending.append(pool.apply_async(_draw, (nxt, self.batch)))
                         nxt += 1
                     b = pending.popleft().get()
-                    self.q.put((step, b, self.encode(b.captions) if self.encode else None))
-                pool.close()
+                    if not self._put((step, b, self.encode(b.captions) if self.encode else None)):
+                        return
             else:
                 for step in range(start, stop):
                     b = self.sampler.train_batch(step, self.batch)
-                    self.q.put((step, b, self.encode(b.captions) if self.encode else None))
+                    if not self._put((step, b, self.encode(b.captions) if self.encode else None)):
+                        return
         except BaseException as e:   # surface it in the training loop instead of hanging
             self.error = e
-            self.q.put(None)
+            self._put(None)
+
+    def _put(self, item) -> bool:
+        while not self.stopping.is_set():
+            try:
+                self.q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def close(self) -> None:
+        """Stop drawing (a run that ends early leaves steps unconsumed) and end the workers."""
+        self.stopping.set()
+        self.t.join(timeout=5)
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
 
     def get(self):
         item = self.q.get()
@@ -289,14 +309,15 @@ class Run:
             if step % 50 == 0 or step == cfg.vae_steps:
                 last_loss = loss.item()
                 log(f"vae step {step}/{cfg.vae_steps} loss {last_loss:.4f} {step / max(1e-9, time.time() - t0):.1f} it/s (this run)")
-            if not math.isfinite(loss.item() if step % 50 == 0 else 0.0):
-                raise FloatingPointError(f"vae loss is {loss.item()} at step {step}")
+                if not math.isfinite(last_loss):
+                    raise FloatingPointError(f"vae loss is {last_loss} at step {step}")
             stop = time.time() > deadline or step == self.stop_at
             if step % cfg.ckpt_every == 0 or step == cfg.vae_steps or stop:
                 save_checkpoint(ckpt, _prefixed("vae", vae), opt, {"step": step, "loss": loss.item()})
             if stop and step < cfg.vae_steps:
                 log(f"vae: stopping at step {step}; run again to resume")
                 break
+        pre.close()
         return step
 
     def frozen_vae(self):
@@ -404,6 +425,7 @@ class Run:
             if stop and step < cfg.unet_steps:
                 log(f"unet: stopping at step {step}; run again to resume")
                 break
+        pre.close()
         return step
 
     # -- export -----------------------------------------------------------------------------
