@@ -55,7 +55,7 @@ CSS = """
 table.st-recipe, table.st-recipe tr, table.st-recipe th, table.st-recipe td { border: 0 !important; background: none !important; }
 table.st-recipe tr + tr > * { border-top: 1px solid var(--border-color-primary) !important; }
 .st-seed-row { align-items: end !important; }
-.st-icon-btn { flex-grow: 0 !important; }
+.st-icon-btn { flex-grow: 0 !important; white-space: nowrap; }
 table.st-recipe { border-collapse: collapse; width: 100%; font-size: 0.9rem; margin-top: 0.4rem; }
 table.st-recipe th { text-align: left; font-weight: 600; width: 9.5rem; padding: 0.25rem 0.6rem 0.25rem 0; vertical-align: top; opacity: 0.8; }
 table.st-recipe td { padding: 0.25rem 0; word-break: break-word; }
@@ -340,13 +340,15 @@ class WebUI:
                 # ---------------------------------------------------------------- History
                 with gr.Tab("History", id="history") as history_tab:
                     with gr.Row(elem_classes="st-seed-row"):
-                        h_query = gr.Textbox(label="Search prompts", placeholder="words in the prompt", scale=4,
-                                             elem_id="h-query")
-                        h_search = gr.Button("Search", scale=1, min_width=80, elem_id="h-search")
-                        h_prev = gr.Button("◀", scale=0, min_width=48, elem_id="h-prev")
-                        h_page = gr.Number(value=1, precision=0, minimum=1, label="Page", scale=1, min_width=70,
-                                           elem_id="h-page")
-                        h_next = gr.Button("▶", scale=0, min_width=48, elem_id="h-next")
+                        with gr.Column(scale=3, min_width=300), gr.Row(elem_classes="st-seed-row"):
+                            h_query = gr.Textbox(label="Search prompts", placeholder="words in the prompt", scale=4,
+                                                 elem_id="h-query", min_width=180)
+                            h_search = gr.Button("Search", scale=1, min_width=90, elem_id="h-search")
+                        with gr.Column(scale=1, min_width=240), gr.Row(elem_classes="st-seed-row"):
+                            h_prev = gr.Button("◀", scale=0, min_width=56, elem_id="h-prev")
+                            h_page = gr.Number(value=1, precision=0, minimum=1, label="Page", scale=1, min_width=80,
+                                               elem_id="h-page")
+                            h_next = gr.Button("▶", scale=0, min_width=56, elem_id="h-next")
                     h_count = gr.Markdown(elem_id="h-count")
                     h_gallery = gr.Gallery(label="Newest first", columns=6, height=300, elem_id="h-gallery",
                                            elem_classes="st-pixelated", allow_preview=False, object_fit="contain",
@@ -380,7 +382,10 @@ class WebUI:
                                                    "from static to the finished picture."), elem_id="t-status")
                     t_frame_img = gr.Image(label="Frame", interactive=False, height=320, type="pil",
                                            elem_id="t-frame", elem_classes=["st-pixelated", "st-fit"])
-                    t_slider = gr.Slider(0, 1, value=0, step=1, label="Frame (noise → picture)", elem_id="t-slider")
+                    # A fixed 0-100 range: Gradio checks a slider's value against its first range,
+                    # so a range that changed with each image would refuse the later frames.
+                    t_slider = gr.Slider(0, 100, value=0, step=1, label="Denoising: 0 = pure noise, 100 = the picture",
+                                         elem_id="t-slider")
                     with gr.Row():
                         t_webp = gr.DownloadButton("Download WebP", interactive=False, elem_id="t-webp")
                         t_gif = gr.DownloadButton("Download GIF", interactive=False, elem_id="t-gif")
@@ -732,16 +737,19 @@ class WebUI:
                     return {t_status: error_html(exc)}
                 n = len(frames)
                 return {t_id: rec.id, t_frames: frames, t_frame_img: frames[0],
-                        t_slider: gr.Slider(0, n - 1, value=0, step=1),
+                        t_slider: 0,
                         t_webp: gr.DownloadButton(value=webp, interactive=True),
                         t_gif: gr.DownloadButton(value=gif, interactive=True),
-                        t_status: status_html(f"Image {rec.id}: {n} frames. Drag the slider from static to picture.")}
+                        t_status: status_html(f"Image {rec.id}: {n} frames. Drag the slider from noise to picture.")}
 
             t_outputs = [t_id, t_frames, t_frame_img, t_slider, t_webp, t_gif, t_status]
             t_load.click(load_timeline, t_id, t_outputs, api_visibility="private")
             t_id.submit(load_timeline, t_id, t_outputs, api_visibility="private")
-            t_slider.change(lambda frames, i: frames[min(int(i), len(frames) - 1)] if frames else None,
-                            [t_frames, t_slider], t_frame_img, api_visibility="private", show_progress="hidden")
+            def frame_at(frames, percent):
+                return frames[round(float(percent) / 100 * (len(frames) - 1))] if frames else None
+
+            t_slider.change(frame_at, [t_frames, t_slider], t_frame_img, api_visibility="private",
+                            show_progress="hidden")
             h_timeline.click(lambda sel: {**load_timeline(sel), tabs: goto("timeline")} if sel else {
                 h_status: status_html("Select an image first.", None, "error")}, h_selected,
                 [*t_outputs, tabs, h_status], api_visibility="private")
