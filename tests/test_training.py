@@ -283,3 +283,28 @@ def test_worker_prefetch_draws_the_same_batches_and_stops_cleanly(pack_dir, smok
     a.close()
     b.close()
     assert not a.t.is_alive() and not b.t.is_alive()
+
+
+def test_denoiser_loss_falls_on_a_fixed_batch(pack_dir, tmp_path):
+    """Text encoder + UNet learn (v-prediction on one fixed batch), so gradients reach both."""
+    run = T.Run(T.Config.smoke(), pack_dir, tmp_path, "cpu")
+    tok = run.tokenizer()
+    text, unet = run.build_denoiser(tok)
+    g = torch.Generator().manual_seed(0)
+    z, noise = torch.randn(8, 4, 16, 16, generator=g), torch.randn(8, 4, 16, 16, generator=g)
+    t = torch.randint(0, 1000, (8,), generator=g)
+    acp = T.M.scheduler().alphas_cumprod
+    a, s = acp[t].sqrt()[:, None, None, None], (1 - acp[t]).sqrt()[:, None, None, None]
+    ids = torch.as_tensor(tok(run.sampler.train_batch(0, 8).captions, padding="max_length",
+                              max_length=tok.model_max_length, truncation=True).input_ids)
+    opt = torch.optim.AdamW(list(text.parameters()) + list(unet.parameters()), lr=2e-3)
+    losses = []
+    for _ in range(25):
+        pred = unet(a * z + s * noise, t, encoder_hidden_states=text(ids)[0]).sample
+        loss = torch.nn.functional.mse_loss(pred, a * noise - s * z)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(np.isfinite(losses)) and losses[-1] < 0.6 * losses[0]
+    assert text.get_input_embeddings().weight.grad is not None
