@@ -150,12 +150,12 @@ class WebUI:
     def cancel_inpaint(self, request: gr.Request) -> str:
         return self.cancel("inpaint", request)
 
-    def cancel(self, tab: str, request: gr.Request | None) -> str:
+    def cancel(self, tab: str, request: gr.Request | None) -> Any:
         handle = self._jobs.get((getattr(request, "session_hash", None) or "anonymous", tab))
         if handle is None or handle.done:
             return status_html("Nothing is running here.")
         handle.cancel()
-        return status_html("Cancelling…")
+        return gr.skip()  # the job's own stream says "Cancelled." (a message here could land after it)
 
     # ---- helpers ---------------------------------------------------------------------------------
 
