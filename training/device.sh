@@ -13,7 +13,7 @@
 #   run(carry=["training/build/data"],   command="bash training/device.sh train 8")
 #   run(command="bash training/device.sh train 8.5")          # resumes from the checkpoint
 #   run(command="bash training/device.sh finish 3")           # trains 3 more minutes, exports, evaluates
-# Everything worth keeping is copied under $OUT (logs, metrics, samples, the exported model).
+# Everything worth keeping comes back under $OUT (at most 8 files of 16 MiB: see `finish`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=${RUN:-training/runs/main}
@@ -39,10 +39,15 @@ case "${1:-}" in
     fi
     python -m training.train --data training/build/data --run "$RUN" --phase none --export models/default 2>&1 | tee -a "$OUT/train.log"
     python -m training.evaluate --model models/default --data training/build/data --out "$RUN/eval" 2>&1 | tee "$OUT/evaluate.log"
-    mkdir -p "$OUT/model" "$OUT/eval"
-    cp -r models/default/. "$OUT/model/"
-    cp "$RUN"/eval/metrics.json "$RUN"/eval/samples.png "$RUN"/eval/samples.txt "$OUT/eval/"
-    cp "$RUN"/*.json "$OUT"/ 2>/dev/null || true
+    # What comes back is at most 8 files of at most 16 MiB each: the model as a tar split in
+    # 15 MiB parts (47 MiB -> 4), the sample grid to look at, and one small tar of the rest.
+    # Here:  cat model.tar.part* | tar -xf - -C models/default
+    tar -C models/default -cf - . | split -b 15m -d - "$OUT/model.tar.part"
+    cp "$RUN"/eval/samples.png "$OUT/"
+    cp "$OUT/train.log" "$OUT/evaluate.log" "$RUN"/eval/metrics.json "$RUN"/eval/samples.txt "$RUN"/ 2>/dev/null || true
+    tar -C "$RUN" -cf "$OUT/eval.tar" --exclude='*.safetensors' --exclude='eval/*.png' . 2>/dev/null || true
+    rm -f "$OUT/train.log" "$OUT/evaluate.log" "$OUT"/*.json
+    ls -la "$OUT"
     ;;
   *)
     echo "usage: bash training/device.sh setup | train MINUTES | finish MINUTES" >&2
