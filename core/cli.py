@@ -234,6 +234,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
 
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["train"]:  # training has its own options (argparse's REMAINDER drops a leading --help)
+        from training.train import main as train_main
+
+        return train_main(argv[1:])
     parser, _ = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,

@@ -52,3 +52,8 @@ def test_missing_model_is_a_clear_message(tmp_path):
 def test_bad_setting_is_a_clear_message(tmp_path):
     r = statuary(["generate", "a cat"], tmp_path, STATUARY_PORT="eighty")
     assert r.returncode == 2 and "STATUARY_PORT='eighty' is not a whole number" in r.stderr
+
+
+def test_train_forwards_its_own_options(tmp_path):
+    r = statuary(["train", "--help"], tmp_path)
+    assert r.returncode == 0 and "--smoke" in r.stdout and "--minutes" in r.stdout
