@@ -1,6 +1,7 @@
 """Seconds per image on this CPU: Statuary's generator next to plain diffusers, same model, same run.
 
-    .venv/bin/python bench/cpu_speed.py                 # the tiny test-size model (+ models/default if shipped)
+    .venv/bin/python bench/cpu_speed.py                 # the tiny test-size model and the default model
+                                                        # (its architecture with random weights until it ships)
     .venv/bin/python bench/cpu_speed.py --model PATH    # any model folder or .safetensors file
     .venv/bin/python bench/cpu_speed.py --threads 2 --steps 20 --repeats 5
 
@@ -80,7 +81,14 @@ def main() -> int:
         if (ROOT / "models" / "default" / "model_index.json").is_file():
             specs.append(str(ROOT / "models" / "default"))
         else:
-            print("(models/default has no weights yet: only the test-size model is timed)")
+            # Random weights run exactly as fast as trained ones: time the default model's architecture.
+            from bench.default_model_speed import build_pipeline
+            from training.model import ModelSize
+
+            folder = Path(tempfile.mkdtemp()) / "default-arch"
+            build_pipeline(ModelSize()).save_pretrained(folder, safe_serialization=True)
+            specs.append(str(folder))
+            print("(models/default has no weights yet: its architecture is timed with random weights)")
     print(f"{'model':<12} {'size':>5} {'diffusers s/img (min-med-max)':>30} {'statuary s/img (min-med-max)':>30} {'ratio':>6}")
     for spec in specs:
         r = bench(spec, args.steps, args.repeats, args.prompt)

@@ -199,6 +199,11 @@ class Generator:
 
         scheduler = make_scheduler(request.sampler, m.scheduler_config)
         scheduler.set_timesteps(request.steps, device=self.device)
+        if hasattr(scheduler, "set_begin_index"):
+            # Say where we start instead of letting the scheduler find it from the first timestep:
+            # on a zero-terminal-SNR schedule Karras sigmas repeat the first timestep, the lookup
+            # then picks the second one, and the loop runs off the end of the sigmas.
+            scheduler.set_begin_index(0)
         timesteps = scheduler.timesteps
         traj = Trajectory(request=request, index=index, scheduler=scheduler, timesteps=timesteps, latents=noise,
                           embeds=embeds, added_cond=added, noise=noise, step_generator=step_gen)

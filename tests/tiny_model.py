@@ -52,7 +52,9 @@ def write_tokenizer(folder: Path) -> int:
 
 
 def build_tiny_model(path: str | Path, *, inpainting: bool = False, seed: int = 0,
-                     prediction_type: str = "epsilon") -> Path:
+                     prediction_type: str = "epsilon", zero_snr: bool = False) -> Path:
+    """`zero_snr=True` gives the default model's kind of schedule: v-prediction, cosine betas
+    rescaled to zero terminal SNR, trailing timesteps."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -73,9 +75,13 @@ def build_tiny_model(path: str | Path, *, inpainting: bool = False, seed: int = 
         in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4, layers_per_block=1,
         block_out_channels=(8, 8, 16, 16), sample_size=64,
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4)
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-                              prediction_type=prediction_type)
+    if zero_snr:
+        scheduler = DDIMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction",
+                                  rescale_betas_zero_snr=True, timestep_spacing="trailing", clip_sample=False)
+    else:
+        scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                  clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                                  prediction_type=prediction_type)
     text_encoder.save_pretrained(path / "text_encoder", safe_serialization=True)
     unet.save_pretrained(path / "unet", safe_serialization=True)
     vae.save_pretrained(path / "vae", safe_serialization=True)
