@@ -124,3 +124,32 @@ def test_missing_model_is_a_clear_error(tmp_path):
     empty.mkdir()
     with pytest.raises(ModelError, match="has not been trained and shipped yet"):
         load_model(str(empty), device="cpu")
+
+
+def test_sdxl_folder_runs_every_mode(tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from core.generator import Generator, png_bytes
+    from core.request import GenerationRequest
+    from tests.tiny_model import build_tiny_sdxl
+
+    model = load_model(str(build_tiny_sdxl(tmp_path / "tiny-sdxl")), device="cpu")
+    assert model.kind == "sdxl" and model.limits.native_size == 64
+    gen = Generator(model)
+
+    def make(**fields):
+        r = GenerationRequest(**({"prompt": "a cat", "seed": 3, "steps": 3, "negative_prompt": "dog"} | fields))
+        return gen.generate(r.resolve(model.limits))[0][1]
+
+    a, b = make(), make()
+    assert a.size == (64, 64) and png_bytes(a) == png_bytes(b)
+    assert make(width=64, height=96).size == (64, 96)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:32] = 255
+    buf = io.BytesIO()
+    Image.fromarray(mask).save(buf, format="PNG")
+    out = make(init_image=png_bytes(a), mask=buf.getvalue(), strength=1.0, prompt="a pizza")
+    assert (np.asarray(out)[32:] == np.asarray(a)[32:]).all()

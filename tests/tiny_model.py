@@ -101,3 +101,42 @@ if __name__ == "__main__":
     import sys
 
     print(build_tiny_model(sys.argv[1] if len(sys.argv) > 1 else "/tmp/tiny-sd"))
+
+
+def build_tiny_sdxl(path: str | Path, seed: int = 0) -> Path:
+    """A tiny random SDXL-architecture model: two text encoders (the second with a projection
+    for the pooled embedding) and a UNet conditioned on text + size ids ("text_time")."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    vocab_size = write_tokenizer(path / "tokenizer")
+    write_tokenizer(path / "tokenizer_2")
+    torch.manual_seed(seed)
+    config = dict(vocab_size=vocab_size, hidden_size=32, intermediate_size=37, num_attention_heads=4,
+                  num_hidden_layers=2, max_position_embeddings=77, projection_dim=32, hidden_act="gelu",
+                  bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1)
+    CLIPTextModel(CLIPTextConfig(**config)).save_pretrained(path / "text_encoder", safe_serialization=True)
+    CLIPTextModelWithProjection(CLIPTextConfig(**config)).save_pretrained(path / "text_encoder_2", safe_serialization=True)
+    UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        norm_num_groups=8, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4), use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=8, transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64,
+    ).save_pretrained(path / "unet", safe_serialization=True)
+    AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=4, layers_per_block=1,
+                  block_out_channels=(8, 8, 16, 16), sample_size=64,
+                  down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                  ).save_pretrained(path / "vae", safe_serialization=True)
+    EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                           timestep_spacing="leading").save_pretrained(path / "scheduler")
+    (path / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionXLPipeline", "_diffusers_version": "0.42.1",
+        "feature_extractor": [None, None], "image_encoder": [None, None], "force_zeros_for_empty_prompt": True,
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"], "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+        "tokenizer": ["transformers", "CLIPTokenizer"], "tokenizer_2": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]}, indent=2))
+    return path
