@@ -54,6 +54,7 @@ class BotThread(threading.Thread):
             log.exception("the Discord bot stopped")
 
     async def _main(self) -> None:
+        import aiohttp
         import discord
 
         from bot.client import StatuaryBot
@@ -61,6 +62,8 @@ class BotThread(threading.Thread):
         token = (getattr(self.settings, "discord_token", "") or "").strip()
         if not token:
             return self._fail("DISCORD_TOKEN is not set, so the Discord bot is off. " + TOKEN_HELP)
+        # The bot never joins voice: say nothing about the voice libraries it does not need.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         self.loop = asyncio.get_running_loop()
         self.bot = StatuaryBot(self.service, self.store, **self.bot_options)
         self.started_bot.set()
@@ -72,10 +75,13 @@ class BotThread(threading.Thread):
                        + TOKEN_HELP)
         except discord.PrivilegedIntentsRequired:  # not expected: the bot asks for no privileged intents
             self._fail("Discord wants privileged intents enabled for this bot; the bot is off.")
+        except (OSError, aiohttp.ClientConnectionError) as exc:  # DNS, refused, TLS: not our bug, no traceback
+            self._fail(f"the Discord bot cannot reach Discord ({type(exc).__name__}: {exc}); the bot is off, "
+                       "the web UI keeps running. Check this machine's network and restart.")
 
     def _fail(self, message: str) -> None:
         self.error = message
-        log.error("%s", message)
+        log.info("%s", message)  # the print below is what a person reads; the log keeps it at -v
         print(f"statuary: {message}", file=sys.stderr)
 
     def stop(self, timeout: float = 10.0) -> None:

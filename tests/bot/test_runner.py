@@ -62,3 +62,19 @@ def test_the_readme_gives_the_computed_invite_permissions():
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert f"permissions={PERMISSIONS_INTEGER}" in text and "scope=bot+applications.commands" in text
     assert invite_url(42).endswith(f"client_id=42&scope=bot+applications.commands&permissions={PERMISSIONS_INTEGER}")
+
+
+def test_an_unreachable_discord_is_one_clear_sentence(store, service, settings_factory, capsys):
+    import discord
+
+    original = discord.http.Route.BASE
+    discord.http.Route.BASE = "http://127.0.0.1:9/api/v10"  # port 9 (discard): nothing listens, refused at once
+    try:
+        thread = run_in_thread(service, store, settings_factory(DISCORD_TOKEN="x"))
+        thread.join(30)
+    finally:
+        discord.http.Route.BASE = original
+    assert not thread.is_alive()
+    assert "cannot reach Discord" in thread.error and "web UI keeps running" in thread.error
+    err = capsys.readouterr().err
+    assert "cannot reach Discord" in err and "Traceback" not in err
