@@ -11,18 +11,7 @@ from pathlib import Path
 
 import torch
 
-# GPT-2 / CLIP byte-to-unicode table, so the vocabulary covers every byte: no word is lost.
-def _bytes_to_unicode() -> dict[int, str]:
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
+from training.tokenizer import byte_symbols
 
 WORDS = ["cat", "dog", "red", "blue", "apple", "pizza", "face", "style", "the", "a", "on", "background"]
 
@@ -30,7 +19,7 @@ WORDS = ["cat", "dog", "red", "blue", "apple", "pizza", "face", "style", "the", 
 def write_tokenizer(folder: Path) -> int:
     """CLIP-format vocab.json + merges.txt with byte fallback and a few whole-word merges."""
     folder.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
+    chars = byte_symbols()  # every byte has a symbol, so no word is ever lost
     vocab = chars + [c + "</w>" for c in chars]
     merges: list[str] = []
     for word in WORDS:  # merge left to right: c-a, ca-t</w>

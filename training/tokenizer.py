@@ -24,7 +24,7 @@ SUFFIX = "</w>"
 CLIP_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
-def _byte_symbols() -> list[str]:
+def byte_symbols() -> list[str]:
     """The 256 printable stand-ins for bytes, in CLIP's order (bytes_to_unicode)."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs = bs[:]
@@ -63,7 +63,7 @@ def train_tokenizer(captions: Iterable[str], out_dir: Path, vocab_size: int = 40
     merges = [m if isinstance(m, str) else " ".join(m) for m in trained["merges"]]
 
     # Vocabulary in CLIP's order: bytes, bytes + </w>, merge results, then the two specials.
-    symbols = _byte_symbols()
+    symbols = byte_symbols()
     vocab: dict[str, int] = {}
     for s in symbols + [s + SUFFIX for s in symbols]:
         vocab.setdefault(s, len(vocab))
