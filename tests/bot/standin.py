@@ -100,7 +100,7 @@ class DiscordStandin:
         app.router.add_get("/gateway", self._gateway)
         api = "/api/v10"
         r = app.router
-        r.add_get(api + "/users/@me", lambda req: self._json(self.bot_user))
+        r.add_get(api + "/users/@me", self._users_me)
         r.add_get(api + "/oauth2/applications/@me", self._application)
         r.add_put(api + "/applications/{app}/commands", self._sync_commands)
         r.add_post(api + "/interactions/{iid}/{token}/callback", self._callback)
@@ -132,6 +132,9 @@ class DiscordStandin:
             discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._saved
 
     # ---- what tests call ---------------------------------------------------------------------------------
+
+    async def _users_me(self, request: web.Request) -> web.Response:
+        return self._json(self.bot_user)
 
     def fail(self, method: str, pattern: str, *, status: int = 429, times: int = 1, retry_after: float = 0.3,
              code: int = 0, message: str = "") -> None:
