@@ -3,7 +3,8 @@
 #
 # Prepared on a machine with network (the GPU machine has none):
 #   python -m training.data build --out training/build/data                  # 34 MiB pack
-#   pip download -d training/build/wheels --only-binary=:all: \
+#   pip download -d training/build/wheels --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
 #       diffusers==0.42.1 transformers==5.23.0 tokenizers==0.23.3 safetensors==0.8.0 huggingface_hub==2.4.0   # ~59 MiB
 #
 # Then, each line one `run` call (10 minutes at most each, 30 minutes of device time a
