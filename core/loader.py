@@ -295,14 +295,25 @@ def load_model(spec: str, *, device: str = "auto", dtype: str = "auto", config: 
                 "architecture as its config (statuary --model-config FOLDER), or load it once online.") from exc
         model_id, source = path.stem, str(path.resolve())
     elif "/" in spec and not spec.startswith((".", "/")) and spec.count("/") == 1:
+        from huggingface_hub import snapshot_download
+
+        def cached() -> Path | None:
+            try:
+                return Path(snapshot_download(spec, local_files_only=True))
+            except Exception:  # noqa: BLE001 -- not in the local cache (yet)
+                return None
+
+        folder = cached()
+        if folder is not None:
+            _check_folder(folder)  # a cached copy is checked before anything reads it
         try:
+            # use_safetensors: only .safetensors weights are fetched and read (by the safetensors library,
+            # which cannot run code), never a repository's pickle files.
             pipe = DiffusionPipeline.from_pretrained(spec, use_safetensors=True, **common)
         except Exception as exc:
             raise ModelError(f"Could not load hub model {spec!r}: {exc}. Hub ids need the machine to be online "
                              "(or the model in the local Hugging Face cache).") from exc
-        from huggingface_hub import snapshot_download
-
-        folder = Path(snapshot_download(spec, local_files_only=True))
+        folder = folder or cached()
         sha = hashes.files_sha256(folder, _check_folder(folder))
         model_id, source = spec, spec
     else:

@@ -57,3 +57,34 @@ def test_bad_setting_is_a_clear_message(tmp_path):
 def test_train_forwards_its_own_options(tmp_path):
     r = statuary(["train", "--help"], tmp_path)
     assert r.returncode == 0 and "--smoke" in r.stdout and "--minutes" in r.stdout
+
+
+def test_hub_id_loads_from_the_local_hugging_face_cache_offline(tmp_path, tiny_model_dir):
+    """The hub-id path, as a machine that downloaded the model earlier and is now offline."""
+    import shutil
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--statuary-test--tiny-sd"
+    shutil.copytree(tiny_model_dir, repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    out = tmp_path / "hub.png"
+    r = statuary(["--model", "statuary-test/tiny-sd", "generate", "a cat", "--seed", "3", "--steps", "2",
+                  "--out", str(out)], tmp_path, HF_HUB_CACHE=str(tmp_path / "hub"))
+    assert r.returncode == 0, r.stderr
+    assert Image.open(out).size == (64, 64)
+    info = statuary(["info", str(out)], tmp_path)
+    assert "tiny-sd" in info.stdout
+
+    import pickle
+
+    weights = next((repo / "snapshots" / revision / "unet").glob("*.safetensors"))
+    weights.write_bytes(pickle.dumps({"not": "weights"}))  # a tampered cache
+    tampered = statuary(["--model", "statuary-test/tiny-sd", "generate", "a cat", "--steps", "2"], tmp_path,
+                        HF_HUB_CACHE=str(tmp_path / "hub"))
+    assert tampered.returncode == 2 and "is not a safetensors file" in tampered.stderr
+
+    missing = statuary(["--model", "statuary-test/not-there", "generate", "a cat"], tmp_path,
+                       HF_HUB_CACHE=str(tmp_path / "hub"))
+    assert missing.returncode == 2 and "Could not load hub model 'statuary-test/not-there'" in missing.stderr
+    assert "Traceback" not in missing.stderr
