@@ -18,7 +18,7 @@ import os
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 KINDS = ("images", "inputs", "timelines")
 TIMELINE_FRAME_MS = 150
@@ -110,9 +110,28 @@ class FileStore:
         digest = sha256(data)
         rel = self.relpath(kind, digest, ext)
         path = self.path(rel)
-        if not path.exists() or path.stat().st_size != len(data):
-            atomic_write(path, data)
+        try:
+            same = path.stat().st_size == len(data)
+        except FileNotFoundError:
+            same = False
+        if same:
+            # Reused content counts as just written: the start-up orphan sweep spares recent files.
+            with contextlib.suppress(OSError):
+                os.utime(path)
+            if path.exists():
+                return digest, rel
+        atomic_write(path, data)
         return digest, rel
+
+    def contents(self) -> Iterator[tuple[str, str, Path]]:
+        """(kind, sha256, path) of every content file: KIND/ab/abcdef....ext. Temp files and
+        anything not named like content are not listed."""
+        for kind in KINDS:
+            for path in sorted((self.root / kind).glob("*/*")):
+                digest = path.name.split(".", 1)[0]
+                if (len(digest) == 64 and "." in path.name and path.parent.name == digest[:2]
+                        and all(c in "0123456789abcdef" for c in digest) and path.is_file()):
+                    yield kind, digest, path
 
     def find(self, kind: str, digest: str) -> Path | None:
         """The file with this content in `kind`, whatever its extension."""

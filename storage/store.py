@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import logging
 import os
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import core
 from core.jobs import ImageResult, JobHandle, JobResult, JobService, Owner
 from core.request import GenerationRequest
 from storage import db, ids, pngmeta
-from storage.files import (FileStore, atomic_write, decode_frames, encode_gif, encode_timeline, image_extension,
+from storage.files import (KINDS, FileStore, atomic_write, decode_frames, encode_gif, encode_timeline, image_extension,
                            remove_stale_temp_files)
 from storage.models import UNFINISHED, DeletedId, Generation, Image, utcnow
 from storage.pngmeta import BadMetadata
@@ -36,6 +38,11 @@ REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(GenerationRequest) if 
 _FLOAT_FIELDS = ("guidance", "variation_strength", "strength")
 PARENT_CHAIN_MAX = 100
 FOREIGN_JOB_STALE_AFTER = dt.timedelta(hours=6)
+# A file no row names is removed at start-up only when older than this: younger, it may belong
+# to a job another process (web UI, CLI, bot sharing the data dir) is about to commit.
+ORPHAN_MIN_AGE = dt.timedelta(hours=1)
+
+log = logging.getLogger(__name__)
 
 
 class NotFound(LookupError):
@@ -211,9 +218,8 @@ class Store:
             if parent_id is not None:
                 parent_id = self._image(s, parent_id).id  # refuses the job when the parent is gone
         # The uploaded bytes as given: their sha256 is what the request names.
-        for data in (request.init_image, request.mask):
-            if data is not None:
-                self.files.put("inputs", data, image_extension(data))
+        inputs = [(data, *self.files.put("inputs", data, image_extension(data)))
+                  for data in (request.init_image, request.mask) if data is not None]
         fp = dict(fingerprint or {})
         for _ in range(5):
             gid = ids.new_generation_id()
@@ -226,10 +232,16 @@ class Store:
                 **canonical_request(request.to_dict()))
             try:
                 with self._write() as s, s.begin():
+                    for key in sorted({sha for _data, sha, _rel in inputs}):
+                        self._lock_content(s, key)
                     s.add(row)
-                return gid
             except IntegrityError:  # a 1-in-10^17 id clash: draw again
                 continue
+            # A delete or the orphan sweep may have removed an identical input meanwhile: put it back.
+            for data, _sha, rel in inputs:
+                if not self.files.path(rel).exists():
+                    atomic_write(self.files.path(rel), data)
+            return gid
         raise RuntimeError("could not find a free generation id")
 
     def job_started(self, generation_id: str) -> None:
@@ -325,6 +337,42 @@ class Store:
                     status="interrupted", finished_at=now,
                     reason=f"the process running it stopped while it was {r.status} (found at start-up)"))
         return [r.id for r in dead]
+
+    def remove_orphan_files(self, min_age: dt.timedelta = ORPHAN_MIN_AGE) -> int:
+        """Delete content files (images/, inputs/, timelines/) that no row names: what a crash
+        between writing a file and committing its row leaves. Only files last written more than
+        `min_age` ago (by mtime; reusing content refreshes it): a younger one may be the file of
+        a job another process is committing right now. Returns how many were removed."""
+        cutoff = time.time() - min_age.total_seconds()
+        old = [(kind, digest, path) for kind, digest, path in self.files.contents() if _mtime(path) < cutoff]
+        if not old:
+            return 0
+        with self._read() as s:
+            used = {
+                "images": set(s.scalars(select(Image.sha256).distinct())),
+                "timelines": set(s.scalars(select(Image.timeline_sha256).distinct()
+                                           .where(Image.timeline_sha256.is_not(None)))),
+                "inputs": {d for row in s.execute(select(Generation.init_image_sha256, Generation.mask_sha256)
+                                                  .where(or_(Generation.init_image_sha256.is_not(None),
+                                                             Generation.mask_sha256.is_not(None)))) for d in row if d},
+            }
+        removed = 0
+        for kind, digest, path in old:
+            if digest in used[kind]:
+                continue
+            # Check again under the content's lock: a job may have committed a row naming it since.
+            with self._write() as s, s.begin():
+                self._lock_content(s, digest)
+                if self._uses(s, kind, digest) or _mtime(path) >= cutoff:
+                    continue
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    continue
+                removed += 1
+                if kind == "timelines":
+                    (self.data_dir / "cache" / "timelines" / f"{digest}.gif").unlink(missing_ok=True)
+        return removed
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -531,21 +579,32 @@ class Store:
         if s.get_bind().dialect.name == "postgresql":
             s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int(digest[:15], 16)})
 
+    @staticmethod
+    def _uses(s: Session, kind: str, digest: str) -> int:
+        """How many rows name this content file."""
+        assert kind in KINDS, kind
+        if kind == "images":
+            return s.scalar(select(func.count()).where(Image.sha256 == digest)) or 0
+        if kind == "timelines":
+            return s.scalar(select(func.count()).where(Image.timeline_sha256 == digest)) or 0
+        return s.scalar(select(func.count()).where(
+            or_(Generation.init_image_sha256 == digest, Generation.mask_sha256 == digest))) or 0
+
     def _collect(self, kind: str, digest: str) -> None:
         """Remove a content file if no row uses it any more."""
         with self._write() as s, s.begin():
             self._lock_content(s, digest)
-            if kind == "images":
-                used = s.scalar(select(func.count()).where(Image.sha256 == digest))
-            elif kind == "timelines":
-                used = s.scalar(select(func.count()).where(Image.timeline_sha256 == digest))
-            else:
-                used = s.scalar(select(func.count()).where(
-                    or_(Generation.init_image_sha256 == digest, Generation.mask_sha256 == digest)))
-            if not used:
+            if not self._uses(s, kind, digest):
                 self.files.remove(kind, digest)
                 if kind == "timelines":
                     (self.data_dir / "cache" / "timelines" / f"{digest}.gif").unlink(missing_ok=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("inf")  # gone already: nothing to remove
 
 
 def _software_version(fp: dict[str, Any]) -> str:
@@ -568,7 +627,8 @@ def _owner(g: Generation) -> Owner:
 
 def open_store(settings: Any) -> Store:
     """The store for these settings: data dir created, database migrated to the newest schema,
-    jobs a crash left queued or running marked interrupted."""
+    jobs a crash left queued or running marked interrupted, and what a crash left on disk swept:
+    a dead writer's temp files, and content files no row names that are over ORPHAN_MIN_AGE old."""
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     engine = db.create(settings.database_url)
@@ -576,4 +636,8 @@ def open_store(settings: Any) -> Store:
     store = Store(engine, data_dir, png_metadata=settings.png_metadata)
     store.mark_interrupted()
     remove_stale_temp_files(data_dir)
+    orphans = store.remove_orphan_files()
+    if orphans:
+        log.info("removed %d orphaned file(s) under %s that no database row names (left by a crash "
+                 "before a job's rows were committed)", orphans, data_dir)
     return store
