@@ -63,3 +63,42 @@ def result_view(ids: list[str]) -> discord.ui.View:
     view.add_item(ResultButton("t", ids, emoji="🎞️", label="Timeline", row=row))
     view.add_item(ResultButton("x", ids, emoji="❌", label="Delete", style=discord.ButtonStyle.danger, row=row))
     return view
+
+
+# ---- /history paging --------------------------------------------------------------------------------
+# Persistent too: the custom_id carries the page to show and the query (`statuary:h:2:red fox`), so
+# the buttons work after the 15-minute token, ten minutes of idling or a restart. It names no user:
+# a click shows the *clicker's* own pictures (the answer is ephemeral, so in practice only the one
+# who asked can click it), never the pictures of whoever the message was first made for.
+HISTORY_TEMPLATE = re.compile(PREFIX + r":h:(?P<page>[0-9]{1,6}):(?P<query>.*)", re.DOTALL)
+QUERY_MAX = 100 - len(f"{PREFIX}:h:999999:")  # Discord's custom_id holds 100 characters
+
+
+def history_custom_id(page: int, query: str | None) -> str:
+    query = query or ""
+    assert 0 <= page <= 999_999 and len(query) <= QUERY_MAX
+    return f"{PREFIX}:h:{page}:{query}"
+
+
+class HistoryButton(discord.ui.DynamicItem[discord.ui.Button], template=HISTORY_TEMPLATE):
+    """◀ Newer / Older ▶ under a /history answer; the bot's `on_history_button` does the work."""
+
+    def __init__(self, page: int, query: str | None, *, label: str | None = None, disabled: bool = False):
+        self.page, self.query = page, query or None
+        super().__init__(discord.ui.Button(label=label, style=discord.ButtonStyle.secondary, disabled=disabled,
+                                           custom_id=history_custom_id(page, query)))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> "HistoryButton":
+        return cls(int(match["page"]), match["query"], label=item.label, disabled=item.disabled)
+
+    async def callback(self, interaction: discord.Interaction) -> Any:
+        await interaction.client.on_history_button(interaction, self.page, self.query)
+
+
+def history_view(query: str | None, page: int, pages: int) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(HistoryButton(page - 1, query, label="◀ Newer", disabled=page <= 1))
+    view.add_item(HistoryButton(page + 1, query, label="Older ▶", disabled=page >= pages))
+    return view

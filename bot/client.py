@@ -32,8 +32,9 @@ import discord
 from discord import app_commands
 
 from bot import render
-from bot.buttons import ResultButton, result_view
+from bot.buttons import QUERY_MAX, HistoryButton, ResultButton, history_view, result_view
 from bot.community import Community, GuildRules
+from bot.posts import Post, Posts
 from core.jobs import (Cancelled, Done, Failed, JobHandle, JobResult, Owner, Progress, QueueFull, Queued,
                        Started)
 from core.request import COUNT_MAX, SAMPLERS, SEED_MAX, STEPS_MAX, GenerationRequest, InvalidRequest
@@ -77,6 +78,8 @@ class StatuaryBot(discord.Client):
         self.service = service
         self.store = store
         self.community = community or Community(store.engine)
+        self.posts = Posts(store.engine)  # which of our messages show which images
+        self._retracting = asyncio.Lock()  # one delete's edits at a time: two deletes in one grid
         self.clock = clock
         self.progress_interval = progress_interval
         self.sync_commands = sync_commands
@@ -91,7 +94,7 @@ class StatuaryBot(discord.Client):
 
     async def setup_hook(self) -> None:
         # Runs once per login, not on reconnects: the place for one-time work.
-        self.add_dynamic_items(ResultButton)
+        self.add_dynamic_items(ResultButton, HistoryButton)
         if self.sync_commands and not self.synced:
             await self.tree.sync()
             self.synced += 1
@@ -256,7 +259,9 @@ class StatuaryBot(discord.Client):
         ids = [img.id for img in result.images if img.id]
         content = render.recipe_line(result.request.to_dict(), ids)
         files = await asyncio.to_thread(self._result_files, result, target.filesize_limit)
-        await self._deliver(target, content, files=files, view=result_view(ids) if ids else None, final=True)
+        message = await self._deliver(target, content, files=files, view=result_view(ids) if ids else None,
+                                      final=True)
+        await self._remember(message, ids)
 
     def _result_files(self, result: JobResult, limit: int) -> list[tuple[bytes, str]]:
         if len(result.images) == 1:
@@ -279,10 +284,11 @@ class StatuaryBot(discord.Client):
         return render.encode_within(image, limit, stem)
 
     async def _deliver(self, target: Target, content: str, *, files: list[tuple[bytes, str]] | None = None,
-                       view: discord.ui.View | None = None, final: bool = False) -> None:
-        """Show `content` (and files) where the job lives; never raises for Discord's sake."""
+                       view: discord.ui.View | None = None, final: bool = False) -> discord.Message | None:
+        """Show `content` (and files) where the job lives; never raises for Discord's sake. Returns the
+        message it landed in, or None where it landed nowhere."""
         if target.gone and not final:
-            return
+            return None
 
         def make_files():
             return [discord.File(io.BytesIO(data), filename=name) for data, name in files or []]
@@ -293,11 +299,10 @@ class StatuaryBot(discord.Client):
         try:
             if target.message is not None:
                 target.message = await target.message.edit(**kwargs)
-                return
+                return target.message
             if target.interaction is not None and self.token_alive(target.interaction):
                 target.message = None
-                await target.interaction.edit_original_response(**kwargs)
-                return
+                return await target.interaction.edit_original_response(**kwargs)
         except discord.NotFound:
             log.info("the message of a job was deleted; %s", "posting the result anew" if final else "no more edits")
             target.gone = True
@@ -310,10 +315,10 @@ class StatuaryBot(discord.Client):
             if exc.status != 401 and getattr(exc, "code", 0) != 50027:  # 50027: invalid webhook token
                 log.warning("could not edit a job's message: %s", exc)
                 if not final:
-                    return
+                    return None
             target.interaction = None  # the token is no longer good
         if not final:
-            return
+            return None
         # The token has expired or the message is gone: a normal message that mentions the user.
         mention = "" if target.dm else f"{target.user.mention} "
         send = {"content": render._clip(mention + content, render.CONTENT_MAX), "files": make_files()}
@@ -325,15 +330,17 @@ class StatuaryBot(discord.Client):
             else:
                 channel = self.get_partial_messageable(target.channel_id)
                 target.message = await channel.send(**send)
-            return
+            return target.message
         except discord.HTTPException as exc:
             log.warning("could not post a result in channel %s: %s; trying a DM", target.channel_id, exc)
         if not target.dm:
             try:
                 send["files"] = make_files()
                 target.message = await target.user.send(**send)
+                return target.message
             except discord.HTTPException as exc:
                 log.warning("could not DM user %s either: %s", target.user.id, exc)
+        return None
 
     async def _edit_original(self, interaction: discord.Interaction, content: str) -> None:
         try:
@@ -439,12 +446,14 @@ class StatuaryBot(discord.Client):
         target = Target(interaction.user, interaction.channel_id, limit, interaction=interaction)
         if self.wants_dm(interaction):
             try:
-                await interaction.user.send(content, file=discord.File(io.BytesIO(data), filename=name),
-                                            view=result_view([rec.id]))
-                return await self._edit_original(interaction, f"📬 Image `{rec.id}` sent by DM.")
+                message = await interaction.user.send(content, file=discord.File(io.BytesIO(data), filename=name),
+                                                      view=result_view([rec.id]))
             except discord.HTTPException:
                 return await self._edit_original(interaction, "I cannot DM you; allow DMs or use `/private off`.")
-        await self._deliver(target, content, files=[(data, name)], view=result_view([rec.id]), final=True)
+            await self._remember(message, [rec.id])
+            return await self._edit_original(interaction, f"📬 Image `{rec.id}` sent by DM.")
+        message = await self._deliver(target, content, files=[(data, name)], view=result_view([rec.id]), final=True)
+        await self._remember(message, [rec.id])
 
     async def info(self, interaction: discord.Interaction, image_id: str) -> None:
         rec = await self._record(interaction, image_id)
@@ -504,31 +513,147 @@ class StatuaryBot(discord.Client):
             return done, refused
 
         done, refused = await asyncio.to_thread(run)
+        handled: set[str] = set()
         if from_button and done and not refused and interaction.message is not None:
+            handled.add(str(interaction.message.id))
             try:
                 await interaction.message.delete()
             except discord.NotFound:
                 pass
             except discord.HTTPException as exc:  # no Manage Messages in a channel, say
                 log.info("could not delete message %s: %s", interaction.message.id, exc)
+        if done:
+            await self._retract(done, handled=handled)
         lines = []
         if done:
             lines.append("🗑️ Deleted " + " ".join(f"`{i}`" for i in done) + " (picture, files and record).")
         lines += [f"⚠️ {r}" for r in refused]
         await self._edit_original(interaction, "\n".join(lines) or "Nothing to delete.")
 
+    # ---- our posts of an image: remembered when posted, taken down when it is deleted ----------------
+
+    async def _remember(self, message: discord.Message | None, ids: list[str]) -> None:
+        """Note that `message` shows `ids`, so a later delete can reach it. Ephemeral answers are not
+        noted: only their interaction's token (15 minutes) could ever touch them again."""
+        if message is None or not ids or message.flags.ephemeral:
+            return
+        try:
+            await asyncio.to_thread(self.posts.record, message.id, message.channel.id, ids)
+        except Exception:  # noqa: BLE001 -- the result is posted; failing to note it must not undo that
+            log.exception("could not record message %s as showing %s", message.id, ids)
+
+    async def _retract(self, deleted: list[str], *, handled: set[str] = frozenset()) -> None:
+        """Take the deleted images off every message of ours that shows them, and forget those rows.
+        `handled`: message ids already dealt with (the one whose ❌ was clicked). Never raises."""
+        async with self._retracting:
+            try:
+                posts = await asyncio.to_thread(self.posts.showing, deleted)
+            except Exception:  # noqa: BLE001
+                log.exception("could not look up the messages showing %s", deleted)
+                return
+            gone = set(deleted)
+            for post in posts.values():
+                keep = [i for i in post.image_ids if i not in gone]
+                try:
+                    if post.message_id in handled:
+                        await asyncio.to_thread(self.posts.forget, post.message_id)
+                    elif keep:
+                        await self._redraw(post, keep, [i for i in post.image_ids if i in gone])
+                    else:
+                        await self._take_down(post)
+                except Exception:  # noqa: BLE001 -- one bad message must not stop the others
+                    log.exception("could not take deleted images off message %s", post.message_id)
+            try:
+                await asyncio.to_thread(self.posts.forget_images, deleted)
+            except Exception:  # noqa: BLE001
+                log.exception("could not forget the messages of %s", deleted)
+
+    def _message(self, post: Post) -> discord.PartialMessage:
+        # By channel, not by interaction token: the token dies after 15 minutes, the message does not.
+        return self.get_partial_messageable(int(post.channel_id)).get_partial_message(int(post.message_id))
+
+    async def _take_down(self, post: Post) -> None:
+        """Delete a message all of whose images are deleted. Already gone, or not allowed: logged, no more."""
+        try:
+            await self._message(post).delete()
+        except discord.NotFound:
+            pass  # deleted by someone already
+        except discord.HTTPException as exc:  # no access to the channel any more, say
+            log.info("could not delete message %s in channel %s: %s", post.message_id, post.channel_id, exc)
+        await asyncio.to_thread(self.posts.forget, post.message_id)
+
+    async def _redraw(self, post: Post, keep: list[str], deleted: list[str]) -> None:
+        """A grid that also shows images still there: edit it to show only those, with their ids and
+        buttons, and a note of what was deleted. Deleting one picture of four should not take the
+        other three (and their U/V buttons) away from the people using them, and nobody expects a
+        'deleted' placeholder to keep showing where a picture was: redrawing the grid without it is
+        what a user sees when they delete it, and the note says why the grid shrank."""
+        def load() -> tuple[list[str], dict[str, Any] | None, tuple[bytes, str] | None]:
+            recs = []
+            for iid in keep:
+                try:
+                    recs.append(self.store.get(iid))
+                except storage_errors():
+                    pass  # deleted elsewhere (the web UI, say) since: leave it out too
+            if not recs:
+                return [], None, None
+            if len(recs) == 1:
+                return [recs[0].id], recs[0].image_request, self._image_file(recs[0].path, None, recs[0].id,
+                                                                            DEFAULT_FILESIZE)
+            from PIL import Image
+
+            images = []
+            for r in recs:
+                with Image.open(r.path) as im:
+                    images.append(im.convert("RGB"))
+            stem = "-".join(r.id for r in recs)
+            return [r.id for r in recs], recs[0].image_request, render.encode_within(render.grid(images),
+                                                                                   DEFAULT_FILESIZE, stem)
+
+        ids, request, file = await asyncio.to_thread(load)
+        if not ids:
+            return await self._take_down(post)
+        note = "\n🗑️ Deleted by its owner: " + " ".join(f"`{i}`" for i in deleted)
+        content = render._clip(render.recipe_line(request, ids) + note, render.CONTENT_MAX)
+        data, name = file
+        try:
+            await self._message(post).edit(content=content, view=result_view(ids),
+                                           attachments=[discord.File(io.BytesIO(data), filename=name)])
+        except discord.NotFound:
+            return await asyncio.to_thread(self.posts.forget, post.message_id)
+        except discord.HTTPException as exc:
+            # Cannot edit it: a deleted picture must not stay up, so try taking the whole post down.
+            log.info("could not edit message %s (%s); deleting it instead", post.message_id, exc)
+            return await self._take_down(post)
+        await asyncio.to_thread(self.posts.record, post.message_id, post.channel_id, ids)
+
     # ---- history, queue, cancel ------------------------------------------------------------------------
 
-    def history_page(self, owner: Owner, query: str | None, page: int) -> tuple[str, int]:
-        result = self.store.history(owner=owner, query=query or None, page=page, per_page=HISTORY_PER_PAGE)
+    def history_page(self, owner: Owner, query: str | None, page: int) -> tuple[str, int, int]:
+        """The text of one page of `owner`'s pictures, the page shown (`page` brought within the
+        pages there are now: a button may be older than a delete), and the number of pages."""
+        result = self.store.history(owner=owner, query=query or None, page=max(1, page), per_page=HISTORY_PER_PAGE)
+        if result.total and result.page > result.pages:
+            result = self.store.history(owner=owner, query=query or None, page=result.pages,
+                                        per_page=HISTORY_PER_PAGE)
         if not result.total:
-            return ("No pictures of yours match “%s”." % query) if query else "You have no pictures yet.", 1
+            return ("No pictures of yours match “%s”." % query) if query else "You have no pictures yet.", 1, 1
         lines = [f"**Your pictures**{f' matching “{query}”' if query else ''} — page {result.page} of "
                  f"{result.pages} ({result.total} images)"]
         for rec in result.items:
             lines.append(f"`{rec.id}` {rec.created:%Y-%m-%d %H:%M} · seed {rec.seed} · "
                          f"{render._clip(rec.image_request.get('prompt', ''), 70)}")
-        return render._clip("\n".join(lines), render.CONTENT_MAX), result.pages
+        return render._clip("\n".join(lines), render.CONTENT_MAX), result.page, result.pages
+
+    async def on_history_button(self, interaction: discord.Interaction, page: int, query: str | None) -> None:
+        """◀ Newer / Older ▶: that page of the clicker's own pictures, in place of the ephemeral answer."""
+        owner = self.owner(interaction)  # whoever clicks sees only their own pictures
+        text, page, pages = await asyncio.to_thread(self.history_page, owner, query, page)
+        view = history_view(query, page, pages) if pages > 1 else None
+        try:
+            await interaction.response.edit_message(content=text, view=view)
+        except discord.HTTPException as exc:
+            log.warning("could not turn a history page: %s", exc)
 
     def queue_text(self, owner: Owner) -> str:
         status = self.service.status()
@@ -605,12 +730,14 @@ def _add_commands(bot: StatuaryBot) -> None:
 
     @tree.command(name="history")
     @app_commands.describe(query="Only pictures whose prompt has all these words")
-    async def history(interaction: discord.Interaction, query: str | None = None) -> None:
+    async def history(interaction: discord.Interaction,
+                      query: app_commands.Range[str, 1, QUERY_MAX] | None = None) -> None:
         """Your pictures, newest first (only you see this)"""
+        # QUERY_MAX: the paging buttons carry the query in their custom_id, which holds 100 characters.
         await interaction.response.defer(ephemeral=True, thinking=True)
         owner = bot.owner(interaction)
-        text, pages = await asyncio.to_thread(bot.history_page, owner, query, 1)
-        view = HistoryView(bot, owner, query, pages) if pages > 1 else discord.utils.MISSING
+        text, page, pages = await asyncio.to_thread(bot.history_page, owner, query, 1)
+        view = history_view(query, page, pages) if pages > 1 else discord.utils.MISSING
         await interaction.edit_original_response(content=text, view=view)
 
     @tree.command(name="delete")
@@ -647,35 +774,6 @@ def _add_commands(bot: StatuaryBot) -> None:
             content="📬 From now on your results come by DM." if on else "Your results show in the channel again.")
 
     tree.add_command(ServerGroup(bot))
-
-
-class HistoryView(discord.ui.View):
-    """Previous / next for an ephemeral /history answer (not persistent: it lives 10 minutes)."""
-
-    def __init__(self, bot: StatuaryBot, owner: Owner, query: str | None, pages: int):
-        super().__init__(timeout=600)
-        self.bot, self.owner, self.query, self.pages, self.page = bot, owner, query, pages, 1
-        self._sync()
-
-    def _sync(self) -> None:
-        self.previous.disabled = self.page <= 1
-        self.next.disabled = self.page >= self.pages
-
-    async def _show(self, interaction: discord.Interaction, page: int) -> None:
-        if str(interaction.user.id) != self.owner.user_id:
-            return await interaction.response.send_message("This is someone else's history.", ephemeral=True)
-        self.page = max(1, min(page, self.pages))
-        text, self.pages = await asyncio.to_thread(self.bot.history_page, self.owner, self.query, self.page)
-        self._sync()
-        await interaction.response.edit_message(content=text, view=self)
-
-    @discord.ui.button(label="◀ Newer", style=discord.ButtonStyle.secondary)
-    async def previous(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        await self._show(interaction, self.page - 1)
-
-    @discord.ui.button(label="Older ▶", style=discord.ButtonStyle.secondary)
-    async def next(self, interaction: discord.Interaction, button: discord.ui.Button) -> None:
-        await self._show(interaction, self.page + 1)
 
 
 @app_commands.guild_only()
