@@ -579,7 +579,10 @@ class StatuaryBot(discord.Client):
         except discord.NotFound:
             pass  # deleted by someone already
         except discord.HTTPException as exc:  # no access to the channel any more, say
+            # Its rows for images still there stay, so deleting one of those later tries again;
+            # the deleted images' rows go anyway (_retract).
             log.info("could not delete message %s in channel %s: %s", post.message_id, post.channel_id, exc)
+            return
         await asyncio.to_thread(self.posts.forget, post.message_id)
 
     async def _redraw(self, post: Post, keep: list[str], deleted: list[str]) -> None:

@@ -30,7 +30,13 @@ async def final_of(st, interaction, timeout=60):
 
 
 def ids_in(message) -> list[str]:
-    return message["content"].split("ids: ", 1)[1].replace("`", "").split()
+    return message["content"].split("ids: ", 1)[1].split("\n", 1)[0].replace("`", "").split()
+
+
+async def answer(st, interaction, text="", timeout=30):
+    """The original response once its content holds `text`."""
+    return await st.wait_for(lambda: (m := st.original(interaction)) and text in m["content"] and m["content"] and m,
+                             timeout)
 
 
 async def imagine(st, **options):
@@ -154,12 +160,13 @@ def test_u_v_reroll_info_timeline_and_delete_buttons(discord_run):
         click = await st.click(grid, "Delete")
         done = await st.wait_for(lambda: (m := st.original(click)) and "Deleted" in m["content"] and m)
         assert done["flags"] & EPHEMERAL and grid["id"] not in st.messages
+        assert u2["id"] not in st.messages  # U2's post showed one of them: it went too
         for iid in ids:
             with pytest.raises(NotFound, match="deleted"):
                 d.store.get(iid)
         assert not path.exists()
 
-        # a button under a message whose images are gone says so instead of failing
+        # a button under a message whose images are gone (still on some client's screen) says so
         click = await st.click(u2, "Info")
         gone = await st.wait_for(lambda: (m := st.original(click)) and m["content"] and m)
         assert "deleted" in gone["content"]
@@ -460,3 +467,128 @@ def test_no_permission_to_post_in_the_channel_falls_back_to_a_dm(discord_run):
         assert dm["channel_id"] == st.dm_channels[ALICE]
 
     discord_run(scenario, clock=lambda: time.time() + offset[0])
+
+
+# ---- deleting an image takes it off Discord ----------------------------------------------------------
+
+
+async def noted(d, message):
+    """Wait until the bot has recorded that `message` shows its images (just after posting it)."""
+    await until(lambda: message["id"] in d.bot.posts.showing(ids_in(message)), what="the post to be noted")
+
+
+def _pixels(im) -> bytes:
+    return im.convert("RGB").tobytes()
+
+
+def test_deleting_an_image_redraws_grids_and_takes_down_its_posts(discord_run):
+    async def scenario(d):
+        st = d.standin
+        _, grid = await imagine(st, prompt="four pears", count=4, seed=3)
+        a, b, c, e = ids_in(grid)
+        u2 = await final_of(st, await st.click(grid, "U2"))
+        await until(lambda: d.bot.posts.showing([b]).keys() == {grid["id"], u2["id"]}, what="both posts noted")
+
+        it = await st.slash("delete", id=b)
+        await answer(st, it, "Deleted")
+        # the post of b alone is gone -- by its channel, not the (short-lived) interaction token
+        assert u2["id"] not in st.messages
+        assert st.calls_to("DELETE", rf"/channels/{u2['channel_id']}/messages/{u2['id']}")
+        # the grid shows the other three, with their ids, buttons and a note of what went
+        g = st.messages[grid["id"]]
+        assert ids_in(g) == [a, c, e] and f"Deleted by its owner: `{b}`" in g["content"]
+        labels = button_labels(g)
+        assert labels[:6] == ["U1", "U2", "U3", "V1", "V2", "V3"] and "U4" not in labels
+        pic = Image.open(io.BytesIO(st.attachment_bytes(g)))
+        assert pic.size == (128, 128)
+        assert _pixels(pic.crop((64, 0, 128, 64))) == _pixels(Image.open(d.store.get(c).path))  # c moved up
+        assert d.bot.posts.showing([b]) == {}
+        assert d.bot.posts.showing([a])[grid["id"]].image_ids == (a, c, e)
+
+        # the redrawn grid's buttons act on what it now shows
+        u = await final_of(st, await st.click(g, "U2"))
+        assert ids_in(u) == [c]
+        await noted(d, u)
+        # its ❌ deletes the rest: the grid goes, and so does the post of c alone
+        click = await st.click(g, "Delete")
+        await answer(st, click, "Deleted")
+        assert grid["id"] not in st.messages and u["id"] not in st.messages
+        assert d.bot.posts.showing([a, b, c, e]) == {}
+
+    discord_run(scenario)
+
+
+def test_delete_copes_with_posts_already_gone_or_out_of_reach(discord_run):
+    async def scenario(d):
+        st = d.standin
+        _, one = await imagine(st, prompt="lonely pear")
+        (x,) = ids_in(one)
+        await noted(d, one)
+        st.messages.pop(one["id"])  # a moderator deleted the post already
+        it = await st.slash("delete", id=x)
+        await answer(st, it, "Deleted")
+        assert d.bot.posts.showing([x]) == {}
+
+        _, pair = await imagine(st, prompt="two plums", count=2)
+        p, q = ids_in(pair)
+        await noted(d, pair)
+        for method in ("PATCH", "DELETE"):  # the bot lost access to the channel
+            st.fail(method, rf"/channels/\d+/messages/{pair['id']}$", status=403, code=50013,
+                    message="Missing Permissions")
+        it = await st.slash("delete", id=p)
+        await answer(st, it, "Deleted")
+        assert pair["id"] in st.messages and d.bot.posts.showing([p]) == {}  # left as it was; p's rows gone
+        with pytest.raises(NotFound, match="deleted"):
+            d.store.get(p)
+        it = await st.slash("delete", id=q)  # access is back: the post of q is still known, and goes
+        await answer(st, it, "Deleted")
+        assert pair["id"] not in st.messages and d.bot.posts.showing([q]) == {}
+
+        # a result sent by DM is reached through the DM channel
+        _, dm = await imagine(st, prompt="a private plum", dm=True)
+        assert dm["channel_id"] == st.dm_channels[ALICE]
+        await noted(d, dm)
+        it = await st.slash("delete", id=ids_in(dm)[0])
+        await answer(st, it, "Deleted")
+        assert dm["id"] not in st.messages
+
+    discord_run(scenario)
+
+
+# ---- /history paging survives a restart --------------------------------------------------------------
+
+
+def test_history_pages_still_turn_after_a_restart(discord_run, monkeypatch):
+    import bot.client
+
+    monkeypatch.setattr(bot.client, "HISTORY_PER_PAGE", 2)
+
+    async def scenario(d):
+        st = d.standin
+        _, apples = await imagine(st, prompt="green apple", count=3)
+        await imagine(st, prompt="apple pie", user_id=BOB, user_name="bob")
+        await imagine(st, prompt="a red car")
+        it = await st.slash("history", query="apple")
+        page1 = await answer(st, it, "page 1 of 2")
+        older = next(c for row in page1["components"] for c in row["components"] if c["label"] == "Older ▶")
+        assert older["custom_id"] == "statuary:h:2:apple"  # the page and the query travel in the button
+
+        await d.restart()  # nothing of the first process's views is left
+        await st.click(page1, "Older ▶")
+        page2 = await st.wait_for(lambda: "page 2 of 2" in st.messages[page1["id"]]["content"]
+                                  and st.messages[page1["id"]])
+        assert ids_in(apples)[2] in page2["content"] and page2["flags"] & EPHEMERAL
+        assert "car" not in page2["content"] and "pie" not in page2["content"]
+        await st.click(page2, "◀ Newer")
+        again = await st.wait_for(lambda: "page 1 of 2" in st.messages[page1["id"]]["content"]
+                                  and st.messages[page1["id"]])
+        assert ids_in(apples)[0] in again["content"] and ids_in(apples)[2] not in again["content"]
+
+        # the buttons name no user: whoever clicks sees their own pictures only (Discord shows the
+        # ephemeral answer to one person anyway)
+        await st.click(again, "Older ▶", user_id=BOB, user_name="bob")
+        bobs = await st.wait_for(lambda: "pie" in st.messages[page1["id"]]["content"] and st.messages[page1["id"]])
+        assert "page 1 of 1" in bobs["content"] and not any(i in bobs["content"] for i in ids_in(apples))
+        assert bobs["components"] == []  # one page: no buttons
+
+    discord_run(scenario)
