@@ -515,11 +515,11 @@ class StatuaryBot(discord.Client):
         done, refused = await asyncio.to_thread(run)
         handled: set[str] = set()
         if from_button and done and not refused and interaction.message is not None:
-            handled.add(str(interaction.message.id))
             try:
                 await interaction.message.delete()
+                handled.add(str(interaction.message.id))
             except discord.NotFound:
-                pass
+                handled.add(str(interaction.message.id))
             except discord.HTTPException as exc:  # no Manage Messages in a channel, say
                 log.info("could not delete message %s: %s", interaction.message.id, exc)
         if done:
@@ -542,7 +542,7 @@ class StatuaryBot(discord.Client):
         except Exception:  # noqa: BLE001 -- the result is posted; failing to note it must not undo that
             log.exception("could not record message %s as showing %s", message.id, ids)
 
-    async def _retract(self, deleted: list[str], *, handled: set[str] = frozenset()) -> None:
+    async def _retract(self, deleted: list[str], *, handled: frozenset[str] | set[str] = frozenset()) -> None:
         """Take the deleted images off every message of ours that shows them, and forget those rows.
         `handled`: message ids already dealt with (the one whose ❌ was clicked). Never raises."""
         async with self._retracting:
