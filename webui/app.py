@@ -59,6 +59,11 @@ table.st-recipe tr + tr > * { border-top: 1px solid var(--border-color-primary) 
 table.st-recipe { border-collapse: collapse; width: 100%; font-size: 0.9rem; margin-top: 0.4rem; }
 table.st-recipe th { text-align: left; font-weight: 600; width: 9.5rem; padding: 0.25rem 0.6rem 0.25rem 0; vertical-align: top; opacity: 0.8; }
 table.st-recipe td { padding: 0.25rem 0; word-break: break-word; }
+.st-count-row { align-items: center !important; flex-wrap: nowrap !important; }
+.st-count-row > #h-count { flex: 1 1 auto !important; }
+.st-count-row > #h-mine { flex: 0 0 auto !important; width: auto !important; min-width: 0 !important;
+                          background: none !important; border: 0 !important; box-shadow: none !important; }
+button.st-danger { color: #b42318 !important; border-color: rgba(214, 69, 69, 0.45) !important; }
 footer { display: none !important; }
 """
 
@@ -349,7 +354,10 @@ class WebUI:
                             h_page = gr.Number(value=1, precision=0, minimum=1, label="Page", scale=1, min_width=80,
                                                elem_id="h-page")
                             h_next = gr.Button("▶", scale=0, min_width=56, elem_id="h-next")
-                    h_count = gr.Markdown(elem_id="h-count")
+                    with gr.Row(elem_classes="st-count-row"):
+                        h_count = gr.Markdown(elem_id="h-count")
+                        h_mine = gr.Checkbox(label="Only mine", value=False, container=False, scale=0,
+                                             min_width=130, elem_id="h-mine")
                     h_gallery = gr.Gallery(label="Newest first", columns=6, height=300, elem_id="h-gallery",
                                            elem_classes="st-pixelated", allow_preview=False, object_fit="contain",
                                            interactive=False)
@@ -367,6 +375,8 @@ class WebUI:
                                 h_send = gr.Button("Send to Generate", size="sm", elem_id="h-send")
                                 h_download = gr.DownloadButton("Download", size="sm", elem_id="h-download",
                                                                interactive=False)
+                                h_delete = gr.Button("Delete", size="sm", variant="stop", elem_id="h-delete",
+                                                     elem_classes="st-danger")
                             h_status = gr.HTML(status_html(""), elem_id="h-status")
                             h_result = gr.Image(label="Reproduction", interactive=False, height=160, visible=False,
                                                 type="filepath", elem_id="h-result", elem_classes=["st-pixelated", "st-fit"])
@@ -620,26 +630,39 @@ class WebUI:
                            queue=False)
 
             # ---- History
-            def history(query, page):
+            def history(query, page, mine=False, request: gr.Request | None = None):
                 page = max(1, _int(page) or 1)
-                result = self.store.history(query=query or None, page=page, per_page=HISTORY_PER_PAGE)
+                owner = owner_of(request) if mine else None
+                result = self.store.history(owner=owner, query=query or None, page=page, per_page=HISTORY_PER_PAGE)
                 if page > result.pages and result.total:
                     page = result.pages
-                    result = self.store.history(query=query or None, page=page, per_page=HISTORY_PER_PAGE)
+                    result = self.store.history(owner=owner, query=query or None, page=page,
+                                                per_page=HISTORY_PER_PAGE)
                 items = [(str(r.path), f"{r.id} · {r.image_request.get('prompt', '')[:40]}") for r in result.items]
-                found = f"{result.total} image{'s' if result.total != 1 else ''}" + (
+                found = f"{result.total} image{'s' if result.total != 1 else ''}" + (" of yours" if mine else "") + (
                     f" matching “{query}”" if query else "") + f" · page {page} of {result.pages}"
                 return {h_gallery: items, h_ids: [r.id for r in result.items], h_page: page, h_count: found}
 
+            def history_first(query, mine, request: gr.Request):
+                return history(query, 1, mine, request)
+
+            def history_prev(query, page, mine, request: gr.Request):
+                return history(query, (_int(page) or 1) - 1, mine, request)
+
+            def history_next(query, page, mine, request: gr.Request):
+                return history(query, (_int(page) or 1) + 1, mine, request)
+
+            def history_here(query, page, mine, request: gr.Request):
+                return history(query, page, mine, request)
+
             h_outputs = [h_gallery, h_ids, h_page, h_count]
-            h_search.click(lambda q: history(q, 1), h_query, h_outputs, api_visibility="private")
-            h_query.submit(lambda q: history(q, 1), h_query, h_outputs, api_visibility="private")
-            h_prev.click(lambda q, p: history(q, (_int(p) or 1) - 1), [h_query, h_page], h_outputs,
-                         api_visibility="private")
-            h_next.click(lambda q, p: history(q, (_int(p) or 1) + 1), [h_query, h_page], h_outputs,
-                         api_visibility="private")
-            h_page.submit(history, [h_query, h_page], h_outputs, api_visibility="private")
-            history_tab.select(history, [h_query, h_page], h_outputs, api_visibility="private")
+            h_search.click(history_first, [h_query, h_mine], h_outputs, api_visibility="private")
+            h_query.submit(history_first, [h_query, h_mine], h_outputs, api_visibility="private")
+            h_mine.input(history_first, [h_query, h_mine], h_outputs, api_visibility="private")
+            h_prev.click(history_prev, [h_query, h_page, h_mine], h_outputs, api_visibility="private")
+            h_next.click(history_next, [h_query, h_page, h_mine], h_outputs, api_visibility="private")
+            h_page.submit(history_here, [h_query, h_page, h_mine], h_outputs, api_visibility="private")
+            history_tab.select(history_here, [h_query, h_page, h_mine], h_outputs, api_visibility="private")
 
             def history_select(ids, evt: gr.SelectData):
                 rec_id = ids[evt.index] if ids and evt.index is not None and evt.index < len(ids) else None
@@ -655,6 +678,23 @@ class WebUI:
 
             h_gallery.select(history_select, h_ids, [h_selected, h_image, h_details, h_download, h_status, h_result],
                              api_visibility="private")
+
+            def history_delete(sel, query, page, mine, request: gr.Request):
+                """Delete the selected image if it is the viewer's own; then show the list without it."""
+                try:
+                    need_selection(sel)
+                    self.store.delete(sel, owner_of(request))
+                except Exception as exc:  # noqa: BLE001 -- someone else's image: NotYours says whose
+                    return {h_status: error_html(exc)}
+                return {**history(query, page, mine, request), h_selected: None, h_image: None,
+                        h_details: "Select an image to see its recipe.",
+                        h_download: gr.DownloadButton(value=None, interactive=False),
+                        h_result: gr.Image(value=None, visible=False),
+                        h_status: status_html(f"Deleted image {sel}.", None, "ok")}
+
+            h_delete.click(history_delete, [h_selected, h_query, h_page, h_mine],
+                           [*h_outputs, h_selected, h_image, h_details, h_download, h_result, h_status],
+                           api_visibility="private")
 
             def need_selection(sel):
                 if not sel:

@@ -297,6 +297,8 @@ def _screens(browser, server, artifacts, width, height, suffix):
     expect(page.locator("#h-details")).to_contain_text("Image")
     page.evaluate("window.scrollTo(0, 0)")
     shot("history")
+    page.locator("#h-delete").scroll_into_view_if_needed()
+    shot("history-actions")
     open_tab(page, "Timeline")
     fill(page, "t-id", src)
     page.locator("#t-load").click()
@@ -335,3 +337,68 @@ def test_timeline_scrubs_and_downloads(page, server):
     assert dl.value.suggested_filename == f"statuary-{src.id}-timeline.gif"
     data = Path(dl.value.path()).read_bytes()
     assert data[:6] == b"GIF89a"
+
+
+def _history_search(page, query: str, mine: bool = False) -> None:
+    open_tab(page, "History")
+    box = page.locator("#h-mine input[type=checkbox]")
+    if box.is_checked() != mine:
+        box.click()
+    fill(page, "h-query", query)
+    page.locator("#h-search").click()
+    expect(page.locator("#h-count")).to_contain_text(f"matching “{query}”")
+
+
+def _select(page, server, image_id: str, query: str) -> None:
+    """Click the image's thumbnail (the gallery shows the store's history order)."""
+    ids = [r.id for r in server.store.history(query=query).items]
+    expect(page.locator("#h-gallery .thumbnail-item")).to_have_count(len(ids))
+    select_in_gallery(page, "h-gallery", ids.index(image_id))
+    expect(page.locator("#h-details")).to_contain_text(image_id)
+
+
+def test_delete_own_images_only_and_only_mine_filter(page, server):
+    from storage import NotFound
+
+    mine = generate(page, "plum on a table", steps=2, seed=4242, count=2)
+    theirs = make(server, prompt="plum on a table", seed=77)  # dora's, from Discord
+    for image_id in mine:
+        assert server.store.get(image_id).owner.source == "web"
+    doomed, kept = mine
+    doomed_path = server.store.get(doomed).path
+    assert doomed_path.exists()
+
+    _history_search(page, "plum")
+    expect(page.locator("#h-count")).to_contain_text("3 images")
+    _select(page, server, doomed, "plum")
+    page.locator("#h-delete").click()
+    expect(page.locator("#h-status .st-ok")).to_contain_text(f"Deleted image {doomed}")
+    expect(page.locator("#h-count")).to_contain_text("2 images")
+    expect(page.locator("#h-gallery")).not_to_contain_text(doomed)
+    expect(page.locator("#h-gallery")).to_contain_text(kept)
+    expect(page.locator("#h-details")).not_to_contain_text(doomed)
+    with pytest.raises(NotFound, match="was deleted"):
+        server.store.get(doomed)
+    db = server.settings.database_url.removeprefix("sqlite:///")
+    with sqlite3.connect(db) as con:
+        assert con.execute("select count(*) from images where id = ?", (doomed,)).fetchone()[0] == 0
+    assert not doomed_path.exists()
+
+    # Someone else's image: refused, said plainly, and nothing is deleted.
+    _select(page, server, theirs.id, "plum")
+    page.locator("#h-delete").click()
+    err = page.locator("#h-status .st-error")
+    expect(err).to_contain_text(f"image {theirs.id} belongs to dora")
+    expect(err).to_contain_text("you can delete only your own images")
+    assert "Traceback" not in page.content()
+    assert server.store.get(theirs.id).path.exists()
+    expect(page.locator("#h-gallery")).to_contain_text(theirs.id)
+
+    # Only mine: dora's image goes from the list, this browser's stays.
+    _history_search(page, "plum", mine=True)
+    expect(page.locator("#h-count")).to_contain_text("1 image of yours")
+    expect(page.locator("#h-gallery")).to_contain_text(kept)
+    expect(page.locator("#h-gallery")).not_to_contain_text(theirs.id)
+    page.locator("#h-mine input[type=checkbox]").click()  # off again: everyone's
+    expect(page.locator("#h-count")).to_contain_text("2 images")
+    expect(page.locator("#h-gallery")).to_contain_text(theirs.id)
