@@ -143,7 +143,7 @@ def test_u_v_reroll_info_timeline_and_delete_buttons(discord_run):
 
         # info: the recipe, only for the one who asked
         click = await st.click(grid, "Info", user_id=BOB, user_name="bob")
-        info = await st.wait_for(lambda: (m := st.original(click)) and m["content"] and m)
+        info = await answer(st, click)
         assert info["flags"] & EPHEMERAL and ids[0] in info["content"] and "Seed:** 11" in info["content"]
 
         # timeline: the image emerging from the noise, animated
@@ -154,11 +154,11 @@ def test_u_v_reroll_info_timeline_and_delete_buttons(discord_run):
 
         # delete: someone else's -> refused, nothing deleted; own -> message, files and rows gone
         click = await st.click(grid, "Delete", user_id=BOB, user_name="bob")
-        refused = await st.wait_for(lambda: (m := st.original(click)) and m["content"] and m)
+        refused = await answer(st, click)
         assert "only your own" in refused["content"] and grid["id"] in st.messages
         path = d.store.get(ids[0]).path
         click = await st.click(grid, "Delete")
-        done = await st.wait_for(lambda: (m := st.original(click)) and "Deleted" in m["content"] and m)
+        done = await answer(st, click, "Deleted")
         assert done["flags"] & EPHEMERAL and grid["id"] not in st.messages
         assert u2["id"] not in st.messages  # U2's post showed one of them: it went too
         for iid in ids:
@@ -168,7 +168,7 @@ def test_u_v_reroll_info_timeline_and_delete_buttons(discord_run):
 
         # a button under a message whose images are gone (still on some client's screen) says so
         click = await st.click(u2, "Info")
-        gone = await st.wait_for(lambda: (m := st.original(click)) and m["content"] and m)
+        gone = await answer(st, click)
         assert "deleted" in gone["content"]
 
     discord_run(scenario)
@@ -216,17 +216,17 @@ def test_reproduce_gives_identical_bytes_and_vary_info_delete_commands(discord_r
         assert varied.parent_id == iid and varied.variation_seed == 99
 
         it = await st.slash("info", id=iid.upper())
-        info = await st.wait_for(lambda: (m := st.original(it)) and m["content"] and m)
+        info = await answer(st, it)
         assert f"`{iid}`" in info["content"] and "a blue vase" in info["content"] and info["flags"] & EPHEMERAL
 
         it = await st.slash("info", id="nope")
-        bad = await st.wait_for(lambda: (m := st.original(it)) and m["content"] and m)
+        bad = await answer(st, it)
         assert "not an image id" in bad["content"]
 
         it = await st.slash("delete", id=iid, user_id=BOB, user_name="bob")
-        assert "only your own" in (await st.wait_for(lambda: (m := st.original(it)) and m["content"] and m))["content"]
+        assert "only your own" in (await answer(st, it))["content"]
         it = await st.slash("delete", id=iid)
-        assert "Deleted" in (await st.wait_for(lambda: (m := st.original(it)) and m["content"] and m))["content"]
+        assert "Deleted" in (await answer(st, it))["content"]
         it = await st.slash("reproduce", id=iid)
         msg = await st.wait_message(lambda m: "was deleted" in m["content"])
         assert msg["flags"] & EPHEMERAL
@@ -244,14 +244,14 @@ def test_history_is_own_images_ephemeral_and_paged(discord_run, monkeypatch):
         _, a = await imagine(st, prompt="green apple", count=3)
         await imagine(st, prompt="someone else's pear", user_id=BOB, user_name="bob")
         it = await st.slash("history")
-        page1 = await st.wait_for(lambda: (m := st.original(it)) and m["content"] and m)
+        page1 = await answer(st, it)
         assert page1["flags"] & EPHEMERAL and "page 1 of 2" in page1["content"] and "pear" not in page1["content"]
         click = await st.click(page1, "Older ▶")
         page2 = await st.wait_for(lambda: "page 2 of 2" in st.messages[page1["id"]]["content"]
                                   and st.messages[page1["id"]])
         assert ids_in(a)[2] in page2["content"]
         it = await st.slash("history", query="pear")
-        none = await st.wait_for(lambda: (m := st.original(it)) and m["content"] and m)
+        none = await answer(st, it)
         assert "No pictures" in none["content"]
 
     discord_run(scenario)
@@ -273,17 +273,17 @@ def test_queue_full_queue_and_cancel(discord_run, monkeypatch, service_factory, 
         first = await st.slash("imagine", prompt="first", steps=2)
         await until(lambda: d.service.status()["running"], what="the first job to run")
         second = await st.slash("imagine", prompt="second", steps=2)
-        await st.wait_for(lambda: (m := st.original(second)) and "position 1" in m["content"])
+        await answer(st, second, "position 1")
         third = await st.slash("imagine", prompt="third", steps=2)
         full = await st.wait_message(lambda m: "jobs waiting" in m["content"] and m["flags"] & EPHEMERAL)
         assert "limit per person is 1" in full["content"]
 
         it = await st.slash("queue")
-        q = await st.wait_for(lambda: (m := st.original(it)) and m["content"] and m)
+        q = await answer(st, it)
         assert "first" in q["content"] and "position 1" in q["content"] and "second" in q["content"]
 
         it = await st.slash("cancel")
-        c = await st.wait_for(lambda: (m := st.original(it)) and m["content"] and m)
+        c = await answer(st, it)
         assert "Cancelled 1" in c["content"] and "second" in c["content"]
         await st.wait_for(lambda: "Cancelled" in st.original(second)["content"])
         release.set()
@@ -307,7 +307,7 @@ def test_a_failing_job_tells_the_user(discord_run, monkeypatch):
 
         monkeypatch.setattr(d.service._gen, "generate", boom)
         it = await d.standin.slash("imagine", prompt="doomed", steps=2)
-        msg = await d.standin.wait_for(lambda: (m := d.standin.original(it)) and "failed" in m["content"] and m)
+        msg = await answer(d.standin, it, "failed")
         assert "the UNet caught fire" in msg["content"]
 
     discord_run(scenario)
@@ -333,7 +333,7 @@ def test_a_result_after_the_token_expired_is_a_channel_message_mentioning_the_us
     async def scenario(d):
         st = d.standin
         it = await st.slash("imagine", prompt="a long wait", steps=3)
-        await st.wait_for(lambda: (m := st.original(it)) and "queue" in m["content"])
+        await answer(st, it, "queue")
         offset[0] = 16 * 60  # sixteen minutes later, as far as the bot can tell
         msg = await st.wait_message(lambda m: is_final(m) and m["channel_id"] == st.channel_id
                                     and "webhook_id" not in m)
@@ -349,7 +349,7 @@ def test_a_deleted_progress_message_does_not_stop_the_result(discord_run):
     async def scenario(d):
         st = d.standin
         it = await st.slash("imagine", prompt="vanishing", steps=30, count=2)
-        await st.wait_for(lambda: (m := st.original(it)) and "Carving" in m["content"])
+        await answer(st, it, "Carving")
         st.messages.pop(st.originals[it["token"]])  # the user deleted the message
         msg = await st.wait_message(lambda m: is_final(m) and "vanishing" in m["content"])
         assert f"<@{ALICE}>" in msg["content"]
@@ -375,7 +375,7 @@ def test_direct_messages_and_the_private_preference(discord_run):
         assert final["channel_id"] == st.dm_channels[ALICE]
 
         it = await st.slash("private", on=True)
-        await st.wait_for(lambda: (m := st.original(it)) and "DM" in m["content"])
+        await answer(st, it, "DM")
         it = await st.slash("imagine", prompt="secret garden", steps=2)
         dm = await st.wait_message(lambda m: is_final(m) and "secret garden" in m["content"])
         assert dm["channel_id"] == st.dm_channels[ALICE] and "webhook_id" not in dm
@@ -393,14 +393,14 @@ def test_community_controls_need_manage_server_and_are_applied(discord_run):
     async def scenario(d):
         st = d.standin
         it = await st.slash("server", subcommand=["blocked"], action="add", words="spider")
-        no = await st.wait_for(lambda: (m := st.original(it)) and m["content"] and m)
+        no = await answer(st, it)
         assert "Manage Server" in no["content"]
         server = next(c for c in st.commands if c["name"] == "server")
         assert str(server["default_member_permissions"]) == str(1 << 5) and server.get("contexts") in (None, [0])
 
         async def admin(sub, **opts):
             it = await st.slash("server", subcommand=[sub], user_id="9", user_name="mod", manage_guild=True, **opts)
-            return (await st.wait_for(lambda: (m := st.original(it)) and "Saved" in m["content"] and m))["content"]
+            return (await answer(st, it, "Saved"))["content"]
 
         assert "spider" in await admin("blocked", action="add", words="Spider, giant snake")
         it = await st.slash("imagine", prompt="a giant SNAKE in a box")
@@ -461,7 +461,7 @@ def test_no_permission_to_post_in_the_channel_falls_back_to_a_dm(discord_run):
         st = d.standin
         st.fail("POST", rf"/channels/{st.channel_id}/messages", status=403, code=50013, message="Missing Permissions")
         it = await st.slash("imagine", prompt="locked channel", steps=2)
-        await st.wait_for(lambda: (m := st.original(it)) and "queue" in m["content"])
+        await answer(st, it, "queue")
         offset[0] = 20 * 60
         dm = await st.wait_message(lambda m: is_final(m) and "locked channel" in m["content"])
         assert dm["channel_id"] == st.dm_channels[ALICE]
