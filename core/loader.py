@@ -21,6 +21,7 @@ import os
 import struct
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -224,20 +225,11 @@ def _single_file_pipeline_class(path: Path):
     from diffusers.loaders.single_file_utils import infer_diffusers_model_type
     from safetensors import safe_open
 
+    # infer_diffusers_model_type only asks which keys exist and a few tensors' shapes: give it
+    # shapes read from the header, so a multi-GB checkpoint is not loaded twice.
     with safe_open(path, framework="pt") as f:
-        keys = list(f.keys())
-        # infer_diffusers_model_type looks at a few tensors' shapes; give it those, lazily read.
-        probe = {k: f.get_slice(k) for k in keys}
-
-    class _Shapes(dict):
-        def __getitem__(self, k):
-            return _Shape(probe[k].get_shape())
-
-    class _Shape:
-        def __init__(self, shape):
-            self.shape = tuple(shape)
-
-    model_type = infer_diffusers_model_type(_Shapes({k: None for k in keys}))
+        shapes = {k: SimpleNamespace(shape=tuple(f.get_slice(k).get_shape())) for k in f.keys()}
+    model_type = infer_diffusers_model_type(shapes)
     if model_type.startswith("xl_inpaint"):
         return StableDiffusionXLInpaintPipeline, model_type
     if model_type.startswith("xl"):
