@@ -22,6 +22,15 @@ from training.tokenizer import load_tokenizer, train_tokenizer
 
 torch.set_num_threads(1)
 
+# CLDR label and tags as emojibase-data writes them (hexcode without FE0F for most)
+FAKE_CLDR = {
+    "1F600": ("grinning face", ["face", "grin", "grinning face"]), "1F431": ("cat face", ["cat", "face", "kitten", "pet"]),
+    "1F355": ("pizza", ["cheese", "slice"]), "0023-FE0F-20E3": ("keycap: #", ["keycap"]),
+    "1F385": ("Santa Claus", ["celebration", "christmas", "claus", "father", "santa"]),
+    "1F34E": ("red apple", ["apple", "fruit", "red"]), "1F436": ("dog face", ["dog", "face", "pet"]),
+    "1F680": ("rocket", ["space"]), "1F31E": ("sun with face", ["bright", "face", "sun"]),
+    "1F44B": ("waving hand", ["hand", "wave"]), "2764": ("red heart", ["heart", "love"]),
+}
 # name, short names, unified, non_qualified, skin tones
 FAKE_EMOJI = [
     ("GRINNING FACE", ["grinning"], "1F600", None, []),
@@ -84,11 +93,16 @@ def fake_npm(tmp_path_factory) -> dict[str, Path]:
     fluent["package/assets/0023-fe0f-20e3.webp"] = _png((1, 2, 3), 256, "WEBP")   # a duplicate, as in 1.1.0
     fluent["package/assets/1f9ff-fe0f.webp"] = _png((1, 2, 3), 256, "WEBP")       # matches nothing
     meta = {"package/emoji.json": json.dumps(entries).encode(), "package/LICENSE": b"MIT"}
+    cldr = [{"label": lab, "hexcode": hexcode, "tags": tags} for hexcode, (lab, tags) in FAKE_CLDR.items()]
+    keywords = {"".join(chr(int(h, 16)) for h in hexcode.split("-")): [lab.replace(" ", "_"), "meow" if "cat" in lab else "thing"]
+                for hexcode, (lab, _) in FAKE_CLDR.items()}
     return {
         "emoji-datasource": _tgz(root / "emoji-datasource-16.0.0.tgz", meta),
         "emoji-datasource-google": _tgz(root / "emoji-datasource-google-16.0.0.tgz", google),
         "emoji-datasource-twitter": _tgz(root / "emoji-datasource-twitter-16.0.0.tgz", twitter),
         "@lobehub/fluent-emoji-3d": _tgz(root / "lobehub-fluent-emoji-3d-1.1.0.tgz", fluent),
+        "emojibase-data": _tgz(root / "emojibase-data-17.0.0.tgz", {"package/en/data.json": json.dumps(cldr).encode()}),
+        "emojilib": _tgz(root / "emojilib-4.0.3.tgz", {"package/dist/emoji-en-US.json": json.dumps(keywords).encode()}),
     }
 
 
@@ -308,3 +322,38 @@ def test_denoiser_loss_falls_on_a_fixed_batch(pack_dir, tmp_path):
         losses.append(loss.item())
     assert all(np.isfinite(losses)) and losses[-1] < 0.6 * losses[0]
     assert text.get_input_embeddings().weight.grad is not None
+
+
+def test_vocabulary_names_emoji_by_cldr_label_and_required_words(pack_dir, monkeypatch):
+    """The words people type: CLDR label first, datasource names, tags that name few emoji."""
+    from training import vocab as V
+
+    monkeypatch.setattr(V, "SUBGROUPS", ())
+    monkeypatch.setattr(V, "PICKS", ("pizza", "dog face", "red heart", "grinning face", "rocket"))
+    monkeypatch.setattr(V, "SUBJECTS", {"cat": ("cat face",), "heart": ("red heart",), "sun": ("sun with face",)})
+    monkeypatch.setattr(V, "MAX_SHARED", 1)
+    pack = D.Pack.load(pack_dir)
+    v = V.Vocabulary.build(pack)
+    label = {v.names[i][0]: i for i in v.emoji}
+    # rocket has no 3d art in the fake pack, so it is not learned; santa, keycaps, flags never were
+    assert set(label) == {"cat face", "pizza", "dog face", "red heart", "grinning face", "sun with face"}
+    cat, heart, sun = label["cat face"], label["red heart"], label["sun with face"]
+    assert v.names[cat][:2] == ["cat face", "cat"] and "kitten" in v.names[cat]
+    assert "pet" not in v.names[cat]             # a tag of both cat and dog: names neither
+    assert "face" not in v.names[cat]            # a stop word
+    assert v.names[heart][:2] == ["red heart", "heavy black heart"] and "heart" in v.names[heart]
+    assert "sun" in v.names[sun] and v.subjects == {"cat": [cat], "heart": [heart], "sun": [sun]}
+    # a required subject is never held out of training
+    split, names = V.learned_split(pack, 0, "common")
+    held = {pack.images[i]["emoji"] for i in split.eval_images}
+    assert not held & {cat, heart, sun} and names == v.names
+    out = v.to_json(pack)
+    assert out["subjects"] == ["cat", "heart", "sun"] and {e["label"] for e in out["emoji"]} == set(label)
+    everyone = set(v.emoji)
+    for seed in range(5):   # holding out half: the kept ones are never among them
+        s = D.Split.make(pack, seed, held_fraction=0.5, only=everyone, keep={cat, heart})
+        held = {pack.images[i]["emoji"] for i in s.eval_images}
+        assert held and not held & {cat, heart} and held <= everyone
+    monkeypatch.setattr(V, "PICKS", ("no such emoji",))
+    with pytest.raises(ValueError, match="no such emoji"):
+        V.Vocabulary.build(pack)

@@ -59,6 +59,10 @@ SOURCES: tuple[Source, ...] = (
            "64 px PNGs via emoji-datasource-twitter"),
     Source("@lobehub/fluent-emoji-3d", "1.1.0", "3d", "package/assets/",
            "MIT", "Fluent Emoji by Microsoft, 3D renders packaged by LobeHub (@lobehub/fluent-emoji-3d)"),
+    Source("emojibase-data", "17.0.0", None, "package/en/data.json",
+           "MIT", "Emojibase by Miles Johnson: CLDR labels and tags (English)"),
+    Source("emojilib", "4.0.3", None, "package/dist/emoji-en-US.json",
+           "MIT", "emojilib by Mu-An Chiou: keywords"),
 )
 
 # The words a prompt can use for each style; the first is the canonical one.
@@ -147,12 +151,33 @@ def _read_members(tgz: Path, prefix: str, exts: tuple[str, ...]) -> dict[str, by
     return found
 
 
+def _add_names(tarballs: dict[str, Path], emoji: list[dict], by_cps: dict) -> dict:
+    """Join CLDR labels + tags (emojibase-data) and keywords (emojilib) onto the emoji, by code points."""
+    def read(package: str):
+        src = next(s for s in SOURCES if s.package == package)
+        with tarfile.open(tarballs[package], "r:gz") as tf:
+            return json.load(tf.extractfile(src.prefix))
+
+    labelled = keyed = 0
+    for rec in read("emojibase-data"):
+        hit = by_cps.get(_codepoints(rec["hexcode"]))
+        if hit and hit[1] is None and "label" not in emoji[hit[0]]:
+            emoji[hit[0]]["label"] = rec["label"]
+            emoji[hit[0]]["tags"] = rec.get("tags") or []
+            labelled += 1
+    for char, keywords in read("emojilib").items():
+        hit = by_cps.get(tuple(c for c in map(ord, char) if c not in (0xFE0F, 0xE007F)))
+        if hit and hit[1] is None and "keywords" not in emoji[hit[0]]:
+            emoji[hit[0]]["keywords"] = keywords
+            keyed += 1
+    return {"cldr_labels": labelled, "emojilib_keywords": keyed}
+
+
 def build_pack(tarballs: dict[str, Path], out: Path, fluent_px: int = 128) -> dict:
     """Match images to emoji and write `meta.json` + `images.tar` into `out`. Returns stats."""
     from PIL import Image
 
-    meta_src = next(s for s in SOURCES if s.style is None)
-    with tarfile.open(tarballs[meta_src.package], "r:gz") as tf:
+    with tarfile.open(tarballs["emoji-datasource"], "r:gz") as tf:
         entries = json.load(tf.extractfile("package/emoji.json"))
     entries.sort(key=lambda e: (e["sort_order"], e["unified"]))
 
@@ -173,7 +198,8 @@ def build_pack(tarballs: dict[str, Path], out: Path, fluent_px: int = 128) -> di
                 if key:
                     by_cps.setdefault(_codepoints(key), (i, tone))
 
-    images, files, stats = [], {}, {"emoji": len(emoji), "styles": {}}
+    stats = {"emoji": len(emoji), "styles": {}, "names": _add_names(tarballs, emoji, by_cps)}
+    images, files = [], {}
     for src in SOURCES:
         if src.style is None:
             continue
@@ -266,22 +292,26 @@ class Split:
     by_emoji_style: dict[tuple[int, str], list[int]] = field(repr=False, default_factory=dict)
 
     @classmethod
-    def make(cls, pack: Pack, seed: int, held_fraction: float = 0.06, n_held_pairs: int = 200) -> "Split":
+    def make(cls, pack: Pack, seed: int, held_fraction: float = 0.06, n_held_pairs: int = 200,
+             only: set[int] | None = None, keep: set[int] = frozenset()) -> "Split":
+        """`only`: the emoji learned (a vocabulary; default all). `keep`: emoji never held out."""
         rng = np.random.default_rng([seed, 1])
         by = {}
         for i, im in enumerate(pack.images):
-            by.setdefault((im["emoji"], im["style"]), []).append(i)
+            if only is None or im["emoji"] in only:
+                by.setdefault((im["emoji"], im["style"]), []).append(i)
         # Hold out one style for a fraction of the emoji that exist in all three styles,
         # so each held-out pair's emoji and style are both still seen, just never together.
-        full = sorted(e for e in {k[0] for k in by} if all((e, s) in by for s in STYLES))
+        full = sorted(e for e in {k[0] for k in by} if all((e, s) in by for s in STYLES) and e not in keep)
         chosen = rng.choice(full, size=int(len(full) * held_fraction), replace=False) if full else []
         held = {(int(e), STYLES[k % len(STYLES)]) for k, e in enumerate(sorted(chosen))}
         eval_idx = sorted(i for key in held for i in by[key])
-        train_idx = sorted(set(range(len(pack.images))) - set(eval_idx))
-        n_emoji = len(pack.emoji)
+        train_idx = sorted({i for ids in by.values() for i in ids} - set(eval_idx))
+        pool = np.array(sorted({k[0] for k in by}))
+        n_emoji = len(pool)
         pairs = set()
         while len(pairs) < min(n_held_pairs, n_emoji * (n_emoji - 1) // 4):
-            a, b = rng.choice(n_emoji, 2, replace=False)
+            a, b = pool[rng.choice(n_emoji, 2, replace=False)]
             pairs.add((int(min(a, b)), int(max(a, b))))
         return cls(np.array(train_idx), np.array(eval_idx), pairs, by)
 
@@ -310,9 +340,14 @@ def _article(word: str) -> str:
 class Sampler:
     """Draws training or evaluation batches. Deterministic in (seed, step)."""
 
-    def __init__(self, pack: Pack, split: Split, seed: int, pair_prob: float = 0.25, drop_caption: float = 0.1):
+    def __init__(self, pack: Pack, split: Split, seed: int, pair_prob: float = 0.25, drop_caption: float = 0.1,
+                 names: dict[int, list[str]] | None = None, canonical: float = 0.0):
+        """`names`: emoji id -> the words for it, first the canonical one (a vocabulary's);
+        default emoji-datasource's names. `canonical`: share of captions that use the first name."""
         self.pack, self.split, self.seed = pack, split, seed
         self.pair_prob, self.drop_caption = pair_prob, drop_caption
+        self.names = names or {i: e["names"] for i, e in enumerate(pack.emoji)}
+        self.canonical = canonical
         self.images = pack.images
         # For training: which images may stand for each emoji in each style.
         self.train_by: dict[tuple[int, str], list[int]] = {}
@@ -404,8 +439,10 @@ class Sampler:
         return caption
 
     def _name(self, rng, emoji_id: int, train: bool) -> str:
-        names = self.pack.emoji[emoji_id]["names"]
-        return names[rng.integers(len(names))] if train else names[0]
+        names = self.names[emoji_id]
+        if not train or (self.canonical and rng.random() < self.canonical):
+            return names[0]
+        return names[rng.integers(len(names))]
 
     def _with_article(self, rng, emoji_id: int, train: bool) -> str:
         n = self._name(rng, emoji_id, train)

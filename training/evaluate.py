@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from training import data as D
+from training.vocab import learned_split
 
 TARGETS = {"top5": 0.80, "style": 0.90, "colour": 0.90, "diversity": 0.50}
 
@@ -41,7 +42,8 @@ TARGETS = {"top5": 0.80, "style": 0.90, "colour": 0.90, "diversity": 0.50}
 class Judge(nn.Module):
     """A small ResNet on 64x64 pictures with two heads: which emoji, which style."""
 
-    def __init__(self, n_emoji: int, width: int = 48):
+    def __init__(self, n_emoji: int, width: int = 48, stem_stride: int = 1):
+        """`stem_stride` 2 halves the first stage's resolution: ~4x cheaper, for CPU evaluation."""
         super().__init__()
 
         def block(cin, cout, stride):
@@ -49,7 +51,7 @@ class Judge(nn.Module):
                                  nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.SiLU())
 
         w = width
-        self.body = nn.Sequential(block(3, w, 1), block(w, 2 * w, 2), block(2 * w, 4 * w, 2), block(4 * w, 4 * w, 2),
+        self.body = nn.Sequential(block(3, w, stem_stride), block(w, 2 * w, 2), block(2 * w, 4 * w, 2), block(4 * w, 4 * w, 2),
                                   nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.emoji = nn.Linear(4 * w, n_emoji)
         self.style = nn.Linear(4 * w, len(D.STYLES))
@@ -59,18 +61,20 @@ class Judge(nn.Module):
         return self.emoji(f), self.style(f), f
 
 
-def _all_images_split(pack: D.Pack) -> D.Split:
+def _all_images_split(pack: D.Pack, only: set[int] | None = None) -> D.Split:
     by = {}
     for i, im in enumerate(pack.images):
-        by.setdefault((im["emoji"], im["style"]), []).append(i)
-    return D.Split(np.arange(len(pack.images)), np.array([], np.int64), set(), by)
+        if only is None or im["emoji"] in only:
+            by.setdefault((im["emoji"], im["style"]), []).append(i)
+    return D.Split(np.array(sorted(i for ids in by.values() for i in ids)), np.array([], np.int64), set(), by)
 
 
 def train_judge(pack: D.Pack, renderer: D.Renderer, steps: int, batch: int, device, seed: int, log=print,
-                width: int = 48) -> Judge:
+                width: int = 48, only: set[int] | None = None, stem_stride: int = 1) -> Judge:
+    """`only`: the emoji the model learned (its vocabulary); the judge tells those apart."""
     torch.manual_seed(seed)
-    judge = Judge(len(pack.emoji), width).to(device)
-    sampler = D.Sampler(pack, _all_images_split(pack), seed + 17, pair_prob=0.0, drop_caption=0.0)
+    judge = Judge(len(pack.emoji), width, stem_stride).to(device)
+    sampler = D.Sampler(pack, _all_images_split(pack, only), seed + 17, pair_prob=0.0, drop_caption=0.0)
     opt = torch.optim.AdamW(judge.parameters(), lr=2e-3, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=max(steps, 20), pct_start=0.1)
     t0 = time.time()
@@ -172,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge-steps", type=int, default=3000)
     p.add_argument("--judge-batch", type=int, default=256)
     p.add_argument("--judge-width", type=int, default=48, help="channels of the judge's first stage")
+    p.add_argument("--judge-stem-stride", type=int, default=1, help="2: the judge's first stage at half resolution (~4x cheaper, for a CPU)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--batch", type=int, default=64)
@@ -180,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-pairs", type=int, default=100)
     p.add_argument("--n-diversity", type=int, default=50)
     p.add_argument("--device", default=None)
+    p.add_argument("--judge-only", action="store_true", help="train and cache the judge (no model needed), score real pictures")
+    p.add_argument("--size", type=int, default=64, help="with --judge-only: the model's picture size")
+    p.add_argument("--vocabulary", default="common", help="with --judge-only: the model's vocabulary setting")
     args = p.parse_args(argv)
 
     from diffusers import StableDiffusionPipeline
@@ -189,27 +197,35 @@ def main(argv: list[str] | None = None) -> int:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     args.out.mkdir(parents=True, exist_ok=True)
-    pipe = StableDiffusionPipeline.from_pretrained(
-        str(args.model), dtype=torch.float16 if device.type == "cuda" else torch.float32).to(device)
-    pipe.set_progress_bar_config(disable=True)
-    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    if args.judge_only:     # train (and cache) the judge before there is a model, and score real pictures
+        pipe, size, vocabulary = None, args.size, args.vocabulary
+    else:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            str(args.model), dtype=torch.float16 if device.type == "cuda" else torch.float32).to(device)
+        pipe.set_progress_bar_config(disable=True)
+        size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        trained = json.loads((args.model / "training.json").read_text())["config"] if (args.model / "training.json").exists() else {}
+        vocabulary = trained.get("vocabulary", "all")
 
     pack = D.Pack.load(args.data)
-    split = D.Split.make(pack, args.seed)
-    renderer = D.Renderer(pack.sprites(size), size, device)
-    sampler = D.Sampler(pack, split, args.seed)
+    split, names = learned_split(pack, args.seed, vocabulary)
+    only = {k[0] for k in split.by_emoji_style} if names else None
+    renderer = D.Renderer(pack.sprites(min(size, 128)), size, device)
+    sampler = D.Sampler(pack, split, args.seed, names=names)
+    log(f"{vocabulary} vocabulary: {len({k[0] for k in split.by_emoji_style})} emoji, {size} px")
 
     # 1. The judge, trained on real pictures only (cached).
     # The cache name carries what the judge depends on, so a changed setting retrains it.
-    judge_path = args.out / f"judge-w{args.judge_width}-s{args.judge_steps}-b{args.judge_batch}-seed{args.seed}.safetensors"
+    judge_path = args.out / f"judge-{vocabulary}-{size}px-w{args.judge_width}x{args.judge_stem_stride}-s{args.judge_steps}-b{args.judge_batch}-seed{args.seed}.safetensors"
     if judge_path.exists():
         from safetensors.torch import load_file
-        judge = Judge(len(pack.emoji), args.judge_width).to(device)
+        judge = Judge(len(pack.emoji), args.judge_width, args.judge_stem_stride).to(device)
         judge.load_state_dict(load_file(str(judge_path)))
         judge.eval()
     else:
         from safetensors.torch import save_file
-        judge = train_judge(pack, renderer, args.judge_steps, args.judge_batch, device, args.seed, log, args.judge_width)
+        judge = train_judge(pack, renderer, args.judge_steps, args.judge_batch, device, args.seed, log, args.judge_width, only,
+                            args.judge_stem_stride)
         save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(judge_path))
 
     # 2. Held-out prompts: real renders (the ceiling) and the model's pictures.
@@ -217,6 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     real_batch = sampler.eval_batch(specs, seed=1)
     with torch.no_grad():
         real = renderer(real_batch)
+    if pipe is None:
+        for kind, m in summarise(score(judge, real, specs, real_batch), specs).items():
+            print(f"real {kind:17s} top1 {m['top1']:.3f} top5 {m['top5']:.3f} style {m['style']:.3f} "
+                  f"colour {m['colour']:.3f} n {m['n']}")
+        return 0
     log(f"generating {len(specs)} held-out prompts")
     fake = generate(pipe, real_batch.captions, [1000 + i for i in range(len(specs))], args.steps, args.guidance, size, args.batch)
     real_hits, fake_hits = score(judge, real, specs, real_batch), score(judge, fake, specs, real_batch)

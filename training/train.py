@@ -36,13 +36,19 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
-import torch
+
+# Beside other work on a CPU, an OpenMP team that spins while it waits takes the cores from
+# the foreground even under `nice -n 19` (measured: a foreground UNet step went from 0.7 s
+# to 2-10 s); waiting passively lets nice do its job. Must be set before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch  # noqa: E402
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from training import data as D
 from training import model as M
 from training.tokenizer import load_tokenizer, train_tokenizer
+from training.vocab import Vocabulary, learned_split
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "default"
@@ -56,16 +62,38 @@ class Config:
     batch: int = 256               # per step; large batches keep the GPU busy
     vae_steps: int = 4000           # ~1M composed pictures; emoji are simple
     vae_lr: float = 3e-4
+    vae_batch: int = 0             # VAE batch; 0 = `batch`
+    vae_crop: int = 0              # train the (convolutional) VAE on random crops this wide; 0 = whole canvas
+    vae_warmup: int = 500
     kl_weight: float = 1e-6        # tiny: we want a sharp autoencoder, not a generative VAE
+    threads: int = 0               # torch threads on a CPU; 0 = every core
     unet_steps: int = 20000        # text encoder + UNet; reached over several resumed runs (~20 it/s hoped on an H100)
     lr: float = 3e-4
+    text_lr: float = 0.0           # the text encoder's learning rate; 0 = lr
     warmup: int = 500
     ema: float = 0.9995
+    unet_px: int = 0               # picture size the UNet trains on (64, 96, 128); 0 = the model's size
+    t_exponent: float = 1.0        # training timesteps t = 999 * u**t_exponent; 0.5 leans toward high noise
+    pool: int = 0                  # pre-render + pre-encode this many compositions once and train from them; 0 = fresh each step
+    vocabulary: str = "all"        # "common": training.vocab's subjects and names; "all": every emoji, datasource names
+    canonical: float = 0.0         # share of captions naming an emoji by its first (CLDR) name
     pair_prob: float = 0.25        # share of samples with two emoji side by side
     drop_caption: float = 0.1      # empty caption share, for classifier-free guidance
     vocab: int = 4096
     ckpt_every: int = 1000         # steps between checkpoints (also written when time is up)
     min_ship_steps: int = 5000     # refuse to export into models/default below this
+
+    # What a run folder is: changing these needs a new --run. The rest (schedule, speed,
+    # resolution, pool) may change from one invocation to the next, and is logged.
+    IDENTITY = ("size", "seed", "vocab", "vocabulary", "vae_crop", "kl_weight")
+
+    @classmethod
+    def cpu(cls) -> "Config":
+        """The recipe for a 2-core CPU (see the model card): small batches, VAE on crops."""
+        return cls(batch=32, vae_batch=16, vae_crop=64, vae_steps=1500, vae_lr=5e-4, vae_warmup=100,
+                   ckpt_every=200, vocabulary="common", canonical=0.5, unet_px=64, pool=49152,
+                   t_exponent=0.5, lr=5e-4, text_lr=1e-3, warmup=200, unet_steps=12000, ema=0.999,
+                   min_ship_steps=3000)
 
     @classmethod
     def smoke(cls) -> "Config":
@@ -202,6 +230,104 @@ class Prefetch:
         return item
 
 
+POOL_CHUNK = 1024
+# The issue's must-draw subjects, in the grid written at every checkpoint.
+SAMPLE_SUBJECTS = ("cat", "dog", "pizza", "apple", "banana", "rocket", "ghost", "house", "tree", "sun",
+                   "snowman", "car", "heart", "star", "birthday cake", "robot", "unicorn", "penguin", "frog",
+                   "flower", "rainbow", "cloud", "moon", "fire", "guitar", "ice cream", "hamburger", "taco",
+                   "strawberry", "turtle", "fish", "octopus", "butterfly", "owl", "panda", "fox", "lion",
+                   "dragon", "crown", "mushroom")
+
+
+def _encoder(tokenizer):
+    """captions -> [N, max_tokens] token ids (padded with the pad token), via the Rust tokenizer."""
+    fast = tokenizer.backend_tokenizer
+    fast.enable_truncation(tokenizer.model_max_length)
+    fast.enable_padding(length=tokenizer.model_max_length, pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
+    return lambda caps: torch.tensor([e.ids for e in fast.encode_batch(caps)], dtype=torch.long)
+
+
+class PoolBatches:
+    """Training batches drawn from the latent pool: indices, caption dropout and VAE-free,
+    all a function of (seed, step)."""
+
+    def __init__(self, pool: dict[str, torch.Tensor], cfg: "Config", tok, device):
+        self.lat, self.ids, self.cfg, self.device = pool["latents"], pool["ids"], cfg, device
+        self.empty = _encoder(tok)([""])[0]
+
+    def __len__(self) -> int:
+        return len(self.lat)
+
+    def get(self, step: int, gen: torch.Generator, sf: float):
+        g = _gen(torch.device("cpu"), self.cfg.seed, 8, step)
+        idx = torch.randint(0, len(self.lat), (self.cfg.batch,), generator=g)
+        ids = self.ids[idx].long()
+        drop = torch.rand(self.cfg.batch, generator=g) < self.cfg.drop_caption
+        ids[drop] = self.empty
+        return (self.lat[idx].float() * sf).to(self.device), ids.to(self.device)
+
+    def close(self) -> None:
+        pass
+
+
+class FreshBatches:
+    """Training batches composed and VAE-encoded at every step (the GPU path)."""
+
+    def __init__(self, run: "Run", vae, tok, step: int):
+        self.run, self.vae = run, vae
+        self.renderer = run.renderer_at(run.px)
+        self.pre = Prefetch(run.sampler, tok, run.cfg.batch, step, run.cfg.unet_steps, workers=run.workers)
+        self.enc = run._maybe_compile(vae.encoder)
+
+    def get(self, step: int, gen: torch.Generator, sf: float):
+        _, batch, ids = self.pre.get()
+        vae = self.vae
+        with torch.no_grad(), self.run.autocast():
+            x = self.renderer(batch)
+            moments = vae.quant_conv(self.enc(x)) if vae.quant_conv is not None else self.enc(x)
+            mean, logvar = moments.float().chunk(2, dim=1)
+            z = (mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn(mean.shape, device=x.device, generator=gen)) * sf
+        return z, ids.to(self.run.device, non_blocking=True)
+
+    def close(self) -> None:
+        self.pre.close()
+
+
+class ConditioningProbe:
+    """Does the prompt matter yet? Two numbers, logged while training:
+    - text spread: mean distance between the (mean-pooled) text embeddings of different
+      captions, relative to their size;
+    - UNet change: how much the UNet's output at a high-noise step (t = 900) changes between
+      two prompts on the same noisy latent, relative to its size.
+    Both start near 0 for an untrained model; a model that draws what it is asked has both
+    well above a few percent."""
+
+    CAPTIONS = ("cat, 3d style", "pizza, flat style", "rocket, cartoon style", "a red heart on a blue background",
+                "tree", "a small owl in the top left, 3d style", "")
+
+    def __init__(self, tok, device, latent_px: int, seed: int):
+        self.ids = _encoder(tok)(list(self.CAPTIONS)).to(device)
+        g = torch.Generator().manual_seed(seed + 900)
+        self.x = torch.randn((1, 4, latent_px, latent_px), generator=g).to(device)
+
+    @torch.no_grad()
+    def __call__(self, text, unet) -> str:
+        was = text.training, unet.training
+        text.eval(), unet.eval()
+        h = text(self.ids)[0]
+        pooled = h.mean(1)
+        d = torch.cdist(pooled, pooled)
+        n = len(pooled)
+        spread = float(d.sum() / (n * (n - 1)) / pooled.norm(dim=1).mean())
+        t = torch.full((n,), 900, device=self.x.device)
+        out = unet(self.x.expand(n, -1, -1, -1), t, encoder_hidden_states=h).sample.flatten(1)
+        change = float((out[:-1] - out[-1:]).norm(dim=1).mean() / out.norm(dim=1).mean())
+        pair = float((out[0] - out[1]).norm() / out[0].norm())
+        text.train(was[0]), unet.train(was[1])
+        return (f"conditioning: text spread {100 * spread:.1f}%, UNet change at t=900 "
+                f"prompt vs empty {100 * change:.1f}%, cat vs pizza {100 * pair:.1f}%")
+
+
 def lr_at(step: int, base: float, warmup: int, total: int) -> float:
     """Linear warm-up, then cosine to 10% of base at `total`. A function of step only."""
     if step < warmup:
@@ -226,29 +352,43 @@ class Run:
         cfg_path = run / "config.json"
         if cfg_path.exists():   # a run folder belongs to one configuration
             old = json.loads(cfg_path.read_text())
-            if old != asdict(cfg):
-                diff = {k: (old.get(k), v) for k, v in asdict(cfg).items() if old.get(k) != v}
-                raise SystemExit(f"{run} was started with a different configuration: {diff}. "
+            diff = {k: (old.get(k), v) for k, v in asdict(cfg).items() if k in old and old[k] != v}
+            fixed = {k: d for k, d in diff.items() if k in Config.IDENTITY}
+            if fixed:
+                raise SystemExit(f"{run} was started with a different configuration: {fixed}. "
                                  "Use a new --run folder or the same options.")
-        else:
-            cfg_path.write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+            if diff:
+                log(f"schedule changed on resume: {diff}")
+        cfg_path.write_text(json.dumps(asdict(cfg), indent=1) + "\n")
         self.pack = D.Pack.load(data)
-        self.split = D.Split.make(self.pack, cfg.seed)
-        self.sampler = D.Sampler(self.pack, self.split, cfg.seed, cfg.pair_prob, cfg.drop_caption)
+        # The VAE learns every emoji (it is a general autoencoder); the denoiser learns the vocabulary.
+        self.vae_sampler = D.Sampler(self.pack, D.Split.make(self.pack, cfg.seed), cfg.seed, cfg.pair_prob, cfg.drop_caption)
+        try:
+            self.split, names = learned_split(self.pack, cfg.seed, cfg.vocabulary)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
+        self.vocabulary = Vocabulary.build(self.pack) if cfg.vocabulary == "common" else None
+        self.sampler = D.Sampler(self.pack, self.split, cfg.seed, cfg.pair_prob, cfg.drop_caption, names, cfg.canonical)
+        self.px = cfg.unet_px or self.size.image_size
         self.bf16 = self.device.type == "cuda"
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        self._renderer = None
+        self._renderers: dict[int, D.Renderer] = {}
 
     # -- pieces ---------------------------------------------------------------------------
     @property
     def renderer(self) -> D.Renderer:
-        if self._renderer is None:
+        """Composes pictures at the model's full size (the VAE's training pictures)."""
+        return self.renderer_at(self.size.image_size)
+
+    def renderer_at(self, px: int) -> D.Renderer:
+        if px not in self._renderers:
             t0 = time.time()
-            self._renderer = D.Renderer(self.pack.sprites(self.size.image_size), self.size.image_size, self.device)
-            log(f"sprites: {self._renderer.full.shape[0]} on {self.device} in {time.time() - t0:.1f} s")
-        return self._renderer
+            sprite_px = min(px, self.size.image_size)
+            self._renderers[px] = D.Renderer(self.pack.sprites(sprite_px), px, self.device)
+            log(f"sprites: {self._renderers[px].full.shape[0]} at {sprite_px} px on {self.device} in {time.time() - t0:.1f} s")
+        return self._renderers[px]
 
     def tokenizer(self):
         folder = self.run / "tokenizer"
@@ -256,6 +396,7 @@ class Run:
             n = 40 if self.cfg.size == "smoke" else 400
             caps = [c for k in range(n) for c in self.sampler.train_batch(10_000_000 + k, 256).captions]
             caps += [n_ for e in self.pack.emoji for n_ in e["names"]]     # every name, at least once
+            caps += [n_ for ns in self.sampler.names.values() for n_ in ns]
             train_tokenizer(caps, folder, vocab_size=self.cfg.vocab, max_tokens=self.size.max_tokens)
             log(f"tokenizer: trained on {len(caps)} captions -> {folder}")
         return load_tokenizer(folder)
@@ -288,13 +429,13 @@ class Run:
         if step >= cfg.vae_steps:
             return step
         fwd = self._maybe_compile(vae)
-        pre = Prefetch(self.sampler, None, cfg.batch, step, cfg.vae_steps, workers=self.workers)
-        t0, last_loss = time.time(), float("nan")
+        pre = Prefetch(self.vae_sampler, None, cfg.vae_batch or cfg.batch, step, cfg.vae_steps, workers=self.workers)
+        t0, last_loss, start = time.time(), float("nan"), step
         while step < cfg.vae_steps:
             _, batch, _ = pre.get()
             for g in opt.param_groups:
-                g["lr"] = lr_at(step, cfg.vae_lr, cfg.warmup, cfg.vae_steps)
-            x = self.renderer(batch)
+                g["lr"] = lr_at(step, cfg.vae_lr, cfg.vae_warmup, cfg.vae_steps)
+            x = self.vae_pictures(batch, step)
             with self.autocast():
                 post = fwd.encode(x).latent_dist
                 z = post.mean + post.std * torch.randn(post.mean.shape, device=x.device,
@@ -308,7 +449,9 @@ class Run:
             step += 1
             if step % 50 == 0 or step == cfg.vae_steps:
                 last_loss = loss.item()
-                log(f"vae step {step}/{cfg.vae_steps} loss {last_loss:.4f} {step / max(1e-9, time.time() - t0):.1f} it/s (this run)")
+                n = cfg.vae_batch or cfg.batch
+                log(f"vae step {step}/{cfg.vae_steps} loss {last_loss:.4f} "
+                    f"{(step - start) * n / max(1e-9, time.time() - t0):.1f} samples/s")
                 if not math.isfinite(last_loss):
                     raise FloatingPointError(f"vae loss is {last_loss} at step {step}")
             stop = time.time() > deadline or step == self.stop_at
@@ -319,6 +462,18 @@ class Run:
                 break
         pre.close()
         return step
+
+    def vae_pictures(self, batch: D.Batch, step: int) -> torch.Tensor:
+        """The VAE's training pictures for one step: whole canvases, or with `vae_crop` a
+        random square window of each (the VAE is convolutional, so crops teach it the same
+        thing at a fraction of the cost)."""
+        x = self.renderer(batch)
+        c = self.cfg.vae_crop
+        if not c or c >= x.shape[-1]:
+            return x
+        g = _gen(torch.device("cpu"), self.cfg.seed, 7, step)
+        off = torch.randint(0, x.shape[-1] - c + 1, (x.shape[0], 2), generator=g)
+        return torch.stack([im[:, y:y + c, x_:x_ + c] for im, (y, x_) in zip(x, off.tolist())])
 
     def frozen_vae(self):
         ckpt = self.run / "vae.safetensors"
@@ -340,7 +495,7 @@ class Run:
         zs = []
         with torch.no_grad(), self.autocast():
             for k in range(8):
-                zs.append(vae.encode(self.renderer(self.sampler.train_batch(20_000_000 + k, min(64, self.cfg.batch)))).latent_dist.mean.float())
+                zs.append(vae.encode(self.renderer(self.vae_sampler.train_batch(20_000_000 + k, min(64, self.cfg.batch)))).latent_dist.mean.float())
         sf = float(1.0 / torch.cat(zs).std().clamp_min(1e-4))
         path.write_text(json.dumps({"scaling_factor": sf}) + "\n")
         log(f"latent scaling factor {sf:.4f}")
@@ -361,7 +516,10 @@ class Run:
         text, unet = self.build_denoiser(tok)
         params = list(text.parameters()) + list(unet.parameters())
         ema = [p.detach().clone().float() for p in params]
-        opt = self._opt(params, cfg.lr)
+        # The text encoder gets its own (higher) rate: prompts must start to matter early.
+        groups = [{"params": list(text.parameters()), "base_lr": cfg.text_lr or cfg.lr},
+                  {"params": list(unet.parameters()), "base_lr": cfg.lr}]
+        opt = self._opt(groups, cfg.lr)
         step = 0
         if ckpt.exists():
             flat, info = load_checkpoint(ckpt, opt)
@@ -371,29 +529,33 @@ class Run:
             for i, e in enumerate(ema):
                 e.copy_(ema_sd[str(i)])
             step = info["step"]
+            for g, base in zip(opt.param_groups, (cfg.text_lr or cfg.lr, cfg.lr)):
+                g["base_lr"] = base           # a resumed run may have changed its rates
             log(f"unet: resumed at step {step}")
         if step >= cfg.unet_steps:
             return step
         sched = M.scheduler()
         acp = sched.alphas_cumprod.to(self.device)
         text_f, unet_f = self._maybe_compile(text), self._maybe_compile(unet)
-        vae_enc = self._maybe_compile(vae.encoder)
-        pre = Prefetch(self.sampler, tok, cfg.batch, step, cfg.unet_steps, workers=self.workers)
+        if cfg.pool:
+            pool = self.latent_pool(vae, tok, deadline)
+            if pool is None:
+                return step                   # out of time while encoding; the next run goes on
+            source = PoolBatches(pool, cfg, tok, self.device)
+        else:
+            source = FreshBatches(self, vae, tok, step)
+        probe = ConditioningProbe(tok, self.device, self.px // self.vae_factor(), cfg.seed)
+        log(f"unet: {self.px} px, batch {cfg.batch}, lr {cfg.lr:g} (text {cfg.text_lr or cfg.lr:g}), "
+            f"t = 999 u^{cfg.t_exponent:g}, {'pool of ' + str(len(source)) if cfg.pool else 'fresh batches'}")
         t0, start, losses = time.time(), step, []
         while step < cfg.unet_steps:
-            _, batch, ids = pre.get()
-            lr = lr_at(step, cfg.lr, cfg.warmup, cfg.unet_steps)
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr_at(step, g["base_lr"], cfg.warmup, cfg.unet_steps)
             gen = _gen(self.device, cfg.seed, 6, step)
-            ids = ids.to(self.device, non_blocking=True)
-            with torch.no_grad(), self.autocast():
-                x = self.renderer(batch)
-                moments = vae.quant_conv(vae_enc(x)) if vae.quant_conv is not None else vae_enc(x)
-                mean, logvar = moments.float().chunk(2, dim=1)
-                z = (mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn(mean.shape, device=x.device, generator=gen)) * sf
+            z, ids = source.get(step, gen, sf)
             noise = torch.randn(z.shape, device=z.device, generator=gen)
-            t = torch.randint(0, sched.config.num_train_timesteps, (z.shape[0],), device=z.device, generator=gen)
+            u = torch.rand(z.shape[0], device=z.device, generator=gen)
+            t = (u ** cfg.t_exponent * (sched.config.num_train_timesteps - 1)).round().long()
             a = acp[t].sqrt()[:, None, None, None]
             s = (1 - acp[t]).sqrt()[:, None, None, None]
             noisy, target = a * z + s * noise, a * noise - s * z          # v-prediction
@@ -415,18 +577,99 @@ class Run:
                 losses.clear()
                 if not math.isfinite(mean_loss):
                     raise FloatingPointError(f"unet loss is {mean_loss} at step {step}")
-                log(f"unet step {step}/{cfg.unet_steps} loss {mean_loss:.4f} lr {lr:.2e} "
-                    f"{(step - start) / max(1e-9, time.time() - t0):.1f} it/s")
+                rate = (step - start) * cfg.batch / max(1e-9, time.time() - t0)
+                log(f"unet step {step}/{cfg.unet_steps} loss {mean_loss:.4f} lr {opt.param_groups[1]['lr']:.2e} "
+                    f"{rate:.1f} samples/s")
+            if step % 200 == 0:
+                log(probe(text, unet))
             stop = time.time() > deadline or step == self.stop_at
             if step % cfg.ckpt_every == 0 or step == cfg.unet_steps or stop:
                 tensors = {**_prefixed("text", text), **_prefixed("unet", unet),
                            **{f"ema.{i}": e for i, e in enumerate(ema)}}
-                save_checkpoint(ckpt, tensors, opt, {"step": step, "loss": loss.item(), "latent_scale": sf})
+                save_checkpoint(ckpt, tensors, opt, {"step": step, "loss": loss.item(), "latent_scale": sf,
+                                                     "px": self.px})
+                if cfg.size != "smoke":
+                    self.sample_grid(text, unet, vae, tok, ema, params, step)
             if stop and step < cfg.unet_steps:
                 log(f"unet: stopping at step {step}; run again to resume")
                 break
-        pre.close()
+        source.close()
         return step
+
+    def vae_factor(self) -> int:
+        return 2 ** (len(self.size.vae_channels) - 1)
+
+    def latent_pool(self, vae, tok, deadline: float) -> dict[str, torch.Tensor] | None:
+        """`cfg.pool` compositions at the UNet's size, rendered, VAE-encoded (mean, fp16) and
+        tokenised once, in chunks of POOL_CHUNK kept in the run folder. Chunk k is a pure
+        function of (seed, k), so an interrupted pool resumes where it stopped. Captions are
+        drawn without dropout; training drops them, so each picture also serves unconditioned."""
+        folder = self.run / f"pool-{self.px}"
+        folder.mkdir(exist_ok=True)
+        n_chunks = -(-self.cfg.pool // POOL_CHUNK)
+        sampler = D.Sampler(self.pack, self.split, self.cfg.seed, self.cfg.pair_prob, 0.0,
+                            self.sampler.names, self.cfg.canonical)
+        encode = _encoder(tok)
+        renderer = self.renderer_at(self.px)
+        t0, made = time.time(), 0
+        for k in range(n_chunks):
+            path = folder / f"chunk-{k:05d}.safetensors"
+            if path.exists():
+                continue
+            if time.time() > deadline:
+                log(f"pool: {k} of {n_chunks} chunks; stopping, run again to go on")
+                return None
+            b = sampler.train_batch(30_000_000 + k, POOL_CHUNK)
+            lat = []
+            with torch.no_grad(), self.autocast():
+                for j in range(0, POOL_CHUNK, 64):
+                    sub = D.Batch(**{f: getattr(b, f)[j:j + 64] for f in ("image", "scale", "centre", "angle", "background",
+                                                                            "emoji", "style", "colour")},
+                                  captions=b.captions[j:j + 64])
+                    lat.append(vae.encode(renderer(sub)).latent_dist.mean.float().cpu().half())
+            tmp = path.with_suffix(".tmp")
+            save_file({"latents": torch.cat(lat).contiguous(), "ids": encode(b.captions).to(torch.int16).contiguous(),
+                       "emoji": torch.as_tensor(b.emoji, dtype=torch.int16), "style": torch.as_tensor(b.style, dtype=torch.int8)},
+                      str(tmp))
+            os.replace(tmp, path)
+            made += 1
+            log(f"pool: chunk {k + 1}/{n_chunks} ({made * POOL_CHUNK / (time.time() - t0):.1f} pictures/s)")
+        chunks = [load_file(str(folder / f"chunk-{k:05d}.safetensors")) for k in range(n_chunks)]
+        pool = {key: torch.cat([c[key] for c in chunks])[: self.cfg.pool] for key in chunks[0]}
+        log(f"pool: {len(pool['latents'])} pictures at {self.px} px from {folder}")
+        return pool
+
+    @torch.no_grad()
+    def sample_grid(self, text, unet, vae, tok, ema, params, step: int) -> None:
+        """A grid of the issue's must-draw subjects with the EMA weights, to look at while it trains."""
+        from diffusers import StableDiffusionPipeline
+        from PIL import Image
+
+        saved = [p.detach().clone() for p in params]
+        for p, e in zip(params, ema):
+            p.copy_(e)
+        try:
+            pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
+                                           scheduler=M.inference_scheduler(), safety_checker=None,
+                                           feature_extractor=None, requires_safety_checker=False)
+            pipe.set_progress_bar_config(disable=True)
+            prompts = [f"{w}, {st}" for w in SAMPLE_SUBJECTS for st in ("3d style", "flat style", "cartoon style")]
+            g = [torch.Generator().manual_seed(i) for i in range(len(prompts))]
+            f = self.vae_factor()
+            lat = torch.stack([torch.randn((4, self.px // f, self.px // f), generator=x) for x in g])
+            imgs = pipe(prompts, num_inference_steps=20, guidance_scale=5.0, height=self.px, width=self.px,
+                        latents=lat, output_type="np").images
+        finally:
+            for p, v in zip(params, saved):
+                p.copy_(v)
+        arr = (imgs * 255).round().astype(np.uint8)
+        rows = [np.concatenate(list(arr[r * 3:(r + 1) * 3]), 1) for r in range(len(SAMPLE_SUBJECTS))]
+        cols = [np.concatenate(rows[c * 8:(c + 1) * 8], 0) for c in range(-(-len(rows) // 8))]
+        h = max(c.shape[0] for c in cols)
+        cols = [np.pad(c, ((0, h - c.shape[0]), (0, 8), (0, 0)), constant_values=255) for c in cols]
+        Image.fromarray(np.concatenate(cols, 1)).save(self.run / "samples.png")
+        (self.run / "samples.txt").write_text(f"step {step}; columns of 3 (3d, flat, cartoon); rows:\n" +
+                                              "\n".join(SAMPLE_SUBJECTS) + "\n")
 
     # -- export -----------------------------------------------------------------------------
     def export(self, out: Path, shard: str = "15MB", allow_untrained: bool = False) -> Path:
@@ -450,6 +693,10 @@ class Run:
         ema = _unprefixed("ema", flat)
         for i, p in enumerate(list(text.parameters()) + list(unet.parameters())):
             p.data.copy_(ema[str(i)])
+        # The native size is the one the UNet last trained at (a CPU run may ship 64 px first).
+        px = info.get("px", self.size.image_size)
+        unet.register_to_config(sample_size=px // self.vae_factor())
+        vae.register_to_config(sample_size=px)
         pipe = StableDiffusionPipeline(
             vae=vae.cpu().half(), text_encoder=text.cpu().half(), tokenizer=tok, unet=unet.cpu().half(),
             scheduler=M.inference_scheduler(), safety_checker=None, feature_extractor=None,
@@ -475,6 +722,9 @@ class Run:
         shutil.copytree(self.run / "tokenizer", tmp / "tokenizer")
         pipe.scheduler.save_pretrained(tmp / "scheduler")
         M.write_model_index(tmp)
+        if self.vocabulary is not None:     # the words it knows: the UI's examples and word list
+            (tmp / "vocabulary.json").write_text(json.dumps(self.vocabulary.to_json(self.pack), indent=1,
+                                                            ensure_ascii=False) + "\n")
         (tmp / "training.json").write_text(json.dumps({
             "config": asdict(self.cfg), "unet_step": info["step"], "latent_scale": info.get("latent_scale"),
             "data": {"sources": self.pack.sources, "stats": {k: {kk: vv for kk, vv in v.items() if kk != "unmatched"}
@@ -536,20 +786,23 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a Config value, e.g. --set unet_steps=40000 (unknown keys are errors)")
     args = p.parse_args(argv)
 
-    cfg = Config.smoke() if args.smoke else Config()
+    device = args.device or ("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    cfg = Config.smoke() if args.smoke else Config.cpu() if device == "cpu" else Config()
     known = {f.name: f.type for f in fields(Config)}
     for kv in args.set:
         key, _, value = kv.partition("=")
         if key not in known:
             p.error(f"unknown config key {key!r}; known: {', '.join(known)}")
         setattr(cfg, key, type(getattr(cfg, key))(value))
-    device = args.device or ("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
 
     if not (args.data / "meta.json").exists():
         if not args.fetch:
             p.error(f"no data pack at {args.data}: run `python -m training.data build --out {args.data}` or pass --fetch")
         D.build_pack(D.fetch(D.cache_dir()), args.data)
 
+    if device == "cpu" and not args.smoke:
+        # Pinned on purpose: one thread a core; run it under `nice -n 19` beside other work.
+        torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     deadline = time.time() + (args.minutes * 60 if args.minutes else float("inf"))
     run = Run(cfg, args.data, args.run, device, compile_=args.compile, stop_at=args.stop_at)
     log(f"device {device}, size {cfg.size}, {len(run.split.train_images)} training images, "
