@@ -357,3 +357,52 @@ def test_vocabulary_names_emoji_by_cldr_label_and_required_words(pack_dir, monke
     monkeypatch.setattr(V, "PICKS", ("no such emoji",))
     with pytest.raises(ValueError, match="no such emoji"):
         V.Vocabulary.build(pack)
+
+
+def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path):
+    """The CPU recipe's levers: latent pool, timesteps leaning to high noise, the text
+    encoder's own rate, 64 px-style training at another size than the model's."""
+    from safetensors.torch import load_file
+
+    levers = ["--set", "pool=48", "--set", "t_exponent=0.5", "--set", "text_lr=3e-3", "--set", "unet_px=16",
+              "--set", "canonical=0.5"]
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    base = ["--smoke", "--data", str(pack_dir)] + levers
+    assert T.main(base + ["--run", str(straight)]) == 0
+    chunks = sorted((straight / "pool-16").glob("chunk-*.safetensors"))
+    assert len(chunks) == 1
+    pool = load_file(str(chunks[0]))
+    assert pool["latents"].shape == (48, 4, 8, 8) and pool["ids"].dtype == torch.int16   # 16 px / (2x VAE) = 8
+    info = json.loads((straight / "unet.json").read_text())
+    assert info["step"] == T.Config.smoke().unet_steps and info["px"] == 16 and np.isfinite(info["loss"])
+    assert T.main(base + ["--run", str(halves), "--stop-at", "4"]) == 0
+    assert T.main(base + ["--run", str(halves)]) == 0
+    a, b = load_file(str(straight / "unet.safetensors")), load_file(str(halves / "unet.safetensors"))
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 1e-5
+    # a run folder keeps its identity, but its schedule may change
+    with pytest.raises(SystemExit, match="different configuration"):
+        T.main(base + ["--run", str(straight), "--set", "vocab=700"])
+    assert T.main(base + ["--run", str(straight), "--set", "unet_steps=9"]) == 0
+    assert json.loads((straight / "unet.json").read_text())["step"] == 9
+
+    run = T.Run(T.Config.smoke(), pack_dir, straight, "cpu")
+    tok = run.tokenizer()
+    text, unet = run.build_denoiser(tok)
+    flat, _ = T.load_checkpoint(straight / "unet.safetensors")
+    text.load_state_dict(T._unprefixed("text", flat))
+    unet.load_state_dict(T._unprefixed("unet", flat))
+    line = T.ConditioningProbe(tok, "cpu", 8, 0)(text, unet)
+    assert line.startswith("conditioning: text spread") and "cat vs pizza" in line
+
+
+def test_sample_grid_draws_the_required_subjects(smoke_run, pack_dir):
+    from training.monitor import SAMPLE_SUBJECTS, sample_grid
+
+    run = T.Run(T.Config.smoke(), pack_dir, smoke_run / "run", "cpu")
+    tok = run.tokenizer()
+    text, unet = run.build_denoiser(tok)
+    sample_grid(text, unet, run.frozen_vae(), tok, 16, 2, smoke_run, step=8)
+    from PIL import Image
+    im = Image.open(smoke_run / "samples.png")
+    assert len(SAMPLE_SUBJECTS) == 40 and im.size == (5 * (3 * 16 + 8), 8 * 16)
+    assert (smoke_run / "samples.txt").read_text().splitlines()[1:] == list(SAMPLE_SUBJECTS)

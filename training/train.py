@@ -27,15 +27,11 @@ import argparse
 import json
 import math
 import os
-import queue
 import shutil
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-
-import numpy as np
 
 # Beside other work on a CPU, an OpenMP team that spins while it waits takes the cores from
 # the foreground even under `nice -n 19` (measured: a foreground UNet step went from 0.7 s
@@ -47,6 +43,8 @@ from safetensors.torch import load_file, save_file
 
 from training import data as D
 from training import model as M
+from training.batches import POOL_CHUNK, FreshBatches, PoolBatches, Prefetch, _encoder, _gen  # noqa: F401 (Prefetch: tests)
+from training.monitor import ConditioningProbe, ema_weights, sample_grid
 from training.tokenizer import load_tokenizer, train_tokenizer
 from training.vocab import Vocabulary, learned_split
 
@@ -139,193 +137,6 @@ def _prefixed(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def _unprefixed(prefix: str, flat: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     n = len(prefix) + 1
     return {k[n:]: v for k, v in flat.items() if k.startswith(prefix + ".")}
-
-
-# ---------------------------------------------------------------------------- batches
-
-
-_SAMPLER: D.Sampler | None = None
-
-
-def _init_worker(sampler: D.Sampler) -> None:
-    global _SAMPLER
-    _SAMPLER = sampler
-    torch.set_num_threads(1)
-
-
-def _draw(step: int, n: int) -> D.Batch:
-    return _SAMPLER.train_batch(step, n)
-
-
-class Prefetch:
-    """Draws batch recipes and token ids for steps start, start+1, ... ahead of the GPU.
-
-    Drawing a recipe is plain Python (~17 ms for 256 samples on this laptop), so with
-    `workers` > 0 it runs in forked processes, `depth` steps ahead; tokenising runs in
-    the Rust tokenizer (batch encode, no GIL). Order and content depend only on the step.
-    """
-
-    def __init__(self, sampler: D.Sampler, tokenizer, batch: int, start: int, stop: int,
-                 workers: int = 0, depth: int = 16):
-        self.q: queue.Queue = queue.Queue(maxsize=depth)
-        self.sampler, self.batch, self.workers, self.depth = sampler, batch, workers, depth
-        self.encode = None
-        if tokenizer is not None:
-            fast = tokenizer.backend_tokenizer
-            fast.enable_truncation(tokenizer.model_max_length)
-            fast.enable_padding(length=tokenizer.model_max_length, pad_id=tokenizer.pad_token_id,
-                                pad_token=tokenizer.pad_token)
-            self.encode = lambda caps: torch.tensor([e.ids for e in fast.encode_batch(caps)], dtype=torch.long)
-        self.error: BaseException | None = None
-        self.stopping, self.pool = threading.Event(), None
-        self.t = threading.Thread(target=self._run, args=(start, stop), daemon=True)
-        self.t.start()
-
-    def _run(self, start: int, stop: int) -> None:
-        try:
-            if self.workers:
-                import collections
-                import multiprocessing as mp
-
-                # fork: the workers inherit the sampler and never touch CUDA.
-                pool = self.pool = mp.get_context("fork").Pool(self.workers, _init_worker, (self.sampler,))
-                pending, nxt = collections.deque(), start
-                for step in range(start, stop):
-                    while len(pending) < self.depth and nxt < stop:
-                        pending.append(pool.apply_async(_draw, (nxt, self.batch)))
-                        nxt += 1
-                    b = pending.popleft().get()
-                    if not self._put((step, b, self.encode(b.captions) if self.encode else None)):
-                        return
-            else:
-                for step in range(start, stop):
-                    b = self.sampler.train_batch(step, self.batch)
-                    if not self._put((step, b, self.encode(b.captions) if self.encode else None)):
-                        return
-        except BaseException as e:   # surface it in the training loop instead of hanging
-            self.error = e
-            self._put(None)
-
-    def _put(self, item) -> bool:
-        while not self.stopping.is_set():
-            try:
-                self.q.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                pass
-        return False
-
-    def close(self) -> None:
-        """Stop drawing (a run that ends early leaves steps unconsumed) and end the workers."""
-        self.stopping.set()
-        self.t.join(timeout=5)
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
-
-    def get(self):
-        item = self.q.get()
-        if item is None:
-            raise RuntimeError("batch preparation failed") from self.error
-        return item
-
-
-POOL_CHUNK = 1024
-# The issue's must-draw subjects, in the grid written at every checkpoint.
-SAMPLE_SUBJECTS = ("cat", "dog", "pizza", "apple", "banana", "rocket", "ghost", "house", "tree", "sun",
-                   "snowman", "car", "heart", "star", "birthday cake", "robot", "unicorn", "penguin", "frog",
-                   "flower", "rainbow", "cloud", "moon", "fire", "guitar", "ice cream", "hamburger", "taco",
-                   "strawberry", "turtle", "fish", "octopus", "butterfly", "owl", "panda", "fox", "lion",
-                   "dragon", "crown", "mushroom")
-
-
-def _encoder(tokenizer):
-    """captions -> [N, max_tokens] token ids (padded with the pad token), via the Rust tokenizer."""
-    fast = tokenizer.backend_tokenizer
-    fast.enable_truncation(tokenizer.model_max_length)
-    fast.enable_padding(length=tokenizer.model_max_length, pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
-    return lambda caps: torch.tensor([e.ids for e in fast.encode_batch(caps)], dtype=torch.long)
-
-
-class PoolBatches:
-    """Training batches drawn from the latent pool: indices, caption dropout and VAE-free,
-    all a function of (seed, step)."""
-
-    def __init__(self, pool: dict[str, torch.Tensor], cfg: "Config", tok, device):
-        self.lat, self.ids, self.cfg, self.device = pool["latents"], pool["ids"], cfg, device
-        self.empty = _encoder(tok)([""])[0]
-
-    def __len__(self) -> int:
-        return len(self.lat)
-
-    def get(self, step: int, gen: torch.Generator, sf: float):
-        g = _gen(torch.device("cpu"), self.cfg.seed, 8, step)
-        idx = torch.randint(0, len(self.lat), (self.cfg.batch,), generator=g)
-        ids = self.ids[idx].long()
-        drop = torch.rand(self.cfg.batch, generator=g) < self.cfg.drop_caption
-        ids[drop] = self.empty
-        return (self.lat[idx].float() * sf).to(self.device), ids.to(self.device)
-
-    def close(self) -> None:
-        pass
-
-
-class FreshBatches:
-    """Training batches composed and VAE-encoded at every step (the GPU path)."""
-
-    def __init__(self, run: "Run", vae, tok, step: int):
-        self.run, self.vae = run, vae
-        self.renderer = run.renderer_at(run.px)
-        self.pre = Prefetch(run.sampler, tok, run.cfg.batch, step, run.cfg.unet_steps, workers=run.workers)
-        self.enc = run._maybe_compile(vae.encoder)
-
-    def get(self, step: int, gen: torch.Generator, sf: float):
-        _, batch, ids = self.pre.get()
-        vae = self.vae
-        with torch.no_grad(), self.run.autocast():
-            x = self.renderer(batch)
-            moments = vae.quant_conv(self.enc(x)) if vae.quant_conv is not None else self.enc(x)
-            mean, logvar = moments.float().chunk(2, dim=1)
-            z = (mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn(mean.shape, device=x.device, generator=gen)) * sf
-        return z, ids.to(self.run.device, non_blocking=True)
-
-    def close(self) -> None:
-        self.pre.close()
-
-
-class ConditioningProbe:
-    """Does the prompt matter yet? Two numbers, logged while training:
-    - text spread: mean distance between the (mean-pooled) text embeddings of different
-      captions, relative to their size;
-    - UNet change: how much the UNet's output at a high-noise step (t = 900) changes between
-      two prompts on the same noisy latent, relative to its size.
-    Both start near 0 for an untrained model; a model that draws what it is asked has both
-    well above a few percent."""
-
-    CAPTIONS = ("cat, 3d style", "pizza, flat style", "rocket, cartoon style", "a red heart on a blue background",
-                "tree", "a small owl in the top left, 3d style", "")
-
-    def __init__(self, tok, device, latent_px: int, seed: int):
-        self.ids = _encoder(tok)(list(self.CAPTIONS)).to(device)
-        g = torch.Generator().manual_seed(seed + 900)
-        self.x = torch.randn((1, 4, latent_px, latent_px), generator=g).to(device)
-
-    @torch.no_grad()
-    def __call__(self, text, unet) -> str:
-        was = text.training, unet.training
-        text.eval(), unet.eval()
-        h = text(self.ids)[0]
-        pooled = h.mean(1)
-        d = torch.cdist(pooled, pooled)
-        n = len(pooled)
-        spread = float(d.sum() / (n * (n - 1)) / pooled.norm(dim=1).mean())
-        t = torch.full((n,), 900, device=self.x.device)
-        out = unet(self.x.expand(n, -1, -1, -1), t, encoder_hidden_states=h).sample.flatten(1)
-        change = float((out[:-1] - out[-1:]).norm(dim=1).mean() / out.norm(dim=1).mean())
-        pair = float((out[0] - out[1]).norm() / out[0].norm())
-        text.train(was[0]), unet.train(was[1])
-        return (f"conditioning: text spread {100 * spread:.1f}%, UNet change at t=900 "
-                f"prompt vs empty {100 * change:.1f}%, cat vs pizza {100 * pair:.1f}%")
 
 
 def lr_at(step: int, base: float, warmup: int, total: int) -> float:
@@ -589,7 +400,8 @@ class Run:
                 save_checkpoint(ckpt, tensors, opt, {"step": step, "loss": loss.item(), "latent_scale": sf,
                                                      "px": self.px})
                 if cfg.size != "smoke":
-                    self.sample_grid(text, unet, vae, tok, ema, params, step)
+                    with ema_weights(params, ema):
+                        sample_grid(text, unet, vae, tok, self.px, self.vae_factor(), self.run, step)
             if stop and step < cfg.unet_steps:
                 log(f"unet: stopping at step {step}; run again to resume")
                 break
@@ -601,12 +413,13 @@ class Run:
 
     def latent_pool(self, vae, tok, deadline: float) -> dict[str, torch.Tensor] | None:
         """`cfg.pool` compositions at the UNet's size, rendered, VAE-encoded (mean, fp16) and
-        tokenised once, in chunks of POOL_CHUNK kept in the run folder. Chunk k is a pure
+        tokenised once, in chunks of POOL_CHUNK (fewer for a small pool) kept in the run folder. Chunk k is a pure
         function of (seed, k), so an interrupted pool resumes where it stopped. Captions are
         drawn without dropout; training drops them, so each picture also serves unconditioned."""
         folder = self.run / f"pool-{self.px}"
         folder.mkdir(exist_ok=True)
-        n_chunks = -(-self.cfg.pool // POOL_CHUNK)
+        chunk = min(POOL_CHUNK, self.cfg.pool)
+        n_chunks = -(-self.cfg.pool // chunk)
         sampler = D.Sampler(self.pack, self.split, self.cfg.seed, self.cfg.pair_prob, 0.0,
                             self.sampler.names, self.cfg.canonical)
         encode = _encoder(tok)
@@ -619,10 +432,10 @@ class Run:
             if time.time() > deadline:
                 log(f"pool: {k} of {n_chunks} chunks; stopping, run again to go on")
                 return None
-            b = sampler.train_batch(30_000_000 + k, POOL_CHUNK)
+            b = sampler.train_batch(30_000_000 + k, chunk)
             lat = []
             with torch.no_grad(), self.autocast():
-                for j in range(0, POOL_CHUNK, 64):
+                for j in range(0, chunk, 64):
                     sub = D.Batch(**{f: getattr(b, f)[j:j + 64] for f in ("image", "scale", "centre", "angle", "background",
                                                                             "emoji", "style", "colour")},
                                   captions=b.captions[j:j + 64])
@@ -633,43 +446,11 @@ class Run:
                       str(tmp))
             os.replace(tmp, path)
             made += 1
-            log(f"pool: chunk {k + 1}/{n_chunks} ({made * POOL_CHUNK / (time.time() - t0):.1f} pictures/s)")
+            log(f"pool: chunk {k + 1}/{n_chunks} ({made * chunk / (time.time() - t0):.1f} pictures/s)")
         chunks = [load_file(str(folder / f"chunk-{k:05d}.safetensors")) for k in range(n_chunks)]
         pool = {key: torch.cat([c[key] for c in chunks])[: self.cfg.pool] for key in chunks[0]}
         log(f"pool: {len(pool['latents'])} pictures at {self.px} px from {folder}")
         return pool
-
-    @torch.no_grad()
-    def sample_grid(self, text, unet, vae, tok, ema, params, step: int) -> None:
-        """A grid of the issue's must-draw subjects with the EMA weights, to look at while it trains."""
-        from diffusers import StableDiffusionPipeline
-        from PIL import Image
-
-        saved = [p.detach().clone() for p in params]
-        for p, e in zip(params, ema):
-            p.copy_(e)
-        try:
-            pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
-                                           scheduler=M.inference_scheduler(), safety_checker=None,
-                                           feature_extractor=None, requires_safety_checker=False)
-            pipe.set_progress_bar_config(disable=True)
-            prompts = [f"{w}, {st}" for w in SAMPLE_SUBJECTS for st in ("3d style", "flat style", "cartoon style")]
-            g = [torch.Generator().manual_seed(i) for i in range(len(prompts))]
-            f = self.vae_factor()
-            lat = torch.stack([torch.randn((4, self.px // f, self.px // f), generator=x) for x in g])
-            imgs = pipe(prompts, num_inference_steps=20, guidance_scale=5.0, height=self.px, width=self.px,
-                        latents=lat, output_type="np").images
-        finally:
-            for p, v in zip(params, saved):
-                p.copy_(v)
-        arr = (imgs * 255).round().astype(np.uint8)
-        rows = [np.concatenate(list(arr[r * 3:(r + 1) * 3]), 1) for r in range(len(SAMPLE_SUBJECTS))]
-        cols = [np.concatenate(rows[c * 8:(c + 1) * 8], 0) for c in range(-(-len(rows) // 8))]
-        h = max(c.shape[0] for c in cols)
-        cols = [np.pad(c, ((0, h - c.shape[0]), (0, 8), (0, 0)), constant_values=255) for c in cols]
-        Image.fromarray(np.concatenate(cols, 1)).save(self.run / "samples.png")
-        (self.run / "samples.txt").write_text(f"step {step}; columns of 3 (3d, flat, cartoon); rows:\n" +
-                                              "\n".join(SAMPLE_SUBJECTS) + "\n")
 
     # -- export -----------------------------------------------------------------------------
     def export(self, out: Path, shard: str = "15MB", allow_untrained: bool = False) -> Path:
@@ -751,12 +532,6 @@ def check_weight_sizes(folder: Path, per_file: int = 16 * MIB, total: int = 48 *
         raise SystemExit(f"weights too large (limit {per_file / MIB:.0f} MiB a file, {total / MIB:.0f} MiB in all): {sizes}")
     if any(folder.rglob("*.bin")) or any(folder.rglob("*.pt")) or any(folder.rglob("*.ckpt")):
         raise SystemExit("pickle weights in the export: safetensors only")
-
-
-def _gen(device: torch.device, *seed: int) -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(int(np.random.SeedSequence(list(seed)).generate_state(1, np.uint64)[0] >> 1))
-    return g
 
 
 def log(msg: str) -> None:
