@@ -406,3 +406,16 @@ def test_sample_grid_draws_the_required_subjects(smoke_run, pack_dir):
     im = Image.open(smoke_run / "samples.png")
     assert len(SAMPLE_SUBJECTS) == 40 and im.size == (5 * (3 * 16 + 8), 8 * 16)
     assert (smoke_run / "samples.txt").read_text().splitlines()[1:] == list(SAMPLE_SUBJECTS)
+
+
+def test_the_judge_sees_the_combinations_training_never_does(pack_dir):
+    pack = D.Pack.load(pack_dir)
+    split = D.Split.make(pack, 0)
+    seen = {True: set(), False: set()}
+    for hold_out in (True, False):
+        s = D.Sampler(pack, split, 0, pair_prob=0.0, hold_out=hold_out)
+        for step in range(40):
+            b = s.train_batch(step, 32)
+            seen[hold_out] |= {(D.STYLES[st], D.COLOUR_NAMES[c]) for st, c in zip(b.style, b.colour)}
+    assert not seen[True] & D.HELD_OUT_STYLE_COLOUR
+    assert seen[False] >= D.HELD_OUT_STYLE_COLOUR

@@ -341,13 +341,15 @@ class Sampler:
     """Draws training or evaluation batches. Deterministic in (seed, step)."""
 
     def __init__(self, pack: Pack, split: Split, seed: int, pair_prob: float = 0.25, drop_caption: float = 0.1,
-                 names: dict[int, list[str]] | None = None, canonical: float = 0.0):
+                 names: dict[int, list[str]] | None = None, canonical: float = 0.0, hold_out: bool = True):
         """`names`: emoji id -> the words for it, first the canonical one (a vocabulary's);
-        default emoji-datasource's names. `canonical`: share of captions that use the first name."""
+        default emoji-datasource's names. `canonical`: share of captions that use the first name.
+        `hold_out`: never compose the held-out style/colour and style/position combinations
+        (False only for the evaluation's judge, which must know every combination)."""
         self.pack, self.split, self.seed = pack, split, seed
         self.pair_prob, self.drop_caption = pair_prob, drop_caption
         self.names = names or {i: e["names"] for i, e in enumerate(pack.emoji)}
-        self.canonical = canonical
+        self.canonical, self.hold_out = canonical, hold_out
         self.images = pack.images
         # For training: which images may stand for each emoji in each style.
         self.train_by: dict[tuple[int, str], list[int]] = {}
@@ -367,7 +369,7 @@ class Sampler:
         pool = self.train_by if train else self.split.by_emoji_style
         while True:
             colour = spec.get("colour") or COLOUR_NAMES[rng.integers(len(COLOUR_NAMES))]
-            if not train or (style, colour) not in HELD_OUT_STYLE_COLOUR:
+            if not train or not self.hold_out or (style, colour) not in HELD_OUT_STYLE_COLOUR:
                 break
         # Which words the caption will carry; the rest is left open (and random).
         say_style = "style" in spec if not train else rng.random() < 0.8
@@ -402,7 +404,7 @@ class Sampler:
             position = spec.get("position")
             if position is None:
                 position = POSITION_NAMES[rng.integers(len(POSITION_NAMES))] if size != "large" else "in the center"
-                while train and (style, position) in HELD_OUT_STYLE_POSITION:
+                while train and self.hold_out and (style, position) in HELD_OUT_STYLE_POSITION:
                     position = POSITION_NAMES[rng.integers(len(POSITION_NAMES))]
             say_position = "position" in spec if not train else (size != "large" and rng.random() < 0.6)
             s = rng.uniform(*SIZES[size])

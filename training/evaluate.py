@@ -74,7 +74,9 @@ def train_judge(pack: D.Pack, renderer: D.Renderer, steps: int, batch: int, devi
     """`only`: the emoji the model learned (its vocabulary); the judge tells those apart."""
     torch.manual_seed(seed)
     judge = Judge(len(pack.emoji), width, stem_stride).to(device)
-    sampler = D.Sampler(pack, _all_images_split(pack, only), seed + 17, pair_prob=0.0, drop_caption=0.0)
+    # Every combination, the held-out ones included: a judge that never saw 3d on purple
+    # learned "purple means not 3d" (style 50% on real pictures of held-out combinations).
+    sampler = D.Sampler(pack, _all_images_split(pack, only), seed + 17, pair_prob=0.0, drop_caption=0.0, hold_out=False)
     opt = torch.optim.AdamW(judge.parameters(), lr=2e-3, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=max(steps, 20), pct_start=0.1)
     t0 = time.time()
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. The judge, trained on real pictures only (cached).
     # The cache name carries what the judge depends on, so a changed setting retrains it.
-    judge_path = args.out / f"judge-{vocabulary}-{size}px-w{args.judge_width}x{args.judge_stem_stride}-s{args.judge_steps}-b{args.judge_batch}-seed{args.seed}.safetensors"
+    judge_path = args.out / f"judge2-{vocabulary}-{size}px-w{args.judge_width}x{args.judge_stem_stride}-s{args.judge_steps}-b{args.judge_batch}-seed{args.seed}.safetensors"
     if judge_path.exists():
         from safetensors.torch import load_file
         judge = Judge(len(pack.emoji), args.judge_width, args.judge_stem_stride).to(device)
