@@ -419,3 +419,24 @@ def test_the_judge_sees_the_combinations_training_never_does(pack_dir):
             seen[hold_out] |= {(D.STYLES[st], D.COLOUR_NAMES[c]) for st, c in zip(b.style, b.colour)}
     assert not seen[True] & D.HELD_OUT_STYLE_COLOUR
     assert seen[False] >= D.HELD_OUT_STYLE_COLOUR
+
+
+def test_decoder_fine_tuning_keeps_the_latent_space(smoke_run, pack_dir, tmp_path):
+    """The decoder phase sharpens pictures without moving the latents the pool and UNet use."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(smoke_run / "run", run_dir)
+    before = T.Run(T.Config.smoke(), pack_dir, run_dir, "cpu").frozen_vae()
+    args = ["--smoke", "--data", str(pack_dir), "--run", str(run_dir), "--set", "decoder_steps=6"]
+    assert T.main(args + ["--phase", "decoder", "--stop-at", "3"]) == 0
+    assert T.main(args + ["--phase", "decoder"]) == 0                  # resumes at 3
+    assert json.loads((run_dir / "decoder.json").read_text())["step"] == 6
+    after = T.Run(T.Config.smoke(), pack_dir, run_dir, "cpu").frozen_vae()
+    b, a = before.state_dict(), after.state_dict()
+    assert all(torch.equal(b[k], a[k]) for k in b if not k.startswith(("decoder.", "post_quant_conv.")))
+    assert any(not torch.equal(b[k], a[k]) for k in b if k.startswith("decoder."))
+    # the VAE phase never trains again once the UNet phase has begun (it would spoil pool and UNet)
+    assert T.main(["--smoke", "--data", str(pack_dir), "--run", str(run_dir), "--phase", "vae",
+                   "--set", "vae_steps=20"]) == 0
+    assert json.loads((run_dir / "vae.json").read_text())["step"] == T.Config.smoke().vae_steps

@@ -64,6 +64,8 @@ class Config:
     vae_crop: int = 0              # train the (convolutional) VAE on random crops this wide; 0 = whole canvas
     vae_warmup: int = 500
     kl_weight: float = 1e-6        # tiny: we want a sharp autoencoder, not a generative VAE
+    decoder_steps: int = 0         # then the VAE's decoder alone (encoder frozen: latents, pool and UNet stay valid)
+    decoder_lr: float = 2e-4
     threads: int = 0               # torch threads on a CPU; 0 = every core
     unet_steps: int = 20000        # text encoder + UNet; reached over several resumed runs (~20 it/s hoped on an H100)
     lr: float = 3e-4
@@ -239,6 +241,11 @@ class Run:
             log(f"vae: resumed at step {step}")
         if step >= cfg.vae_steps:
             return step
+        if (self.run / "unet.safetensors").exists() or any(self.run.glob("pool-*")):
+            # The latent pool and the UNet live in this VAE's latent space: changing it now
+            # would silently spoil both. (A run whose VAE stopped short on time keeps it.)
+            log(f"vae: frozen at step {step} of {cfg.vae_steps}: the UNet phase has begun")
+            return cfg.vae_steps
         fwd = self._maybe_compile(vae)
         pre = Prefetch(self.vae_sampler, None, cfg.vae_batch or cfg.batch, step, cfg.vae_steps, workers=self.workers)
         t0, last_loss, start = time.time(), float("nan"), step
@@ -286,7 +293,8 @@ class Run:
         off = torch.randint(0, x.shape[-1] - c + 1, (x.shape[0], 2), generator=g)
         return torch.stack([im[:, y:y + c, x_:x_ + c] for im, (y, x_) in zip(x, off.tolist())])
 
-    def frozen_vae(self):
+    def frozen_vae(self, decoder: bool = True):
+        """The trained VAE, frozen; with the fine-tuned decoder (`decoder.safetensors`) when there is one."""
         ckpt = self.run / "vae.safetensors"
         if not ckpt.exists():
             raise SystemExit(f"no VAE checkpoint in {self.run}: run --phase vae first")
@@ -295,8 +303,61 @@ class Run:
             log(f"warning: VAE trained for {info['step']} of {self.cfg.vae_steps} steps")
         vae = self.build_vae()
         vae.load_state_dict(_unprefixed("vae", flat))
+        if decoder and (self.run / "decoder.safetensors").exists():
+            dec, _ = load_checkpoint(self.run / "decoder.safetensors")
+            vae.load_state_dict(_unprefixed("vae", dec), strict=False)
         vae.requires_grad_(False).eval()
         return vae
+
+    def train_decoder(self, deadline: float) -> int:
+        """Fine-tune the VAE's decoder (and post_quant_conv) with the encoder frozen, on whole
+        pictures at the UNet's size and on crops at the full size. The latent space does not
+        move, so the latent pool and the UNet trained on it stay valid: sharper pictures for
+        free. Writes decoder.safetensors (the decoder's weights + optimizer)."""
+        cfg, ckpt = self.cfg, self.run / "decoder.safetensors"
+        vae = self.frozen_vae()
+        parts = [vae.decoder] + ([vae.post_quant_conv] if vae.post_quant_conv is not None else [])
+        params = [p for m in parts for p in m.parameters()]
+        for p in params:
+            p.requires_grad_(True)
+        vae.decoder.train()
+        opt = self._opt(params, cfg.decoder_lr)
+        step = 0
+        if ckpt.exists():
+            _, info = load_checkpoint(ckpt, opt)
+            step = info["step"]
+            log(f"decoder: resumed at step {step}")
+        n = cfg.vae_batch or cfg.batch
+        pre = Prefetch(self.vae_sampler, None, n, 50_000_000 + step, 50_000_000 + cfg.decoder_steps, workers=self.workers)
+        small, t0, start = self.renderer_at(self.px), time.time(), step
+        while step < cfg.decoder_steps:
+            _, batch, _ = pre.get()
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg.decoder_lr, cfg.vae_warmup // 4, cfg.decoder_steps)
+            # half whole pictures at the UNet's size (what the model's samples decode), half crops
+            x = small(batch) if step % 2 == 0 else self.vae_pictures(batch, step)
+            with torch.no_grad(), self.autocast():
+                z = vae.encode(x).latent_dist.mean
+            with self.autocast():
+                rec = vae.decode(z).sample.float()
+            loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            step += 1
+            if step % 50 == 0 or step == cfg.decoder_steps:
+                log(f"decoder step {step}/{cfg.decoder_steps} loss {loss.item():.4f} "
+                    f"{(step - start) * n / max(1e-9, time.time() - t0):.1f} samples/s")
+            stop = time.time() > deadline or step == self.stop_at
+            if step % cfg.ckpt_every == 0 or step == cfg.decoder_steps or stop:
+                tensors = {f"vae.{k}": v for k, v in vae.state_dict().items() if k.startswith(("decoder.", "post_quant_conv."))}
+                save_checkpoint(ckpt, tensors, opt, {"step": step, "loss": loss.item()})
+            if stop and step < cfg.decoder_steps:
+                log(f"decoder: stopping at step {step}; run again to resume")
+                break
+        pre.close()
+        return step
 
     def latent_scale(self, vae) -> float:
         """1 / std of the VAE's latents over a few batches (SD's scaling_factor), cached."""
@@ -548,8 +609,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="data pack from `python -m training.data build` (built here if missing and --fetch)")
     p.add_argument("--fetch", action="store_true", help="build the data pack with npm first if it is missing")
     p.add_argument("--run", type=Path, default=Path("training/runs/main"), help="run folder: config, tokenizer, checkpoints")
-    p.add_argument("--phase", choices=("all", "vae", "unet", "none"), default="all",
-                   help="what to train in this invocation (all = VAE then UNet)")
+    p.add_argument("--phase", choices=("all", "vae", "unet", "decoder", "none"), default="all",
+                   help="what to train in this invocation (all = VAE then UNet; decoder = fine-tune the VAE's decoder, "
+                        "any time after the VAE, up to --set decoder_steps=N)")
     p.add_argument("--minutes", type=float, default=None, help="stop, checkpoint and exit after this long (resume by running again)")
     p.add_argument("--stop-at", type=int, default=None, help="checkpoint and exit when a phase reaches this step")
     p.add_argument("--export", type=Path, default=None, help="write the diffusers folder here after training")
@@ -585,6 +647,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.phase in ("all", "vae"):
         if run.train_vae(deadline) < cfg.vae_steps:
             return 0        # out of time; the next invocation resumes
+    if args.phase == "decoder":
+        if run.train_decoder(deadline) < cfg.decoder_steps:
+            return 0
     if args.phase in ("all", "unet"):
         if run.train_unet(deadline) < cfg.unet_steps:
             return 0
