@@ -1,0 +1,162 @@
+"""What every tab of the web UI shares: who the browser is, the app's state, following a job.
+
+Each tab module (webui/tabs/) gets one `WebUI` and builds its part of the page from it;
+the recipe tables and messages themselves are plain functions in webui/recipes.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from core.jobs import (Cancelled, Done, Failed, JobCancelled, JobFailed, JobHandle, JobResult, JobService, Owner,
+                       Progress, Queued, Started)
+from webui.recipes import error_html, record_markdown, status_html
+
+PROGRESS_EVERY_S = 0.12  # at most this often a progress update goes to the browser
+
+
+def owner_of(request: gr.Request | None) -> Owner:
+    """The person behind a browser: their login name, or else their Gradio session."""
+    name = getattr(request, "username", None) if request is not None else None
+    if name:
+        return Owner("web", str(name), str(name))
+    session = (getattr(request, "session_hash", None) if request is not None else None) or "anonymous"
+    return Owner("web", session, f"web-{session[:6]}")
+
+
+def parse_seed(value: Any) -> int | None:
+    """The seed box: empty or negative means 'random'."""
+    if value is None or value == "":
+        return None
+    value = int(value) if float(value).is_integer() else value
+    return None if isinstance(value, int) and value < 0 else value
+
+
+def whole(value: Any) -> Any:
+    """A number box's 7.0 as 7 (anything else is left for the request's validation to judge)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+class WebUI:
+    """The app's state shared by all browsers: the service, the store and who runs what."""
+
+    def __init__(self, service: JobService, store: Any, settings: Any = None):
+        self.service = service
+        self.store = store
+        self.settings = settings
+        self.limits = service.limits
+        self._jobs: dict[tuple[str, str], JobHandle] = {}  # (session, tab) -> its running job
+        self._downloads = Path(tempfile.mkdtemp(prefix="statuary-webui-"))
+
+    # ---- jobs ------------------------------------------------------------------------------------
+
+    async def follow(self, submit, request: gr.Request | None, tab: str, status: gr.HTML,
+                     preview: gr.Image | None = None):
+        """Submit a job and yield ({component: value}, result-or-None) while it runs: queue
+        position, progress bar, live preview. Errors become the status box's message."""
+        key = (getattr(request, "session_hash", None) or "anonymous", tab)
+        try:
+            handle = await asyncio.to_thread(submit)
+        except Exception as exc:  # noqa: BLE001 -- shown, never raised to the browser
+            yield {status: error_html(exc)}, None
+            return
+        self._jobs[key] = handle
+        count = handle.request.count
+        last = 0.0
+        try:
+            async for ev in handle.events():
+                if isinstance(ev, Queued):
+                    yield {status: status_html(f"Waiting in the queue: position {ev.position}", 0.0)}, None
+                elif isinstance(ev, Started):
+                    yield {status: status_html("Starting…", 0.0)}, None
+                elif isinstance(ev, Progress):
+                    now = time.monotonic()
+                    if now - last < PROGRESS_EVERY_S and ev.step < ev.total:
+                        continue
+                    last = now
+                    text = f"Step {ev.step} of {ev.total}" + (
+                        f" · image {ev.image_index + 1} of {count}" if count > 1 else "")
+                    update = {status: status_html(text, ev.step / ev.total)}
+                    if preview is not None:
+                        update[preview] = ev.preview
+                    yield update, None
+                elif isinstance(ev, Done):
+                    r = ev.result
+                    yield {status: status_html(
+                        f"Done in {r.seconds:.1f} s: " + ", ".join(i.id or "?" for i in r.images), None, "ok")}, r
+                elif isinstance(ev, Failed):
+                    raise JobFailed(ev.reason, ev.error_type)
+                elif isinstance(ev, Cancelled):
+                    raise JobCancelled()
+        except Exception as exc:  # noqa: BLE001
+            yield {status: error_html(exc)}, None
+        finally:
+            if self._jobs.get(key) is handle:
+                del self._jobs[key]
+
+    def cancel(self, tab: str, request: gr.Request | None) -> Any:
+        handle = self._jobs.get((getattr(request, "session_hash", None) or "anonymous", tab))
+        if handle is None or handle.done:
+            return status_html("Nothing is running here.")
+        handle.cancel()
+        return gr.skip()  # the job's own stream says "Cancelled." (a message here could land after it)
+
+    # ---- files -----------------------------------------------------------------------------------
+
+    def download_path(self, image_id: str) -> str:
+        """A copy of the image's PNG named after its id (the store names files by content hash)."""
+        rec = self.store.get(image_id)
+        target = self._downloads / rec.id / f"statuary-{rec.id}.png"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(rec.path, target)
+        return str(target)
+
+    def timeline_path(self, image_id: str, fmt: str) -> str:
+        src = Path(self.store.timeline_file(image_id, fmt))
+        rec_id = image_id.strip().lower()
+        target = self._downloads / rec_id / f"statuary-{rec_id}-timeline.{fmt}"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, target)
+        return str(target)
+
+    def upload_path(self, data: bytes) -> str:
+        """An uploaded image as a file the page can show."""
+        path = self._downloads / "uploads" / f"{abs(hash(data))}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return str(path)
+
+    # ---- results ---------------------------------------------------------------------------------
+
+    def gallery(self, result: JobResult) -> list[tuple[str, str]]:
+        return [(img.path, f"{img.id} · seed {img.seed}") for img in result.images]
+
+    def show_selected(self, rec_id: str | None):
+        """Recipe markdown and download button for one stored image."""
+        if not rec_id:
+            return "", gr.DownloadButton(value=None, interactive=False)
+        rec = self.store.get(rec_id)
+        return record_markdown(rec), gr.DownloadButton(value=self.download_path(rec.id), interactive=True)
+
+    def result_updates(self, result: JobResult, gallery, ids_state, selected_state, recipe_md, download):
+        ids = [img.id for img in result.images]
+        md, dl = self.show_selected(ids[0])
+        return {gallery: self.gallery(result), ids_state: ids, selected_state: ids[0], recipe_md: md,
+                download: dl}
+
+    def select_in(self, ids_state, selected_state, recipe_md, download):
+        """A gallery's select handler: the clicked image's id, recipe and download."""
+        def on_select(ids, evt: gr.SelectData):
+            rec_id = ids[evt.index] if ids and evt.index is not None and evt.index < len(ids) else None
+            md, dl = self.show_selected(rec_id)
+            return {selected_state: rec_id, recipe_md: md, download: dl}
+        return on_select
