@@ -21,7 +21,8 @@ PROMPT_MAX_CHARS = 1000
 STEPS_MAX = 150
 GUIDANCE_MAX = 30.0
 COUNT_MAX = 4
-MIN_SIDE = 64
+MIN_SIDE = 64  # the smallest side for a model that can go this low (see ModelLimits.min_side)
+VARIATION_CHAIN_MAX = 64  # earlier variations a request may carry (each costs one noise draw)
 IMAGE_MAX_BYTES = 20 * 1024 * 1024
 IMAGE_MAX_PIXELS = 4096 * 4096
 
@@ -32,11 +33,37 @@ DEFAULT_SAMPLER = "dpmpp_2m_karras"
 
 @dataclasses.dataclass(frozen=True)
 class ModelLimits:
-    """What the loaded model accepts: sizes are multiples of `multiple`, sides up to `max_side`."""
+    """What the loaded model accepts: sizes are multiples of `multiple`, sides from `min_side`
+    to `max_side`. The one place every front-end (web UI, API, CLI, reproduce) takes its size
+    range and the sentence that states it from."""
 
     native_size: int = 512
     max_side: int = 1024
     multiple: int = 8
+
+    @property
+    def min_side(self) -> int:
+        """MIN_SIDE, or less for a model whose native size or largest side is that small, so
+        its own native size is always allowed and there is always a range to choose from."""
+        low = min(MIN_SIDE, self.native_size, self.max_side // 2)
+        return max(self.multiple, low // self.multiple * self.multiple)
+
+    @property
+    def allowed_sizes(self) -> str:
+        return f"use a multiple of {self.multiple} from {self.min_side} to {self.max_side}"
+
+    def allows(self, side: Any) -> bool:
+        return _is_int(side) and self.min_side <= side <= self.max_side and side % self.multiple == 0
+
+    def fit(self, side: int) -> int:
+        """The allowed side nearest below `side` (or the smallest allowed one)."""
+        m = self.multiple
+        return int(max(self.min_side, min(self.max_side // m * m, int(side) // m * m)))
+
+
+# validate() without a model: only what no model could take is refused (the model's own limits
+# are checked again at submit).
+ANY_MODEL = ModelLimits(native_size=8, max_side=4096, multiple=8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +108,8 @@ class GenerationRequest:
     # ---- validation ---------------------------------------------------------------------
 
     def validate(self, limits: ModelLimits | None = None) -> None:
-        """Raise InvalidRequest listing every bad field. Checks sizes against `limits` when given."""
+        """Raise InvalidRequest listing every bad field. Checks sizes against `limits` when given,
+        else refuses only sizes no model could take."""
         errors: list[FieldError] = []
         _check_text(errors, "prompt", self.prompt, required=True)
         _check_text(errors, "negative_prompt", self.negative_prompt, required=False)
@@ -89,14 +117,11 @@ class GenerationRequest:
         _check_int(errors, "count", self.count, 1, COUNT_MAX)
         _check_int(errors, "steps", self.steps, 1, STEPS_MAX)
         _check_float(errors, "guidance", self.guidance, 0.0, GUIDANCE_MAX)
-        lim = limits or ModelLimits(max_side=4096)
+        lim = limits or ANY_MODEL
         for name in ("width", "height"):
             value = getattr(self, name)
-            if value is None:
-                continue
-            allowed = f"use a multiple of {lim.multiple} from {MIN_SIDE} to {lim.max_side}"
-            if not _is_int(value) or not MIN_SIDE <= value <= lim.max_side or value % lim.multiple:
-                errors.append(FieldError(name, value, allowed))
+            if value is not None and not lim.allows(value):
+                errors.append(FieldError(name, value, lim.allowed_sizes))
         if self.sampler not in SAMPLERS:
             errors.append(FieldError("sampler", self.sampler, "use one of " + ", ".join(SAMPLERS)))
         _check_int(errors, "variation_seed", self.variation_seed, 0, SEED_MAX, optional=True)
@@ -131,7 +156,7 @@ class GenerationRequest:
                 m = limits.multiple
                 # Keep the init image's aspect, on the model's grid, within its limits.
                 scale = min(1.0, limits.max_side / max(w, h))
-                w, h = max(MIN_SIDE, int(w * scale) // m * m), max(MIN_SIDE, int(h * scale) // m * m)
+                w, h = max(limits.min_side, int(w * scale) // m * m), max(limits.min_side, int(h * scale) // m * m)
             else:
                 w = h = limits.native_size
             changes.setdefault("width", self.width or w)

@@ -36,9 +36,9 @@ def build(ui: WebUI) -> SimpleNamespace:
                     steps = gr.Slider(1, STEPS_MAX, value=20, step=1, label="Steps", elem_id="g-steps")
                     guidance = gr.Slider(0, 20, value=7.0, step=0.5, label="Guidance", elem_id="g-guidance")
                 with gr.Row():
-                    width = gr.Slider(64, lim.max_side, value=lim.native_size, step=lim.multiple,
+                    width = gr.Slider(lim.min_side, lim.max_side, value=lim.native_size, step=lim.multiple,
                                       label="Width", elem_id="g-width")
-                    height = gr.Slider(64, lim.max_side, value=lim.native_size, step=lim.multiple,
+                    height = gr.Slider(lim.min_side, lim.max_side, value=lim.native_size, step=lim.multiple,
                                        label="Height", elem_id="g-height")
                 with gr.Row():
                     sampler = gr.Dropdown(sampler_choices, value=SAMPLERS[0], label="Sampler", elem_id="g-sampler")
@@ -132,7 +132,7 @@ def build(ui: WebUI) -> SimpleNamespace:
         for key, comp in (("width", width), ("height", height)):
             if fields_.get(key) is not None:
                 v = int(fields_[key])
-                clamped = max(64, min(lim.max_side, v // lim.multiple * lim.multiple))
+                clamped = lim.fit(v)
                 if clamped != v:
                     notes.append(f"{key} {v} → {clamped}")
                 out[comp] = clamped
