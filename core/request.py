@@ -101,9 +101,19 @@ class GenerationRequest:
     sampler: str = DEFAULT_SAMPLER
     variation_seed: int | None = None  # None with strength > 0: a random one, recorded
     variation_strength: float = 0.0
+    # Earlier variations this one builds on, oldest first: (variation seed, strength) pairs
+    # mixed into the seed's noise before this request's own variation. A walk (vary, pick one,
+    # vary that) keeps every step, so a variation of a variation is reproduced exactly.
+    variation_chain: tuple[tuple[int, float], ...] = ()
     init_image: bytes | None = None  # encoded image file (PNG, JPEG, WebP); resized to width x height
     strength: float = 0.75  # img2img / inpaint: how much of the init image is re-noised
     mask: bytes | None = None  # white = repaint, black = keep; same size as init_image
+
+    def __post_init__(self) -> None:
+        # JSON gives lists: hold the chain as tuples, so requests stay hashable and comparable.
+        chain = self.variation_chain
+        if isinstance(chain, (list, tuple)) and all(isinstance(p, (list, tuple)) for p in chain):
+            object.__setattr__(self, "variation_chain", tuple(tuple(p) for p in chain))
 
     # ---- validation ---------------------------------------------------------------------
 
@@ -126,6 +136,7 @@ class GenerationRequest:
             errors.append(FieldError("sampler", self.sampler, "use one of " + ", ".join(SAMPLERS)))
         _check_int(errors, "variation_seed", self.variation_seed, 0, SEED_MAX, optional=True)
         _check_float(errors, "variation_strength", self.variation_strength, 0.0, 1.0)
+        _check_chain(errors, self.variation_chain)
         _check_float(errors, "strength", self.strength, 0.0, 1.0)
         if _is_float(self.strength) and self.init_image is not None and self.strength <= 0:
             errors.append(FieldError("strength", self.strength, "use a value above 0 and up to 1 with an init image"))
@@ -191,6 +202,16 @@ class GenerationRequest:
             return (self.variation_seed + index) % (SEED_MAX + 1)
         return self.variation_seed
 
+    def varied(self, strength: float, variation_seed: int | None = None, count: int = 1) -> "GenerationRequest":
+        """Variations of the one image this (single-image, resolved) request makes. Its own
+        variation joins the chain, so strength 0 gives exactly that image and the walk so far
+        is kept; `variation_seed` None means a random one, chosen at submit."""
+        chain = self.variation_chain
+        if self.variation_strength > 0 and self.variation_seed is not None:
+            chain = (*chain, (self.variation_seed, self.variation_strength))
+        return dataclasses.replace(self, variation_chain=chain, variation_strength=strength,
+                                   variation_seed=variation_seed, count=count)
+
     def image_request(self, index: int) -> "GenerationRequest":
         """The single-image request that makes exactly image `index` of this one (what reproduce runs)."""
         return dataclasses.replace(self, count=1, seed=self.image_seed(index),
@@ -209,6 +230,9 @@ class GenerationRequest:
         d = dataclasses.asdict(self)
         d.pop("init_image")
         d.pop("mask")
+        chain = d.pop("variation_chain")
+        if chain:  # left out when empty, so every recipe without one reads as it always did
+            d["variation_chain"] = [[seed, strength] for seed, strength in chain]
         d["init_image_sha256"] = self.init_image_sha256
         d["mask_sha256"] = self.mask_sha256
         return d
@@ -228,7 +252,29 @@ class GenerationRequest:
         return cls(**{k: v for k, v in d.items() if k in fields}, init_image=init_image, mask=mask)
 
 
+def variation_text(d: dict[str, Any]) -> str | None:
+    """A request's variations (to_dict() form) in words, oldest first: 'seed 5 at strength 0.5,
+    then seed 9 at strength 0.25'; None when it is no variation. One wording for every front-end."""
+    steps = [tuple(p) for p in d.get("variation_chain") or []]
+    if (d.get("variation_strength") or 0) > 0:
+        steps.append((d.get("variation_seed"), d["variation_strength"]))
+    if not steps:
+        return None
+    return ", then ".join(f"seed {seed} at strength {float(strength):g}" for seed, strength in steps)
+
+
 # ---- field checks ---------------------------------------------------------------------------
+
+
+def _check_chain(errors: list[FieldError], chain: Any) -> None:
+    allowed = (f"give at most {VARIATION_CHAIN_MAX} earlier variations, each a variation seed from 0 to "
+               f"{SEED_MAX} and a strength above 0 and up to 1")
+    ok = isinstance(chain, tuple) and len(chain) <= VARIATION_CHAIN_MAX and all(
+        len(p) == 2 and _is_int(p[0]) and 0 <= p[0] <= SEED_MAX and _is_float(p[1]) and 0 < p[1] <= 1
+        for p in chain)
+    if not ok:
+        shown = f"<{len(chain)} earlier variations>" if isinstance(chain, tuple) else chain
+        errors.append(FieldError("variation_chain", shown, allowed))
 
 
 def _is_int(v: Any) -> bool:

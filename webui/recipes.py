@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from core.jobs import JobCancelled, JobFailed, QueueFull
-from core.request import InvalidRequest
+from core.request import InvalidRequest, variation_text
 from core.samplers import LABELS
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ FIELD_LABELS = {
     "prompt": "Prompt", "negative_prompt": "Negative prompt", "seed": "Seed", "count": "Images",
     "steps": "Steps", "guidance": "Guidance", "width": "Width", "height": "Height", "sampler": "Sampler",
     "variation_seed": "Variation seed", "variation_strength": "Variation strength", "init_image": "Source image",
-    "strength": "Strength", "mask": "Mask",
+    "strength": "Strength", "mask": "Mask", "variation_chain": "Earlier variations",
 }
 
 
@@ -79,8 +79,9 @@ def recipe_rows(d: dict[str, Any]) -> list[tuple[str, str]]:
     if d.get("negative_prompt"):
         rows.append(("Negative prompt", d["negative_prompt"]))
     rows.append(("Seed", str(d.get("seed"))))
-    if (d.get("variation_strength") or 0) > 0:
-        rows.append(("Variation", f"seed {d.get('variation_seed')} at strength {_num(d['variation_strength'])}"))
+    variations = variation_text(d)
+    if variations:
+        rows.append(("Variation" if ", then " not in variations else "Variations", variations))
     rows += [
         ("Steps", str(d.get("steps"))),
         ("Guidance", _num(d.get("guidance"))),
@@ -135,7 +136,7 @@ def png_fields(data: bytes) -> tuple[str, dict[str, Any], str]:
         rec = info["recipe"]
         d = dict(rec["request"])
         fields = {k: d.get(k) for k in ("prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height",
-                                         "sampler", "variation_seed", "variation_strength")}
+                                         "sampler", "variation_seed", "variation_strength", "variation_chain")}
         rows = recipe_rows(d) + [("Model", f"{rec.get('model', '')} ({str(rec.get('model_sha256', ''))[:10]})"),
                                  ("Software", f"statuary {rec.get('software_version', '')}")]
         return "statuary", fields, "**A Statuary image.** Its full recipe:\n\n" + rows_markdown(rows)

@@ -102,6 +102,22 @@ def test_variation_at_strength_zero_equals_source(page, server):
     expect(page.locator("#v-status")).to_contain_text(f"Source: image {ids[1]}")
     assert text_input(page, "v-id").input_value() == ids[1]
 
+    # the walk builds on the chosen one: strength 0 gives that variation, not the original
+    set_slider(page, "v-strength", 0)
+    set_slider(page, "v-count", 1)
+    before = page.locator("#v-status").inner_text()
+    page.locator("#v-go").click()
+    again = done_ids(wait_done(page, "v-status", previous=before))[0]
+    assert np.array_equal(pixels(server.store.get(again).path), pixels(server.store.get(ids[1]).path))
+    # and a further step's recipe shows the whole chain, oldest first
+    set_slider(page, "v-strength", 0.3)
+    before = page.locator("#v-status").inner_text()
+    page.locator("#v-go").click()
+    step = done_ids(wait_done(page, "v-status", previous=before))[0]
+    first_vseed = server.store.get(ids[1]).variation_seed
+    expect(page.locator("#v-recipe")).to_contain_text(f"seed {first_vseed} at strength 0.5, then seed")
+    assert server.store.get(step).image_request["variation_chain"] == [[first_vseed, 0.5]]
+
 
 def test_inpaint_with_a_painted_mask(page, server):
     src = make(server, prompt="apple", seed=3)

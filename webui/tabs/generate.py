@@ -138,7 +138,7 @@ def build(ui: WebUI) -> SimpleNamespace:
                 out[comp] = clamped
         if fields_.get("sampler") in SAMPLERS:
             out[sampler] = fields_["sampler"]
-        if (fields_.get("variation_strength") or 0) > 0:
+        if (fields_.get("variation_strength") or 0) > 0 or fields_.get("variation_chain"):
             notes.append("the variation seed and strength are left out (use Variations)")
         out[status] = status_html("Recipe loaded" + (f" ({'; '.join(notes)})" if notes else "") +
                                   ". Press Generate.", None, "ok")

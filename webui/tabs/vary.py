@@ -20,8 +20,7 @@ def request_from_upload(data: bytes, prompt: str, strength: float, seed: int | N
         source = None
     if source is not None:
         fields = {k: v for k, v in fields.items() if v is not None}
-        fields.update(variation_strength=strength, variation_seed=seed, count=count)
-        return GenerationRequest(**fields), f"the upload's embedded {source} recipe"
+        return GenerationRequest(**fields).varied(strength, seed, count), f"the upload's embedded {source} recipe"
     if strength <= 0:
         raise UserError("An upload without a recipe is varied by repainting it: "
                         "set the variation strength above 0.")
