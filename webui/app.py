@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from core.jobs import JobService
 from webui import api
 from webui.recipes import status_html
-from webui.shared import WebUI
+from webui.shared import BrowserIdMiddleware, WebUI
 from webui.tabs import generate, history, inpaint, pnginfo, timeline, vary
 
 API_NAMES = api.NAMES
@@ -165,6 +166,7 @@ def launch_options(store: Any, settings: Any, host: str | None = None, port: int
         run_history=False,
         footer_links=["api"],
         css=CSS,
+        app_kwargs={"middleware": [Middleware(BrowserIdMiddleware)]},  # each browser's lasting identity
         theme=gr.themes.Soft(primary_hue="indigo", neutral_hue="slate", font=SYSTEM_FONTS, font_mono=MONO_FONTS),
     )
 

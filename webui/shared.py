@@ -7,6 +7,9 @@ the recipe tables and messages themselves are plain functions in webui/recipes.p
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -22,11 +25,62 @@ from webui.recipes import error_html, record_markdown, status_html
 PROGRESS_EVERY_S = 0.12  # at most this often a progress update goes to the browser
 
 
+# ---- who the browser is ---------------------------------------------------------------------------
+
+BROWSER_COOKIE = "statuary_browser"
+BROWSER_COOKIE_MAX_AGE = 2 * 365 * 24 * 3600
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{32,64}")
+
+
+class BrowserIdMiddleware:
+    """Gives each browser a lasting identity: a random token in an HttpOnly cookie, set on the
+    first response that finds none. Pages never contain it (scripts cannot read it), and the
+    store keeps only a hash of it, so no one's pages or records let another browser pose as it."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or _token_from_headers(scope.get("headers") or []):
+            return await self.app(scope, receive, send)
+        cookie = (f"{BROWSER_COOKIE}={secrets.token_urlsafe(32)}; Path=/; Max-Age={BROWSER_COOKIE_MAX_AGE}; "
+                  "HttpOnly; SameSite=Lax").encode("latin-1")
+
+        async def send_with_cookie(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"set-cookie", cookie)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+
+def _token_from_headers(headers) -> str | None:
+    from http.cookies import SimpleCookie
+
+    for key, value in headers:
+        if key.lower() == b"cookie":
+            jar = SimpleCookie()
+            try:
+                jar.load(value.decode("latin-1"))
+            except Exception:  # noqa: BLE001 -- a malformed cookie header: as if there were none
+                continue
+            morsel = jar.get(BROWSER_COOKIE)
+            if morsel is not None and _TOKEN.fullmatch(morsel.value):
+                return morsel.value
+    return None
+
+
 def owner_of(request: gr.Request | None) -> Owner:
-    """The person behind a browser: their login name, or else their Gradio session."""
+    """The person behind a browser: their login name, else the browser's lasting cookie (which
+    survives a reload), else (a script without cookies) the Gradio session."""
     name = getattr(request, "username", None) if request is not None else None
     if name:
         return Owner("web", str(name), str(name))
+    raw = getattr(request, "request", None) if request is not None else None
+    token = _token_from_headers(getattr(raw, "headers", None) and raw.headers.raw or [])
+    if token:
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        return Owner("web", f"browser-{digest[:32]}", f"web-{digest[:6]}")
     session = (getattr(request, "session_hash", None) if request is not None else None) or "anonymous"
     return Owner("web", session, f"web-{session[:6]}")
 

@@ -417,3 +417,40 @@ def test_delete_own_images_only_and_only_mine_filter(page, server):
     page.locator("#h-mine input[type=checkbox]").click()  # off again: everyone's
     expect(page.locator("#h-count")).to_contain_text("2 images")
     expect(page.locator("#h-gallery")).to_contain_text(theirs.id)
+
+
+def test_who_you_are_survives_a_reload(browser, server):
+    """Without a login, a browser stays the same person across reloads (issue 12, bug 1); another
+    browser is someone else, and the identity is an HttpOnly cookie no page shows."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(server.url)
+    page.locator("#g-prompt textarea").wait_for()
+    made = generate(page, "quince after a reload", steps=2, seed=31)[0]
+    owner = server.store.get(made).owner
+    cookie = [c for c in context.cookies() if c["name"] == "statuary_browser"]
+    assert len(cookie) == 1 and cookie[0]["httpOnly"]
+    assert cookie[0]["value"] not in owner.user_id and cookie[0]["value"] not in page.content()
+
+    page.reload()
+    page.locator("#g-prompt textarea").wait_for()
+    _history_search(page, "quince", mine=True)
+    expect(page.locator("#h-count")).to_contain_text("1 image of yours")
+    _select(page, server, made, "quince")
+    page.locator("#h-delete").click()
+    expect(page.locator("#h-status .st-ok")).to_contain_text(f"Deleted image {made}")
+
+    again = generate(page, "quince again", steps=2, seed=32)[0]
+    assert server.store.get(again).owner == owner
+    other = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+    other.goto(server.url)
+    other.locator("#g-prompt textarea").wait_for()
+    _history_search(other, "quince", mine=True)
+    expect(other.locator("#h-count")).to_contain_text("0 images of yours")
+    _history_search(other, "quince", mine=False)
+    _select(other, server, again, "quince")
+    other.locator("#h-delete").click()
+    expect(other.locator("#h-status .st-error")).to_contain_text(f"belongs to {owner.display_name}")
+    other.context.close()
+    context.close()
