@@ -7,6 +7,7 @@ the recipe tables and messages themselves are plain functions in webui/recipes.p
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import re
 import secrets
@@ -98,6 +99,13 @@ def whole(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def progress_text(image_index: int, count: int, step: int, total: int) -> str:
+    """'Step 3 of 8', or for several images 'Image 2 of 2, step 1 of 8' (`total` counts every image's steps)."""
+    each = max(1, total // max(1, count))
+    step = min(step, each)
+    return f"Step {step} of {each}" if count == 1 else f"Image {image_index + 1} of {count}, step {step} of {each}"
+
+
 class WebUI:
     """The app's state shared by all browsers: the service, the store and who runs what."""
 
@@ -124,6 +132,7 @@ class WebUI:
         self._jobs[key] = handle
         count = handle.request.count
         last = 0.0
+        steps_done: dict[int, int] = collections.defaultdict(int)  # per image: the job's count runs over all
         try:
             async for ev in handle.events():
                 if isinstance(ev, Queued):
@@ -131,13 +140,13 @@ class WebUI:
                 elif isinstance(ev, Started):
                     yield {status: status_html("Starting…", 0.0)}, None
                 elif isinstance(ev, Progress):
+                    steps_done[ev.image_index] += 1
                     now = time.monotonic()
                     if now - last < PROGRESS_EVERY_S and ev.step < ev.total:
                         continue
                     last = now
-                    text = f"Step {ev.step} of {ev.total}" + (
-                        f" · image {ev.image_index + 1} of {count}" if count > 1 else "")
-                    update = {status: status_html(text, ev.step / ev.total)}
+                    update = {status: status_html(progress_text(ev.image_index, count, steps_done[ev.image_index],
+                                                                ev.total), ev.step / ev.total)}
                     if preview is not None:
                         update[preview] = ev.preview
                     yield update, None

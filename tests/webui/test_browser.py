@@ -454,3 +454,22 @@ def test_who_you_are_survives_a_reload(browser, server):
     expect(other.locator("#h-status .st-error")).to_contain_text(f"belongs to {owner.display_name}")
     other.context.close()
     context.close()
+
+
+def test_progress_counts_steps_per_image(page, server):
+    """Steps 40 x 2 images: 'Image 2 of 2, step 1 of 40', never 'Step 41 of 80' (issue 12, bug 7)."""
+    import re
+
+    open_tab(page, "Generate")
+    fill(page, "g-prompt", "two slow cats")
+    set_slider(page, "g-steps", 40)
+    set_slider(page, "g-count", 2)
+    page.evaluate("""() => { window.stSeen = new Set();
+        setInterval(() => { const m = document.querySelector('#g-status .st-msg');
+                            if (m) window.stSeen.add(m.textContent); }, 20); }""")
+    page.locator("#g-go").click()
+    wait_done(page, "g-status")
+    seen = page.evaluate("() => [...window.stSeen]")
+    progress = [t for t in seen if "step" in t.lower()]
+    assert any(re.fullmatch(r"Image 2 of 2, step \d+ of 40", t) for t in progress), seen
+    assert all(re.fullmatch(r"Image [12] of 2, step \d+ of 40", t) for t in progress), seen
