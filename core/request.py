@@ -76,7 +76,7 @@ class FieldError:
         value = self.value
         if isinstance(value, str) and len(value) > 40:
             value = value[:37] + "..."
-        shown = f"<{len(value)} bytes>" if isinstance(value, (bytes, bytearray)) else repr(value)
+        shown = f"a {len(value)}-byte file" if isinstance(value, (bytes, bytearray)) else repr(value)
         return f"{self.field}: {shown} is not allowed; {self.allowed}."
 
 
@@ -338,5 +338,5 @@ def _check_image(errors: list[FieldError], name: str, data: Any) -> tuple[int, i
             im.load()  # decode fully: a truncated file fails here, not mid-job
             return im.size
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        errors.append(FieldError(name, data, f"give a readable PNG, JPEG or WebP image ({exc.__class__.__name__})"))
+        errors.append(FieldError(name, data, "give a readable PNG, JPEG or WebP image"))
         return None

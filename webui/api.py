@@ -12,10 +12,11 @@ import dataclasses
 import gradio as gr
 
 from core.jobs import JobResult
-from core.request import SAMPLERS, GenerationRequest
+from core.request import SAMPLERS, FieldError, GenerationRequest, InvalidRequest
 from webui.recipes import error_message
 from webui.shared import WebUI, owner_of, parse_seed
 
+HISTORY_PER_PAGE_MAX = 100
 NAMES = ("generate", "reproduce", "vary", "inpaint", "verify", "history", "recipe")
 
 
@@ -84,7 +85,13 @@ def register(ui: WebUI) -> None:
 
     def history(query: str = "", page: int = 1, per_page: int = 20) -> dict:
         """Stored images, newest first, optionally those whose prompt has every word of query."""
+        bad = [FieldError(name, value, allowed) for name, value, ok, allowed in (
+            ("page", page, isinstance(page, int) and page >= 1, "use a whole number from 1 up"),
+            ("per_page", per_page, isinstance(per_page, int) and 1 <= per_page <= HISTORY_PER_PAGE_MAX,
+             f"use a whole number from 1 to {HISTORY_PER_PAGE_MAX}")) if not ok]
         try:
+            if bad:
+                raise InvalidRequest(bad)
             p = ui.store.history(query=query or None, page=page, per_page=per_page)
         except Exception as exc:  # noqa: BLE001
             raise gr.Error(error_message(exc), print_exception=False) from None

@@ -21,6 +21,7 @@ FIELD_LABELS = {
     "steps": "Steps", "guidance": "Guidance", "width": "Width", "height": "Height", "sampler": "Sampler",
     "variation_seed": "Variation seed", "variation_strength": "Variation strength", "init_image": "Source image",
     "strength": "Strength", "mask": "Mask", "variation_chain": "Earlier variations",
+    "page": "Page", "per_page": "Per page",
 }
 
 
@@ -121,6 +122,9 @@ def record_markdown(rec: Any) -> str:
 
 
 # ---- PNG info ------------------------------------------------------------------------------------
+
+# How a message names where a file's recipe comes from (png_fields' first value).
+RECIPE_KINDS = {"statuary": "a Statuary", "a1111": "an AUTOMATIC1111"}
 
 # A1111's sampler names back to ours.
 _A1111_TO_OURS = {label: name for name, label in LABELS.items()}

@@ -154,6 +154,12 @@ def test_inpaint_with_a_painted_mask(page, server):
     assert diff[~mask].max() <= 2  # the rest stays as it was
 
 
+def _plain_png(size=(16, 16)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, "white").save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def test_png_info_of_a_downloaded_image(page, server, tmp_path):
     ids = generate(page, "red face", steps=3, seed=99)
     with page.expect_download() as dl:
@@ -168,6 +174,12 @@ def test_png_info_of_a_downloaded_image(page, server, tmp_path):
     expect(page.locator("#p-info")).to_contain_text("red face")
     expect(page.locator("#p-info")).to_contain_text("99")
     expect(page.locator("#p-status")).to_contain_text("Statuary recipe")
+
+    # the same file as a Variations source: named in words, not as 'a statuary recipe' (bug 6)
+    open_tab(page, "Variations")
+    page.locator("#v-upload input[type=file]").set_input_files(str(target))
+    expect(page.locator("#v-status")).to_contain_text("It carries a Statuary recipe")
+    open_tab(page, "PNG info")
     page.locator("#p-send").click()
     expect(page.locator("#g-status")).to_contain_text("Recipe loaded")
     assert text_input(page, "g-prompt").input_value() == "red face"
@@ -211,7 +223,13 @@ def test_bad_input_shows_a_message_and_the_ui_stays_usable(page, server):
     open_tab(page, "PNG info")
     page.locator("#p-file input[type=file]").set_input_files(
         files=[{"name": "x.png", "mimeType": "image/png", "buffer": b"not a png"}])
-    expect(page.locator("#p-status .st-error")).to_contain_text("not a readable image")
+    expect(page.locator("#p-status .st-error")).to_have_text("This file is not a readable image file.")
+    # A PNG without a recipe: a sentence, with no '<bytes>' or object repr (issue 12, bug 6)
+    page.locator("#p-file").get_by_role("button", name="Clear").click()
+    page.locator("#p-file input[type=file]").set_input_files(
+        files=[{"name": "plain.png", "mimeType": "image/png", "buffer": _plain_png()}])
+    expect(page.locator("#p-status .st-error")).to_have_text(
+        "This file has no recipe (neither a 'statuary' nor a 'parameters' text chunk).")
 
     open_tab(page, "Timeline")
     fill(page, "t-id", "zzzzzzzz")

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from webui.recipes import error_html, png_fields, status_html
+from webui.recipes import RECIPE_KINDS, error_html, png_fields, status_html
 from webui.shared import WebUI
 
 
@@ -31,8 +31,7 @@ def build(ui: WebUI) -> SimpleNamespace:
         except Exception as exc:  # noqa: BLE001
             return {info: "", fields: None, send: gr.Button(interactive=False), status: error_html(exc)}
         return {info: md, fields: found, send: gr.Button(interactive=True),
-                status: status_html("A Statuary recipe." if source == "statuary" else
-                                    "An AUTOMATIC1111 recipe.", None, "ok")}
+                status: status_html(f"{RECIPE_KINDS[source][0].upper()}{RECIPE_KINDS[source][1:]} recipe.", None, "ok")}
 
     file.change(png_info, file, [info, fields, send, status], api_visibility="private")
 

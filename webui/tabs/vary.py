@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from core.request import COUNT_MAX, GenerationRequest
-from webui.recipes import UserError, error_html, png_fields, status_html
+from webui.recipes import RECIPE_KINDS, UserError, error_html, png_fields, status_html
 from webui.shared import WebUI, owner_of, parse_seed, whole
 
 
@@ -83,7 +83,7 @@ def build(ui: WebUI) -> SimpleNamespace:
             return {}
         try:
             kind, _, _ = png_fields(data)
-            text = f"Source: the upload. It carries a {kind} recipe, so variations follow that recipe."
+            text = f"Source: the upload. It carries {RECIPE_KINDS[kind]} recipe, so variations follow that recipe."
         except Exception:  # noqa: BLE001 -- no recipe: img2img variations
             text = "Source: the upload. It has no recipe, so it is varied by repainting it (img2img)."
         return {source: ui.upload_path(data), source_id: None, source_box: "", status: status_html(text)}
