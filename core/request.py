@@ -330,13 +330,17 @@ def _check_image(errors: list[FieldError], name: str, data: Any) -> tuple[int, i
         return None
     from PIL import Image, UnidentifiedImageError
 
+    too_big = f"use an image of at most {IMAGE_MAX_PIXELS} pixels ({int(IMAGE_MAX_PIXELS ** 0.5)} x {int(IMAGE_MAX_PIXELS ** 0.5)})"
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > IMAGE_MAX_PIXELS:
-                errors.append(FieldError(name, f"{im.width}x{im.height}", f"use an image of at most {IMAGE_MAX_PIXELS} pixels"))
+                errors.append(FieldError(name, f"{im.width}x{im.height}", too_big))
                 return None
             im.load()  # decode fully: a truncated file fails here, not mid-job
             return im.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError:  # PIL refuses to open it at all: far beyond our limit
+        errors.append(FieldError(name, data, too_big))
+        return None
+    except (UnidentifiedImageError, OSError, ValueError):
         errors.append(FieldError(name, data, "give a readable PNG, JPEG or WebP image"))
         return None

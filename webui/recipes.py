@@ -43,6 +43,18 @@ def error_message(exc: BaseException) -> str:
     return f"Something went wrong ({type(exc).__name__}); the details are in the server log. Try again."
 
 
+def upload_problem(data: bytes) -> str | None:
+    """What is wrong with an uploaded picture, by the core's own rules and words; None if nothing.
+    Run when the file arrives, so a bad one is refused before anything else happens."""
+    from core.request import GenerationRequest
+
+    try:
+        GenerationRequest(prompt="-", init_image=bytes(data), strength=0.5).validate()
+    except InvalidRequest as exc:
+        return error_message(InvalidRequest([e for e in exc.errors if e.field == "init_image"] or exc.errors))
+    return None
+
+
 class UserError(ValueError):
     """Something the person can fix (no mask painted, no source chosen); the message says what."""
 

@@ -491,3 +491,54 @@ def test_progress_counts_steps_per_image(page, server):
     progress = [t for t in seen if "step" in t.lower()]
     assert any(re.fullmatch(r"Image 2 of 2, step \d+ of 40", t) for t in progress), seen
     assert all(re.fullmatch(r"Image [12] of 2, step \d+ of 40", t) for t in progress), seen
+
+
+def _bomb_png(side: int = 20000) -> bytes:
+    """A real PNG of side x side 1-bit pixels: a few dozen KB on disk, 400 megapixels decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" * (1 + (side + 7) // 8)
+    raw = zlib.compress(row * side, 9)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+
+
+def _upload_button(page, elem_id: str, file: dict) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.locator(f"#{elem_id}").click()
+    chooser.value.set_files(files=[file])
+
+
+def test_uploads_are_judged_when_they_arrive(page, server):
+    """A text file or a 20000x20000 PNG is refused on arrival with the core's words, in
+    Variations and Inpaint, and nothing is queued (issue 12, bug 5)."""
+    before = server.store.history(per_page=1, include_verify=True).total
+    text = {"name": "notes.png", "mimeType": "image/png", "buffer": b"just some text"}
+    bomb = {"name": "huge.png", "mimeType": "image/png", "buffer": _bomb_png()}
+    unreadable = "Source image: a 14-byte file is not allowed; give a readable PNG, JPEG or WebP image."
+    too_big = "use an image of at most 16777216 pixels (4096 x 4096)."
+
+    open_tab(page, "Variations")
+    page.locator("#v-upload input[type=file]").set_input_files(files=[text])
+    expect(page.locator("#v-status .st-error")).to_have_text(unreadable)
+    expect(page.locator("#v-upload input[type=file]")).to_have_count(1)  # the upload is dropped, ready for another
+    page.locator("#v-upload input[type=file]").set_input_files(files=[bomb])
+    expect(page.locator("#v-status .st-error")).to_contain_text(too_big)
+    page.locator("#v-go").click()
+    expect(page.locator("#v-status .st-error")).to_contain_text("Choose a source first")
+
+    open_tab(page, "Inpaint")
+    _upload_button(page, "i-upload", bomb)
+    expect(page.locator("#i-status .st-error")).to_contain_text(too_big)
+    _upload_button(page, "i-upload", text)
+    expect(page.locator("#i-status .st-error")).to_have_text(unreadable)
+    assert server.store.history(per_page=1, include_verify=True).total == before
+
+    good = {"name": "ok.png", "mimeType": "image/png", "buffer": _plain_png((64, 64))}
+    _upload_button(page, "i-upload", good)
+    expect(page.locator("#i-status")).to_contain_text("Source: the upload")
+    expect(page.locator("#i-before img")).to_be_visible()

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import gradio as gr
 
 from core.request import STEPS_MAX, GenerationRequest
-from webui.recipes import UserError, error_html, mask_from_layers, png_bytes, record_markdown, status_html
+from webui.recipes import (UserError, error_html, mask_from_layers, png_bytes, record_markdown, status_html,
+                           upload_problem)
 from webui.shared import WebUI, owner_of, parse_seed, whole
 
 
@@ -17,12 +18,15 @@ def build(ui: WebUI) -> SimpleNamespace:
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, min_width=300):
                 with gr.Row(elem_classes="st-seed-row"):
-                    id_box = gr.Textbox(label="Source image id", placeholder="or upload into the editor",
-                                        scale=3, elem_id="i-id")
+                    id_box = gr.Textbox(label="Source image id", placeholder="e.g. k7x2m9qa", scale=3, elem_id="i-id")
                     load = gr.Button("Load", scale=1, min_width=70, elem_id="i-load")
+                    # Uploads come through this button, not the editor, so each file is checked
+                    # with the core's rules the moment it arrives.
+                    upload = gr.UploadButton("Upload…", file_types=["image"], type="binary", scale=1,
+                                             min_width=90, elem_id="i-upload")
                 editor = gr.ImageEditor(
                     label="Paint over what should change", type="pil", image_mode="RGBA",
-                    sources=["upload", "clipboard"], layers=False, transforms=(),
+                    sources=["clipboard"], layers=False, transforms=(),
                     brush=gr.Brush(default_size=12, colors=["#ffffff", "#ff3b30"], color_mode="fixed"),
                     eraser=gr.Eraser(default_size=12), height=420, elem_id="i-editor",
                     canvas_size=(512, 512), fixed_canvas=False)
@@ -65,6 +69,19 @@ def build(ui: WebUI) -> SimpleNamespace:
     load.click(load_source, id_box, load_outputs, api_visibility="private")
     id_box.submit(load_source, id_box, load_outputs, api_visibility="private")
 
+    def upload_source(data):
+        if data is None:
+            return {}
+        problem = upload_problem(data)
+        if problem:
+            return {status: status_html(problem, None, "error")}
+        path = ui.upload_path(data)
+        return {id_box: "", source_id: None, before: path, after: None,
+                editor: {"background": path, "layers": [], "composite": path},
+                status: status_html("Source: the upload. Paint over what should change.")}
+
+    upload.upload(upload_source, upload, [id_box, source_id, before, after, editor, status], api_visibility="private")
+
     # ---- inpainting
     def inpaint_request(source_id_, editor_, prompt_, negative_, strength_, seed_,
                         steps_) -> tuple[GenerationRequest, str | None]:
@@ -72,7 +89,7 @@ def build(ui: WebUI) -> SimpleNamespace:
 
         background = (editor_ or {}).get("background")
         if background is None:
-            raise UserError("Load an image by its id or upload one into the editor first.")
+            raise UserError("Load an image by its id or upload one first.")
         base = None
         if source_id_:  # the stored file itself, when the editor still shows it
             rec = ui.store.get(source_id_)

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from core.request import COUNT_MAX, GenerationRequest
-from webui.recipes import RECIPE_KINDS, UserError, error_html, png_fields, status_html
+from webui.recipes import RECIPE_KINDS, UserError, error_html, png_fields, status_html, upload_problem
 from webui.shared import WebUI, owner_of, parse_seed, whole
 
 
@@ -81,6 +81,9 @@ def build(ui: WebUI) -> SimpleNamespace:
     def upload_source(data):
         if data is None:
             return {}
+        problem = upload_problem(data)
+        if problem:  # judged on arrival: nothing is kept of it
+            return {source: None, source_id: None, upload: None, status: status_html(problem, None, "error")}
         try:
             kind, _, _ = png_fields(data)
             text = f"Source: the upload. It carries {RECIPE_KINDS[kind]} recipe, so variations follow that recipe."
@@ -88,7 +91,7 @@ def build(ui: WebUI) -> SimpleNamespace:
             text = "Source: the upload. It has no recipe, so it is varied by repainting it (img2img)."
         return {source: ui.upload_path(data), source_id: None, source_box: "", status: status_html(text)}
 
-    upload.upload(upload_source, upload, [source, source_id, source_box, status], api_visibility="private")
+    upload.upload(upload_source, upload, [source, source_id, source_box, upload, status], api_visibility="private")
 
     # ---- making variations
     async def vary(source_id_, upload_, prompt_, strength_, seed_, count_, request: gr.Request):
