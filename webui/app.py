@@ -11,6 +11,7 @@ tab's status box. Scripts drive the same operations through named endpoints
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from starlette.middleware import Middleware
 
 from core.jobs import JobService
 from webui import api
-from webui.recipes import status_html
+from webui.recipes import FIELD_LABELS, allowed_text, status_html
 from webui.shared import BrowserIdMiddleware, WebUI
 from webui.tabs import generate, history, inpaint, pnginfo, timeline, vary
 
@@ -38,6 +39,8 @@ CSS = """
 .st-status .st-msg { display: block; font-size: 0.95rem; }
 .st-error { border-color: #d64545; background: rgba(214, 69, 69, 0.08); color: #b42318; }
 .st-ok { border-color: #2e9e5b; background: rgba(46, 158, 91, 0.08); }
+.st-note { color: #b54708; font-size: 0.85rem; margin-top: 0.3rem; }
+.st-note:empty { display: none; }
 .st-bar { height: 8px; margin-top: 0.4rem; border-radius: 4px; background: var(--border-color-primary); overflow: hidden; }
 .st-bar > div { height: 100%; background: var(--color-accent); transition: width 0.12s linear; }
 .st-pixelated img { image-rendering: pixelated; }
@@ -56,6 +59,43 @@ table.st-recipe td { padding: 0.25rem 0; word-break: break-word; }
 button.st-danger { color: #b42318 !important; border-color: rgba(214, 69, 69, 0.45) !important; }
 footer { display: none !important; }
 """
+
+
+def field_notes_head(limits: Any) -> str:
+    """A script for the page head: when a number typed into a slider's box is out of range,
+    Gradio moves it to the nearest end without a word; this says so under the slider, in the
+    core's words ('Steps: 0 is not allowed; use a whole number from 1 to 150. It is set to 1.')."""
+    rule = {name: (FIELD_LABELS[name], allowed_text(name, limits))
+            for name in ("steps", "guidance", "width", "height", "count", "variation_strength", "strength")}
+    fields = {"g-steps": rule["steps"], "i-steps": rule["steps"], "g-guidance": rule["guidance"],
+              "g-width": rule["width"], "g-height": rule["height"], "g-count": rule["count"],
+              "v-count": rule["count"], "v-strength": rule["variation_strength"], "i-strength": rule["strength"]}
+    return """<script>
+(() => {
+  const fields = %s;
+  const show = (n) => Number.isInteger(n) ? String(n) : String(Number(n.toFixed(4)));
+  document.addEventListener("change", (ev) => {
+    const box = ev.target;
+    if (!(box instanceof HTMLInputElement) || box.type !== "number") return;
+    let block = box;
+    while (block && !(block.id in fields)) block = block.parentElement;
+    const range = block && block.querySelector("input[type=range]");
+    if (!range) return;
+    const [label, allowed] = fields[block.id];
+    const v = Number(box.value), lo = Number(range.min), hi = Number(range.max);
+    let note = block.querySelector(".st-note");
+    if (!note) {
+      note = document.createElement("div");
+      note.className = "st-note";
+      note.setAttribute("role", "status");
+      block.appendChild(note);
+    }
+    note.textContent = box.value !== "" && Number.isFinite(v) && (v < lo || v > hi)
+      ? `${label}: ${box.value} is not allowed; ${allowed}. It is set to ${show(Math.min(hi, Math.max(lo, v)))}.`
+      : "";
+  }, true);  // capture: before the slider replaces the typed value with the nearest allowed one
+})();
+</script>""" % json.dumps(fields)
 
 
 def build_page(ui: WebUI) -> gr.Blocks:
@@ -183,5 +223,6 @@ def launch(service: JobService, store: Any, settings: Any, host: str | None = No
     """Serve the UI (blocks unless prevent_thread_lock). Returns the Blocks and its local URL."""
     demo = build(service, store, settings)
     _app, url, _share = demo.launch(prevent_thread_lock=prevent_thread_lock, quiet=quiet,
+                                    head=field_notes_head(service.limits),
                                     **launch_options(store, settings, host, port))
     return demo, url

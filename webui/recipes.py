@@ -43,6 +43,61 @@ def error_message(exc: BaseException) -> str:
     return f"Something went wrong ({type(exc).__name__}); the details are in the server log. Try again."
 
 
+# ---- values moved into range: always said, in the core's words ----------------------------------
+
+# A value each number field cannot take, to ask the core what it does allow (its own sentence).
+_IMPOSSIBLE = {"steps": 0, "guidance": -1.0, "width": 1, "height": 1, "count": 0, "variation_strength": -1.0,
+               "strength": -1.0}
+
+
+def allowed_text(field: str, limits: Any = None) -> str:
+    """The core's 'use ...' rule for one request field, e.g. 'use a whole number from 1 to 150'."""
+    from core.request import GenerationRequest
+
+    extra = {"init_image": png_bytes(_blank())} if field == "strength" else {}  # the rule with a picture
+    value = 0.0 if field == "strength" else _IMPOSSIBLE[field]
+    try:
+        GenerationRequest(prompt="-", **{field: value}, **extra).validate(limits)
+    except InvalidRequest as exc:
+        return next(e.allowed for e in exc.errors if e.field == field)
+    raise AssertionError(f"{field}={value!r} was accepted")
+
+
+def _blank() -> Any:
+    from PIL import Image
+
+    return Image.new("RGB", (8, 8))
+
+
+def changed_note(label: str, value: Any, allowed: str, new: Any) -> str:
+    """The one sentence every tab uses when it moves a value into range."""
+    return f"{label}: {_num(value)} is not allowed; {allowed}. It is set to {_num(new)}."
+
+
+def fit_recipe(fields: dict[str, Any], limits: Any) -> tuple[dict[str, Any], list[str]]:
+    """A recipe's size, steps and guidance moved into what the core and this model allow, with
+    a sentence for each change (an A1111 file's 512 px on a 64 px model, 200 steps, ...)."""
+    from core.request import GUIDANCE_MAX, STEPS_MAX
+
+    out, notes = dict(fields), []
+    rules = {"width": limits.fit, "height": limits.fit,
+             "steps": lambda v: int(max(1, min(STEPS_MAX, v))),
+             "guidance": lambda v: float(max(0.0, min(GUIDANCE_MAX, v)))}
+    for key, fit in rules.items():
+        value = out.get(key)
+        if value is None:
+            continue
+        try:
+            from core.request import GenerationRequest
+
+            GenerationRequest(prompt="-", **{key: value}).validate(limits)
+        except InvalidRequest:
+            new = fit(value)
+            notes.append(changed_note(FIELD_LABELS[key], value, allowed_text(key, limits), new))
+            out[key] = new
+    return out, notes
+
+
 def upload_problem(data: bytes) -> str | None:
     """What is wrong with an uploaded picture, by the core's own rules and words; None if nothing.
     Run when the file arrives, so a bad one is refused before anything else happens."""

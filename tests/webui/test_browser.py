@@ -186,7 +186,7 @@ def test_png_info_of_a_downloaded_image(page, server, tmp_path):
     assert page.locator("#g-seed input").input_value() == "99"
 
 
-def test_png_info_reads_a1111_text(page, tmp_path):
+def test_png_info_reads_a1111_text(page, server, tmp_path):
     from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
@@ -199,9 +199,47 @@ def test_png_info_reads_a1111_text(page, tmp_path):
     expect(page.locator("#p-status")).to_contain_text("AUTOMATIC1111")
     expect(page.locator("#p-info")).to_contain_text("a castle on a hill")
     page.locator("#p-send").click()
-    expect(page.locator("#g-status")).to_contain_text("width 512")  # clamped to the tiny model, and said so
+    # moved into the tiny model's range, and said so in the core's words (issue 12, bug 4)
+    note = "Width: 512 is not allowed; use a multiple of 8 from 64 to 128. It is set to 128."
+    expect(page.locator("#g-status")).to_contain_text(note)
     assert text_input(page, "g-prompt").input_value() == "a castle on a hill"
     assert page.locator("#g-seed input").input_value() == "1234"
+
+    # Variations of the same file: changed the same way, said the same way, not refused
+    open_tab(page, "Variations")
+    page.locator("#v-upload input[type=file]").set_input_files(str(path))
+    expect(page.locator("#v-status")).to_contain_text("It carries an AUTOMATIC1111 recipe")
+    expect(page.locator("#v-status")).to_contain_text(note)
+    expect(page.locator("#v-status")).to_contain_text("Height: 768 is not allowed")
+    set_slider(page, "v-count", 1)
+    page.locator("#v-go").click()
+    made = server.store.get(done_ids(wait_done(page, "v-status"))[0])
+    assert (made.width, made.height, made.image_request["steps"]) == (128, 128, 30)
+
+
+def test_a_typed_value_out_of_range_is_said_not_silently_changed(page):
+    """Steps 0 or 999 typed into the box ran as 1 or 150 without a word (issue 12, bug 4)."""
+    open_tab(page, "Generate")
+    set_slider(page, "g-steps", 0)
+    expect(page.locator("#g-steps .st-note")).to_have_text(
+        "Steps: 0 is not allowed; use a whole number from 1 to 150. It is set to 1.")
+    set_slider(page, "g-steps", 999)
+    expect(page.locator("#g-steps .st-note")).to_have_text(
+        "Steps: 999 is not allowed; use a whole number from 1 to 150. It is set to 150.")
+    assert page.locator("#g-steps input[type=number]").input_value() == "150"
+    set_slider(page, "g-steps", 30)
+    expect(page.locator("#g-steps .st-note")).to_have_text("")
+    set_slider(page, "g-width", 4096)
+    expect(page.locator("#g-width .st-note")).to_have_text(
+        "Width: 4096 is not allowed; use a multiple of 8 from 64 to 128. It is set to 128.")
+
+    open_tab(page, "Inpaint")  # the same words in every tab
+    set_slider(page, "i-steps", 0)
+    expect(page.locator("#i-steps .st-note")).to_have_text(
+        "Steps: 0 is not allowed; use a whole number from 1 to 150. It is set to 1.")
+    set_slider(page, "i-strength", 0)
+    expect(page.locator("#i-strength .st-note")).to_have_text(
+        "Strength: 0 is not allowed; use a value above 0 and up to 1 with an init image. It is set to 0.05.")
 
 
 def test_bad_input_shows_a_message_and_the_ui_stays_usable(page, server):

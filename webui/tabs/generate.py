@@ -7,9 +7,9 @@ from typing import Any
 
 import gradio as gr
 
-from core.request import COUNT_MAX, SAMPLERS, STEPS_MAX, GenerationRequest
+from core.request import COUNT_MAX, GUIDANCE_MAX, SAMPLERS, STEPS_MAX, GenerationRequest
 from core.samplers import LABELS
-from webui.recipes import error_html, status_html
+from webui.recipes import error_html, fit_recipe, status_html
 from webui.shared import WebUI, owner_of, parse_seed, whole
 
 
@@ -34,7 +34,7 @@ def build(ui: WebUI) -> SimpleNamespace:
                                       elem_id="g-reuse")
                 with gr.Row():
                     steps = gr.Slider(1, STEPS_MAX, value=20, step=1, label="Steps", elem_id="g-steps")
-                    guidance = gr.Slider(0, 20, value=7.0, step=0.5, label="Guidance", elem_id="g-guidance")
+                    guidance = gr.Slider(0, GUIDANCE_MAX, value=7.0, step=0.5, label="Guidance", elem_id="g-guidance")
                 with gr.Row():
                     width = gr.Slider(lim.min_side, lim.max_side, value=lim.native_size, step=lim.multiple,
                                       label="Width", elem_id="g-width")
@@ -122,26 +122,18 @@ def build(ui: WebUI) -> SimpleNamespace:
         """This tab's fields from a recipe (PNG info, History); sizes outside this model's range are clamped."""
         if not fields_:
             return {note_to: status_html("Nothing to send yet.", None, "error")}
+        fields_, notes = fit_recipe(fields_, lim)
         out = {prompt: fields_.get("prompt", ""), negative: fields_.get("negative_prompt", ""), count: 1}
-        notes = []
         if fields_.get("seed") is not None:
             out[seed] = fields_["seed"]
-        for key, comp in (("steps", steps), ("guidance", guidance)):
+        for key, comp in (("steps", steps), ("guidance", guidance), ("width", width), ("height", height)):
             if fields_.get(key) is not None:
                 out[comp] = fields_[key]
-        for key, comp in (("width", width), ("height", height)):
-            if fields_.get(key) is not None:
-                v = int(fields_[key])
-                clamped = lim.fit(v)
-                if clamped != v:
-                    notes.append(f"{key} {v} → {clamped}")
-                out[comp] = clamped
         if fields_.get("sampler") in SAMPLERS:
             out[sampler] = fields_["sampler"]
         if (fields_.get("variation_strength") or 0) > 0 or fields_.get("variation_chain"):
-            notes.append("the variation seed and strength are left out (use Variations)")
-        out[status] = status_html("Recipe loaded" + (f" ({'; '.join(notes)})" if notes else "") +
-                                  ". Press Generate.", None, "ok")
+            notes.append("The variation seeds and strengths are left out (use Variations for them).")
+        out[status] = status_html(" ".join(["Recipe loaded. Press Generate.", *notes]), None, "ok")
         return out
 
     return SimpleNamespace(status=status, selected=selected, vary_btn=vary_btn, inpaint_btn=inpaint_btn,

@@ -6,20 +6,21 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from core.request import COUNT_MAX, GenerationRequest
-from webui.recipes import RECIPE_KINDS, UserError, error_html, png_fields, status_html, upload_problem
+from core.request import COUNT_MAX, GenerationRequest, ModelLimits
+from webui.recipes import RECIPE_KINDS, UserError, error_html, fit_recipe, png_fields, status_html, upload_problem
 from webui.shared import WebUI, owner_of, parse_seed, whole
 
 
-def request_from_upload(data: bytes, prompt: str, strength: float, seed: int | None,
-                        count: int) -> tuple[GenerationRequest, str]:
-    """Variations of an uploaded file: its embedded recipe when it has one, else img2img of it."""
+def request_from_upload(data: bytes, prompt: str, strength: float, seed: int | None, count: int,
+                        limits: ModelLimits) -> tuple[GenerationRequest, str]:
+    """Variations of an uploaded file: its embedded recipe when it has one (its numbers moved
+    into this model's range, as the upload's status line said), else img2img of it."""
     try:
         source, fields, _ = png_fields(data)
     except Exception:  # no readable recipe: vary the picture itself
         source = None
     if source is not None:
-        fields = {k: v for k, v in fields.items() if v is not None}
+        fields, _notes = fit_recipe({k: v for k, v in fields.items() if v is not None}, limits)
         return GenerationRequest(**fields).varied(strength, seed, count), f"the upload's embedded {source} recipe"
     if strength <= 0:
         raise UserError("An upload without a recipe is varied by repainting it: "
@@ -85,8 +86,10 @@ def build(ui: WebUI) -> SimpleNamespace:
         if problem:  # judged on arrival: nothing is kept of it
             return {source: None, source_id: None, upload: None, status: status_html(problem, None, "error")}
         try:
-            kind, _, _ = png_fields(data)
-            text = f"Source: the upload. It carries {RECIPE_KINDS[kind]} recipe, so variations follow that recipe."
+            kind, fields, _ = png_fields(data)
+            _fields, notes = fit_recipe({k: v for k, v in fields.items() if v is not None}, ui.limits)
+            text = " ".join([f"Source: the upload. It carries {RECIPE_KINDS[kind]} recipe, so variations follow "
+                             "that recipe.", *notes])
         except Exception:  # noqa: BLE001 -- no recipe: img2img variations
             text = "Source: the upload. It has no recipe, so it is varied by repainting it (img2img)."
         return {source: ui.upload_path(data), source_id: None, source_box: "", status: status_html(text)}
@@ -102,7 +105,7 @@ def build(ui: WebUI) -> SimpleNamespace:
                 return ui.store.vary(source_id_, ui.service, owner, strength_, seed_, count_)
         elif upload_ is not None:
             def submit():
-                req, _how = request_from_upload(upload_, prompt_ or "", strength_, seed_, count_)
+                req, _how = request_from_upload(upload_, prompt_ or "", strength_, seed_, count_, ui.limits)
                 return ui.service.submit(req, owner, kind="vary")
         else:
             yield {status: status_html("Choose a source first: type an id and press Load, pick one in "
