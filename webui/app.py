@@ -52,12 +52,40 @@ table.st-recipe tr + tr > * { border-top: 1px solid var(--border-color-primary) 
 table.st-recipe { border-collapse: collapse; width: 100%; font-size: 0.9rem; margin-top: 0.4rem; }
 table.st-recipe th { text-align: left; font-weight: 600; width: 9.5rem; padding: 0.25rem 0.6rem 0.25rem 0; vertical-align: top; opacity: 0.8; }
 table.st-recipe td { padding: 0.25rem 0; word-break: break-word; }
+.st-search-row { align-items: center !important; gap: 0.5rem !important; }
+.st-search-row > * { align-self: center !important; }
 .st-count-row { align-items: center !important; flex-wrap: nowrap !important; }
 .st-count-row > #h-count { flex: 1 1 auto !important; }
 .st-count-row > #h-mine { flex: 0 0 auto !important; width: auto !important; min-width: 0 !important;
                           background: none !important; border: 0 !important; box-shadow: none !important; }
 button.st-danger { color: #b42318 !important; border-color: rgba(214, 69, 69, 0.45) !important; }
 footer { display: none !important; }
+/* the picture first: the result is the largest thing on the page; a click shows it full size */
+.st-result .thumbnails { justify-content: center; }
+.st-actions { flex-wrap: wrap !important; gap: 0.4rem !important; }
+.st-actions > button { flex: 1 1 auto !important; min-width: 84px !important; }
+.st-chips .wrap { gap: 0.3rem !important; }
+.st-chips label { padding: 0.15rem 0.55rem !important; font-size: 0.85rem !important; }
+#g-recent .table-wrap, #g-recent table { font-size: 0.85rem; }
+#g-sampler input { text-overflow: clip; }
+/* a phone, one-handed: every tab in reach, the picture right under Generate, settings after it */
+@media (max-width: 700px) {
+  .gradio-container .main { padding-left: 8px !important; padding-right: 8px !important; }
+  #st-header h1 { font-size: 1.3rem; }
+  .tab-wrapper button { padding: 0 7px !important; font-size: 0.82rem !important; }
+  #g-main { flex-direction: column !important; flex-wrap: nowrap !important; }
+  #g-left { display: contents !important; }
+  #g-ask { order: 1; }
+  #g-right { order: 2; }
+  #g-settings { order: 3; }
+  #g-gallery, #g-preview { height: min(62vh, 420px) !important; }
+  .st-seed-row { flex-wrap: nowrap !important; }
+  .st-seed-row .st-icon-btn { min-width: 0 !important; padding: 0 0.6rem !important; }
+  #h-gallery .grid-container { grid-template-columns: repeat(3, minmax(0, 1fr)) !important; }
+  .st-search-row { flex-wrap: wrap !important; }
+  .st-search-row #h-query { flex: 1 1 100% !important; }
+  .st-go-row { position: sticky; bottom: 0; z-index: 5; background: var(--background-fill-primary); padding: 4px 0; }
+}
 """
 
 
@@ -107,7 +135,7 @@ def build_page(ui: WebUI) -> gr.Blocks:
         api.register(ui)  # first, so the named endpoints get their plain names
         with gr.Row(elem_id="st-header"):
             gr.Markdown(f"# Statuary\n{model_name} · {ui.limits.native_size} px · {info.get('device', '')}")
-        with gr.Tabs(selected="generate") as tabs:
+        with gr.Tabs(selected="generate", overflow_behavior="wrap") as tabs:  # every tab in reach on a phone
             g = generate.build(ui)
             v = vary.build(ui)
             i = inpaint.build(ui)
@@ -115,6 +143,7 @@ def build_page(ui: WebUI) -> gr.Blocks:
             t = timeline.build(ui)
             p = pnginfo.build(ui)
         _link(tabs, g, v, i, h, t, p, ui)
+        demo.load(*g.load, api_visibility="private", queue=False)
     return demo
 
 

@@ -43,6 +43,29 @@ def error_message(exc: BaseException) -> str:
     return f"Something went wrong ({type(exc).__name__}); the details are in the server log. Try again."
 
 
+# ---- sizes ---------------------------------------------------------------------------------------
+
+# The shapes the bot's /imagine offers (bot/render.py ASPECTS; a test keeps the two lists equal).
+ASPECTS: tuple[tuple[str, int, int], ...] = (
+    ("1:1 square", 1, 1), ("3:2 landscape", 3, 2), ("2:3 portrait", 2, 3), ("4:3 landscape", 4, 3),
+    ("3:4 portrait", 3, 4), ("16:9 wide", 16, 9), ("9:16 tall", 9, 16), ("21:9 cinema", 21, 9),
+)
+
+
+def aspect_size(a: int, b: int, limits: Any) -> tuple[int, int]:
+    """Width and height of shape a:b with about the area of the model's native square, on its
+    grid and within its smallest and largest sides."""
+    import math
+
+    w, h = limits.native_size * math.sqrt(a / b), limits.native_size * math.sqrt(b / a)
+    if max(w, h) > limits.max_side:
+        w, h = w * limits.max_side / max(w, h), h * limits.max_side / max(w, h)
+    if min(w, h) < limits.min_side:
+        w, h = w * limits.min_side / min(w, h), h * limits.min_side / min(w, h)
+    m = limits.multiple
+    return limits.fit(round(w / m) * m), limits.fit(round(h / m) * m)
+
+
 # ---- values moved into range: always said, in the core's words ----------------------------------
 
 # A value each number field cannot take, to ask the core what it does allow (its own sentence).
@@ -118,7 +141,10 @@ class UserError(ValueError):
 
 
 def status_html(text: str, fraction: float | None = None, kind: str = "info") -> str:
-    """The status line of a tab: a message and, while a job runs, a progress bar."""
+    """The status line of a tab: a message and, while a job runs, a progress bar. Nothing at all
+    (not an empty bordered box) when there is nothing to say."""
+    if not text and fraction is None:
+        return ""
     bar = ""
     if fraction is not None:
         pct = max(0.0, min(1.0, fraction)) * 100

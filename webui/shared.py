@@ -99,6 +99,16 @@ def whole(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def queue_text(position: int, seconds: float | None) -> str:
+    """'Waiting in the queue: position 2, about 40 s' (no guess until steps have been measured)."""
+    text = f"Waiting in the queue: position {position}"
+    if seconds is None:
+        return text
+    if seconds < 60:
+        return f"{text}, about {max(1, round(seconds))} s"
+    return f"{text}, about {round(seconds / 60)} min"
+
+
 def progress_text(image_index: int, count: int, step: int, total: int) -> str:
     """'Step 3 of 8', or for several images 'Image 2 of 2, step 1 of 8' (`total` counts every image's steps)."""
     each = max(1, total // max(1, count))
@@ -115,6 +125,8 @@ class WebUI:
         self.settings = settings
         self.limits = service.limits
         self._jobs: dict[tuple[str, str], JobHandle] = {}  # (session, tab) -> its running job
+        self._last_step: dict[int, float] = {}  # a followed job's request -> when its last step came
+        self.step_seconds_per_mpx: float | None = None
         self._downloads = Path(tempfile.mkdtemp(prefix="statuary-webui-"))
 
     # ---- jobs ------------------------------------------------------------------------------------
@@ -136,12 +148,14 @@ class WebUI:
         try:
             async for ev in handle.events():
                 if isinstance(ev, Queued):
-                    yield {status: status_html(f"Waiting in the queue: position {ev.position}", 0.0)}, None
+                    yield {status: status_html(queue_text(ev.position, self.estimate(handle.request, ev.position)),
+                                               0.0)}, None
                 elif isinstance(ev, Started):
                     yield {status: status_html("Starting…", 0.0)}, None
                 elif isinstance(ev, Progress):
                     steps_done[ev.image_index] += 1
                     now = time.monotonic()
+                    self._measure(handle.request, now)
                     if now - last < PROGRESS_EVERY_S and ev.step < ev.total:
                         continue
                     last = now
@@ -161,8 +175,31 @@ class WebUI:
         except Exception as exc:  # noqa: BLE001
             yield {status: error_html(exc)}, None
         finally:
+            self._last_step.pop(id(handle.request), None)
             if self._jobs.get(key) is handle:
                 del self._jobs[key]
+
+    # ---- the wait in the queue, from measured step times ----------------------------------------
+
+    def _measure(self, request, now: float) -> None:
+        """Seconds per step per megapixel, a moving average over the steps this UI has watched."""
+        last = self._last_step.get(id(request))
+        self._last_step[id(request)] = now
+        if last is None or not request.width or not request.height:
+            return
+        per_mpx = (now - last) / (request.width * request.height / 1e6)
+        self.step_seconds_per_mpx = per_mpx if self.step_seconds_per_mpx is None else (
+            0.9 * self.step_seconds_per_mpx + 0.1 * per_mpx)
+
+    def estimate(self, request, position: int) -> float | None:
+        """About how long until a job at `position` starts: the jobs before it taken to be like it
+        (the service does not say what they are), timed by this UI's measured steps; None before
+        any step was measured."""
+        if self.step_seconds_per_mpx is None or not request.width or not request.height:
+            return None
+        strength = request.strength if request.init_image is not None else 1.0
+        steps = max(1, int(request.steps * strength)) * request.count
+        return position * steps * self.step_seconds_per_mpx * request.width * request.height / 1e6
 
     def cancel(self, tab: str, request: gr.Request | None) -> Any:
         handle = self._jobs.get((getattr(request, "session_hash", None) or "anonymous", tab))

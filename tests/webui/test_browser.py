@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import sqlite3
 import time
 from pathlib import Path
@@ -35,7 +36,7 @@ def test_generate_shows_image_in_history_and_database(page, server):
     ids = generate(page, "cat face on blue background", steps=3, seed=42)
     assert len(ids) == 1
     image_id = ids[0]
-    expect(page.locator("#g-gallery img")).to_have_count(1)
+    expect(page.locator("#g-gallery .thumbnail-small")).to_have_count(1)  # one image, shown large above it
     expect(page.locator("#g-recipe")).to_contain_text(image_id)
     expect(page.locator("#g-recipe")).to_contain_text("42")
 
@@ -284,20 +285,24 @@ def test_bad_input_shows_a_message_and_the_ui_stays_usable(page, server):
 def test_each_browser_has_its_own_queue_position_and_cancel(browser, server):
     # Two long jobs of other people hold the worker (one runs, one waits), so the browsers'
     # jobs stay queued long enough to watch, even on a fast machine.
-    slow = GenerationRequest(prompt="blocker", steps=150, count=4, width=128, height=128)
-    blockers = [server.service.submit(slow, Owner("cli", f"blocker-{i}")) for i in range(2)]
     pages = []
+    blockers = []
     try:
         for _ in range(2):
             ctx = browser.new_context(viewport={"width": 1280, "height": 800})
             pg = ctx.new_page()
             pg.goto(server.url)
-            fill(pg, "g-prompt", "queued cat")
-            set_slider(pg, "g-steps", 2)
+            pg.locator("#g-prompt textarea").wait_for()
             pages.append(pg)
         a, b = pages
+        generate(a, "warm up", steps=3)  # the UI times its steps: the wait below is estimated from them
+        slow = GenerationRequest(prompt="blocker", steps=150, count=4, width=128, height=128)
+        blockers = [server.service.submit(slow, Owner("cli", f"blocker-{i}")) for i in range(2)]
+        for pg in pages:
+            fill(pg, "g-prompt", "queued cat")
+            set_slider(pg, "g-steps", 2)
         a.locator("#g-go").click()
-        expect(a.locator("#g-status")).to_contain_text("position 2")
+        expect(a.locator("#g-status")).to_contain_text(re.compile(r"position 2, about \d+ (s|min)"))
         b.locator("#g-go").click()
         expect(b.locator("#g-status")).to_contain_text("position 3")
         a.locator("#g-cancel").click()
@@ -580,3 +585,63 @@ def test_uploads_are_judged_when_they_arrive(page, server):
     _upload_button(page, "i-upload", good)
     expect(page.locator("#i-status")).to_contain_text("Source: the upload")
     expect(page.locator("#i-before img")).to_be_visible()
+
+
+def test_the_picture_comes_first(page, server):
+    """The result is the largest thing on the page, the live preview gives way to it, a click
+    shows it full size; shapes beside width and height; prompts kept per browser (issue 12)."""
+    open_tab(page, "Generate")
+    page.locator("#g-aspect").get_by_text("16:9", exact=True).click()
+    expect(page.locator("#g-width input[type=number]")).to_have_value("112")  # 16:9 near 64 x 64, on the grid
+    expect(page.locator("#g-height input[type=number]")).to_have_value("64")
+    image_id = generate(page, "pear in the rain", steps=3, seed=8)[0]
+    assert (server.store.get(image_id).width, server.store.get(image_id).height) == (112, 64)
+
+    expect(page.locator("#g-preview")).to_be_hidden()  # not the last noisy frame
+    big = page.locator("#g-gallery .thumbnail-lg img")
+    expect(big).to_be_visible()
+    areas = page.evaluate("""() => [...document.querySelectorAll('img, canvas, textarea')]
+        .filter(e => e.offsetParent).map(e => [e.closest('[id]')?.id, e.getBoundingClientRect().width
+                                              * e.getBoundingClientRect().height])""")
+    largest = max(areas, key=lambda a: a[1])
+    assert largest[0] == "g-gallery" and largest[1] > 400 * 200, areas
+    page.locator("#g-gallery").get_by_role("button", name="Fullscreen").click()
+    expect(page.locator("#g-gallery .thumbnail-lg img")).to_be_visible()
+    page.keyboard.press("Escape")
+
+    expect(page.locator("#g-recent")).to_contain_text("pear in the rain")
+    page.reload()
+    page.locator("#g-prompt textarea").wait_for()
+    expect(page.locator("#g-recent")).to_contain_text("pear in the rain")  # kept by this browser
+    page.locator("#g-recent").get_by_text("pear in the rain").click()
+    expect(text_input(page, "g-prompt")).to_have_value("pear in the rain")
+
+
+def test_one_handed_on_a_phone(browser, server):
+    """At 390 px: every tab in reach (none behind '...'), the status and the picture right under
+    Generate, the sampler's name whole, History in a grid, not one sideways row (issue 12)."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    page.goto(server.url)
+    page.locator("#g-prompt textarea").wait_for()
+    expect(page.get_by_role("button", name="More tabs")).to_have_count(0)
+    for name in ("Generate", "Variations", "Inpaint", "History", "Timeline", "PNG info"):
+        expect(page.get_by_role("tab", name=name, exact=True)).to_be_visible()
+    sampler = page.locator("#g-sampler input")
+    assert sampler.evaluate("e => e.scrollWidth <= e.clientWidth"), sampler.input_value()
+
+    generate(page, "phone cat", steps=3, seed=5, count=4)
+    status = page.locator("#g-status").bounding_box()
+    picture = page.locator("#g-gallery").bounding_box()
+    settings = page.locator("#g-settings").bounding_box()
+    assert status["y"] < picture["y"] < settings["y"], (status, picture, settings)
+    go = page.locator("#g-go").bounding_box()
+    assert picture["y"] - (go["y"] + go["height"]) < 200  # the picture follows the button, not the settings
+
+    open_tab(page, "History")
+    thumbs = page.locator("#h-gallery .thumbnail-item")
+    expect(thumbs.first).to_be_visible()
+    rights = thumbs.evaluate_all("els => els.map(e => e.getBoundingClientRect().right)")
+    assert max(rights) <= 390, rights
+    context.close()

@@ -15,26 +15,24 @@ PER_PAGE = 20
 
 def build(ui: WebUI) -> SimpleNamespace:
     with gr.Tab("History", id="history") as tab:
-        with gr.Row(elem_classes="st-seed-row"):
-            with gr.Column(scale=3, min_width=300), gr.Row(elem_classes="st-seed-row"):
-                query = gr.Textbox(label="Search prompts", placeholder="words in the prompt", scale=4,
-                                   elem_id="h-query", min_width=180)
-                search = gr.Button("Search", scale=1, min_width=90, elem_id="h-search")
-            with gr.Column(scale=1, min_width=240), gr.Row(elem_classes="st-seed-row"):
-                prev = gr.Button("◀", scale=0, min_width=56, elem_id="h-prev")
-                page = gr.Number(value=1, precision=0, minimum=1, label="Page", scale=1, min_width=80,
-                                 elem_id="h-page")
-                next_ = gr.Button("▶", scale=0, min_width=56, elem_id="h-next")
+        with gr.Row(elem_classes="st-search-row"):
+            query = gr.Textbox(show_label=False, container=False, placeholder="Search prompts: words in the prompt",
+                               scale=4, elem_id="h-query", min_width=160)
+            search = gr.Button("Search", scale=0, min_width=90, elem_id="h-search")
+            prev = gr.Button("◀", scale=0, min_width=48, elem_id="h-prev")
+            page = gr.Number(value=1, precision=0, minimum=1, show_label=False, container=False, scale=0,
+                             min_width=64, elem_id="h-page")
+            next_ = gr.Button("▶", scale=0, min_width=48, elem_id="h-next")
         with gr.Row(elem_classes="st-count-row"):
             count = gr.Markdown(elem_id="h-count")
             mine = gr.Checkbox(label="Only mine", value=False, container=False, scale=0, min_width=130,
                                elem_id="h-mine")
-        gallery = gr.Gallery(label="Newest first", columns=6, height=300, elem_id="h-gallery",
+        gallery = gr.Gallery(label="Newest first", columns=6, height=None, elem_id="h-gallery",
                              elem_classes="st-pixelated", allow_preview=False, object_fit="contain",
-                             interactive=False)
+                             interactive=False, fit_columns=False)
         with gr.Row(equal_height=False):
-            image = gr.Image(label="Selected", interactive=False, height=260, type="filepath",
-                             elem_id="h-image", elem_classes=["st-pixelated", "st-fit"])
+            image = gr.Image(label="Selected", interactive=False, height=320, type="filepath",
+                             elem_id="h-image", elem_classes=["st-pixelated", "st-fit"], buttons=["fullscreen", "download"])
             with gr.Column(scale=2):
                 details = gr.Markdown("Select an image to see its recipe.", elem_id="h-details")
                 with gr.Row():

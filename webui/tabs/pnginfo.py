@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from webui.recipes import RECIPE_KINDS, error_html, png_fields, status_html
+from webui.recipes import RECIPE_KINDS, error_html, png_fields, status_html, upload_problem
 from webui.shared import WebUI
 
 
@@ -17,6 +17,8 @@ def build(ui: WebUI) -> SimpleNamespace:
                 file = gr.File(label="Drop a PNG (ours or AUTOMATIC1111's)", file_types=[".png", "image"],
                                type="binary", elem_id="p-file", height=160)
                 send = gr.Button("Send to Generate", variant="primary", elem_id="p-send", interactive=False)
+                image = gr.Image(label="The picture", type="filepath", interactive=False, height=320,
+                                 elem_id="p-image", elem_classes=["st-pixelated", "st-fit"], buttons=["fullscreen"])
             with gr.Column(scale=6, min_width=280):
                 status = gr.HTML(status_html("The recipe of a PNG appears here."), elem_id="p-status")
                 info = gr.Markdown(elem_id="p-info")
@@ -24,15 +26,16 @@ def build(ui: WebUI) -> SimpleNamespace:
 
     def png_info(data):
         if data is None:
-            return {info: "", fields: None, send: gr.Button(interactive=False),
+            return {info: "", fields: None, send: gr.Button(interactive=False), image: None,
                     status: status_html("The recipe of a PNG appears here.")}
+        shown = None if upload_problem(data) else ui.upload_path(data)
         try:
             source, found, md = png_fields(data)
         except Exception as exc:  # noqa: BLE001
-            return {info: "", fields: None, send: gr.Button(interactive=False), status: error_html(exc)}
-        return {info: md, fields: found, send: gr.Button(interactive=True),
+            return {info: "", fields: None, send: gr.Button(interactive=False), image: shown, status: error_html(exc)}
+        return {info: md, fields: found, send: gr.Button(interactive=True), image: shown,
                 status: status_html(f"{RECIPE_KINDS[source][0].upper()}{RECIPE_KINDS[source][1:]} recipe.", None, "ok")}
 
-    file.change(png_info, file, [info, fields, send, status], api_visibility="private")
+    file.change(png_info, file, [info, fields, send, image, status], api_visibility="private")
 
     return SimpleNamespace(status=status, fields=fields, send=send)

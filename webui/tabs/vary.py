@@ -55,9 +55,9 @@ def build(ui: WebUI) -> SimpleNamespace:
             with gr.Column(scale=6, min_width=300):
                 status = gr.HTML(status_html("Choose a source: an id, an image from History, or an upload."),
                                  elem_id="v-status")
-                gallery = gr.Gallery(label="Variations", columns=4, height=300, elem_id="v-gallery",
-                                     elem_classes="st-pixelated", allow_preview=False,
-                                     object_fit="contain", interactive=False)
+                gallery = gr.Gallery(label="Variations (click one to see it large)", columns=2, height=460,
+                                     elem_id="v-gallery", elem_classes="st-pixelated", allow_preview=True,
+                                     object_fit="contain", interactive=False, buttons=["fullscreen", "download"])
                 recipe = gr.Markdown(elem_id="v-recipe")
                 with gr.Row():
                     walk = gr.Button("Use this one as the new source", elem_id="v-walk")
