@@ -70,7 +70,6 @@ footer { display: none !important; }
 #g-sampler input { text-overflow: clip; }
 /* a phone, one-handed: every tab in reach, the picture right under Generate, settings after it */
 @media (max-width: 700px) {
-  .gradio-container .main { padding-left: 8px !important; padding-right: 8px !important; }
   #st-header h1 { font-size: 1.3rem; }
   .tab-wrapper button { padding: 0 7px !important; font-size: 0.82rem !important; }
   #g-main { flex-direction: column !important; flex-wrap: nowrap !important; }
@@ -98,7 +97,11 @@ def field_notes_head(limits: Any) -> str:
     fields = {"g-steps": rule["steps"], "i-steps": rule["steps"], "g-guidance": rule["guidance"],
               "g-width": rule["width"], "g-height": rule["height"], "g-count": rule["count"],
               "v-count": rule["count"], "v-strength": rule["variation_strength"], "i-strength": rule["strength"]}
-    return """<script>
+    return """<style>
+/* outside the app's own box, so not in CSS (Gradio scopes that to the inside): narrow margins on a phone */
+@media (max-width: 700px) { .gradio-container > .main.app { padding-left: 8px !important; padding-right: 8px !important; } }
+</style>
+<script>
 (() => {
   const fields = %s;
   const show = (n) => Number.isInteger(n) ? String(n) : String(Number(n.toFixed(4)));

@@ -43,15 +43,17 @@ def build(ui: WebUI) -> SimpleNamespace:
                                       buttons=[], min_width=140)
                     upload = gr.File(label="…or upload a PNG", file_types=["image"], type="binary",
                                      elem_id="v-upload", height=170, min_width=140)
-                prompt = gr.Textbox(label="Prompt (only for an upload without a recipe)", lines=1, elem_id="v-prompt")
                 strength = gr.Slider(0, 1, value=0.25, step=0.01, label="Variation strength",
                                      info="0 = the source again, 1 = a new picture", elem_id="v-strength")
                 with gr.Row():
-                    seed = gr.Number(label="Variation seed (-1 = random)", value=-1, precision=0, elem_id="v-seed")
-                    count = gr.Slider(1, COUNT_MAX, value=4, step=1, label="How many", elem_id="v-count")
-                with gr.Row():
                     go = gr.Button("Make variations", variant="primary", elem_id="v-go", scale=3)
-                    cancel = gr.Button("Cancel", variant="stop", elem_id="v-cancel", scale=1)
+                    cancel = gr.Button("Cancel", variant="stop", elem_id="v-cancel", scale=1, min_width=90)
+                with gr.Row():
+                    seed = gr.Number(label="Variation seed (-1 = random)", value=-1, precision=0, elem_id="v-seed",
+                                     min_width=140)
+                    count = gr.Slider(1, COUNT_MAX, value=4, step=1, label="How many", elem_id="v-count",
+                                      min_width=140)
+                prompt = gr.Textbox(label="Prompt (only for an upload without a recipe)", lines=1, elem_id="v-prompt")
             with gr.Column(scale=6, min_width=300):
                 status = gr.HTML(status_html("Choose a source: an id, an image from History, or an upload."),
                                  elem_id="v-status")
