@@ -77,13 +77,16 @@ def build(ui: WebUI) -> SimpleNamespace:
         return history(query_, page_, mine_, request)
 
     list_outputs = [gallery, ids, page, count]
-    search.click(history_first, [query, mine], list_outputs, api_visibility="private")
-    query.submit(history_first, [query, mine], list_outputs, api_visibility="private")
-    mine.input(history_first, [query, mine], list_outputs, api_visibility="private")
-    prev.click(history_prev, [query, page, mine], list_outputs, api_visibility="private")
-    next_.click(history_next, [query, page, mine], list_outputs, api_visibility="private")
-    page.submit(history_here, [query, page, mine], list_outputs, api_visibility="private")
-    tab.select(history_here, [query, page, mine], list_outputs, api_visibility="private")
+    # One list query at a time, in the order they were asked: otherwise a slow earlier one (the
+    # tab's select) can land after a later search and put back the old list.
+    in_order = dict(api_visibility="private", concurrency_id="history-list", concurrency_limit=1)
+    search.click(history_first, [query, mine], list_outputs, **in_order)
+    query.submit(history_first, [query, mine], list_outputs, **in_order)
+    mine.input(history_first, [query, mine], list_outputs, **in_order)
+    prev.click(history_prev, [query, page, mine], list_outputs, **in_order)
+    next_.click(history_next, [query, page, mine], list_outputs, **in_order)
+    page.submit(history_here, [query, page, mine], list_outputs, **in_order)
+    tab.select(history_here, [query, page, mine], list_outputs, **in_order)
 
     # ---- the selected image
     def history_select(ids_, evt: gr.SelectData):
@@ -119,7 +122,7 @@ def build(ui: WebUI) -> SimpleNamespace:
                 status: status_html(f"Deleted image {sel}.", None, "ok")}
 
     delete.click(history_delete, [selected, query, page, mine],
-                 [*list_outputs, selected, image, details, download, result, status], api_visibility="private")
+                 [*list_outputs, selected, image, details, download, result, status], **in_order)
 
     async def history_reproduce(sel, request: gr.Request):
         try:
