@@ -192,6 +192,8 @@ class Generator:
         embeds, added = encoded if encoded is not None else self.encode(request)
         shape = (1, m.latent_channels, request.height // m.vae_scale_factor, request.width // m.vae_scale_factor)
         noise, step_gen = cpu_noise(request.image_seed(index), shape)
+        for earlier_seed, earlier_strength in request.variation_chain:  # a walk's earlier steps, in order
+            noise = slerp(earlier_strength, noise, cpu_noise(earlier_seed, shape)[0])
         vseed = request.image_variation_seed(index)
         if request.variation_strength > 0 and vseed is not None:
             noise = slerp(request.variation_strength, noise, cpu_noise(vseed, shape)[0])

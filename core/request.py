@@ -21,7 +21,8 @@ PROMPT_MAX_CHARS = 1000
 STEPS_MAX = 150
 GUIDANCE_MAX = 30.0
 COUNT_MAX = 4
-MIN_SIDE = 64
+MIN_SIDE = 64  # the smallest side for a model that can go this low (see ModelLimits.min_side)
+VARIATION_CHAIN_MAX = 64  # earlier variations a request may carry (each costs one noise draw)
 IMAGE_MAX_BYTES = 20 * 1024 * 1024
 IMAGE_MAX_PIXELS = 4096 * 4096
 
@@ -32,11 +33,37 @@ DEFAULT_SAMPLER = "dpmpp_2m_karras"
 
 @dataclasses.dataclass(frozen=True)
 class ModelLimits:
-    """What the loaded model accepts: sizes are multiples of `multiple`, sides up to `max_side`."""
+    """What the loaded model accepts: sizes are multiples of `multiple`, sides from `min_side`
+    to `max_side`. The one place every front-end (web UI, API, CLI, reproduce) takes its size
+    range and the sentence that states it from."""
 
     native_size: int = 512
     max_side: int = 1024
     multiple: int = 8
+
+    @property
+    def min_side(self) -> int:
+        """MIN_SIDE, or less for a model whose native size or largest side is that small, so
+        its own native size is always allowed and there is always a range to choose from."""
+        low = min(MIN_SIDE, self.native_size, self.max_side // 2)
+        return max(self.multiple, low // self.multiple * self.multiple)
+
+    @property
+    def allowed_sizes(self) -> str:
+        return f"use a multiple of {self.multiple} from {self.min_side} to {self.max_side}"
+
+    def allows(self, side: Any) -> bool:
+        return _is_int(side) and self.min_side <= side <= self.max_side and side % self.multiple == 0
+
+    def fit(self, side: int) -> int:
+        """The allowed side nearest below `side` (or the smallest allowed one)."""
+        m = self.multiple
+        return int(max(self.min_side, min(self.max_side // m * m, int(side) // m * m)))
+
+
+# validate() without a model: only what no model could take is refused (the model's own limits
+# are checked again at submit).
+ANY_MODEL = ModelLimits(native_size=8, max_side=4096, multiple=8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +76,7 @@ class FieldError:
         value = self.value
         if isinstance(value, str) and len(value) > 40:
             value = value[:37] + "..."
-        shown = f"<{len(value)} bytes>" if isinstance(value, (bytes, bytearray)) else repr(value)
+        shown = f"a {len(value)}-byte file" if isinstance(value, (bytes, bytearray)) else repr(value)
         return f"{self.field}: {shown} is not allowed; {self.allowed}."
 
 
@@ -74,14 +101,25 @@ class GenerationRequest:
     sampler: str = DEFAULT_SAMPLER
     variation_seed: int | None = None  # None with strength > 0: a random one, recorded
     variation_strength: float = 0.0
+    # Earlier variations this one builds on, oldest first: (variation seed, strength) pairs
+    # mixed into the seed's noise before this request's own variation. A walk (vary, pick one,
+    # vary that) keeps every step, so a variation of a variation is reproduced exactly.
+    variation_chain: tuple[tuple[int, float], ...] = ()
     init_image: bytes | None = None  # encoded image file (PNG, JPEG, WebP); resized to width x height
     strength: float = 0.75  # img2img / inpaint: how much of the init image is re-noised
     mask: bytes | None = None  # white = repaint, black = keep; same size as init_image
 
+    def __post_init__(self) -> None:
+        # JSON gives lists: hold the chain as tuples, so requests stay hashable and comparable.
+        chain = self.variation_chain
+        if isinstance(chain, (list, tuple)) and all(isinstance(p, (list, tuple)) for p in chain):
+            object.__setattr__(self, "variation_chain", tuple(tuple(p) for p in chain))
+
     # ---- validation ---------------------------------------------------------------------
 
     def validate(self, limits: ModelLimits | None = None) -> None:
-        """Raise InvalidRequest listing every bad field. Checks sizes against `limits` when given."""
+        """Raise InvalidRequest listing every bad field. Checks sizes against `limits` when given,
+        else refuses only sizes no model could take."""
         errors: list[FieldError] = []
         _check_text(errors, "prompt", self.prompt, required=True)
         _check_text(errors, "negative_prompt", self.negative_prompt, required=False)
@@ -89,18 +127,16 @@ class GenerationRequest:
         _check_int(errors, "count", self.count, 1, COUNT_MAX)
         _check_int(errors, "steps", self.steps, 1, STEPS_MAX)
         _check_float(errors, "guidance", self.guidance, 0.0, GUIDANCE_MAX)
-        lim = limits or ModelLimits(max_side=4096)
+        lim = limits or ANY_MODEL
         for name in ("width", "height"):
             value = getattr(self, name)
-            if value is None:
-                continue
-            allowed = f"use a multiple of {lim.multiple} from {MIN_SIDE} to {lim.max_side}"
-            if not _is_int(value) or not MIN_SIDE <= value <= lim.max_side or value % lim.multiple:
-                errors.append(FieldError(name, value, allowed))
+            if value is not None and not lim.allows(value):
+                errors.append(FieldError(name, value, lim.allowed_sizes))
         if self.sampler not in SAMPLERS:
             errors.append(FieldError("sampler", self.sampler, "use one of " + ", ".join(SAMPLERS)))
         _check_int(errors, "variation_seed", self.variation_seed, 0, SEED_MAX, optional=True)
         _check_float(errors, "variation_strength", self.variation_strength, 0.0, 1.0)
+        _check_chain(errors, self.variation_chain)
         _check_float(errors, "strength", self.strength, 0.0, 1.0)
         if _is_float(self.strength) and self.init_image is not None and self.strength <= 0:
             errors.append(FieldError("strength", self.strength, "use a value above 0 and up to 1 with an init image"))
@@ -131,7 +167,7 @@ class GenerationRequest:
                 m = limits.multiple
                 # Keep the init image's aspect, on the model's grid, within its limits.
                 scale = min(1.0, limits.max_side / max(w, h))
-                w, h = max(MIN_SIDE, int(w * scale) // m * m), max(MIN_SIDE, int(h * scale) // m * m)
+                w, h = max(limits.min_side, int(w * scale) // m * m), max(limits.min_side, int(h * scale) // m * m)
             else:
                 w = h = limits.native_size
             changes.setdefault("width", self.width or w)
@@ -166,6 +202,16 @@ class GenerationRequest:
             return (self.variation_seed + index) % (SEED_MAX + 1)
         return self.variation_seed
 
+    def varied(self, strength: float, variation_seed: int | None = None, count: int = 1) -> "GenerationRequest":
+        """Variations of the one image this (single-image, resolved) request makes. Its own
+        variation joins the chain, so strength 0 gives exactly that image and the walk so far
+        is kept; `variation_seed` None means a random one, chosen at submit."""
+        chain = self.variation_chain
+        if self.variation_strength > 0 and self.variation_seed is not None:
+            chain = (*chain, (self.variation_seed, self.variation_strength))
+        return dataclasses.replace(self, variation_chain=chain, variation_strength=strength,
+                                   variation_seed=variation_seed, count=count)
+
     def image_request(self, index: int) -> "GenerationRequest":
         """The single-image request that makes exactly image `index` of this one (what reproduce runs)."""
         return dataclasses.replace(self, count=1, seed=self.image_seed(index),
@@ -184,6 +230,9 @@ class GenerationRequest:
         d = dataclasses.asdict(self)
         d.pop("init_image")
         d.pop("mask")
+        chain = d.pop("variation_chain")
+        if chain:  # left out when empty, so every recipe without one reads as it always did
+            d["variation_chain"] = [[seed, strength] for seed, strength in chain]
         d["init_image_sha256"] = self.init_image_sha256
         d["mask_sha256"] = self.mask_sha256
         return d
@@ -203,7 +252,29 @@ class GenerationRequest:
         return cls(**{k: v for k, v in d.items() if k in fields}, init_image=init_image, mask=mask)
 
 
+def variation_text(d: dict[str, Any]) -> str | None:
+    """A request's variations (to_dict() form) in words, oldest first: 'seed 5 at strength 0.5,
+    then seed 9 at strength 0.25'; None when it is no variation. One wording for every front-end."""
+    steps = [tuple(p) for p in d.get("variation_chain") or []]
+    if (d.get("variation_strength") or 0) > 0:
+        steps.append((d.get("variation_seed"), d["variation_strength"]))
+    if not steps:
+        return None
+    return ", then ".join(f"seed {seed} at strength {float(strength):g}" for seed, strength in steps)
+
+
 # ---- field checks ---------------------------------------------------------------------------
+
+
+def _check_chain(errors: list[FieldError], chain: Any) -> None:
+    allowed = (f"give at most {VARIATION_CHAIN_MAX} earlier variations, each a variation seed from 0 to "
+               f"{SEED_MAX} and a strength above 0 and up to 1")
+    ok = isinstance(chain, tuple) and len(chain) <= VARIATION_CHAIN_MAX and all(
+        len(p) == 2 and _is_int(p[0]) and 0 <= p[0] <= SEED_MAX and _is_float(p[1]) and 0 < p[1] <= 1
+        for p in chain)
+    if not ok:
+        shown = f"<{len(chain)} earlier variations>" if isinstance(chain, tuple) else chain
+        errors.append(FieldError("variation_chain", shown, allowed))
 
 
 def _is_int(v: Any) -> bool:
@@ -259,13 +330,17 @@ def _check_image(errors: list[FieldError], name: str, data: Any) -> tuple[int, i
         return None
     from PIL import Image, UnidentifiedImageError
 
+    too_big = f"use an image of at most {IMAGE_MAX_PIXELS} pixels ({int(IMAGE_MAX_PIXELS ** 0.5)} x {int(IMAGE_MAX_PIXELS ** 0.5)})"
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > IMAGE_MAX_PIXELS:
-                errors.append(FieldError(name, f"{im.width}x{im.height}", f"use an image of at most {IMAGE_MAX_PIXELS} pixels"))
+                errors.append(FieldError(name, f"{im.width}x{im.height}", too_big))
                 return None
             im.load()  # decode fully: a truncated file fails here, not mid-job
             return im.size
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        errors.append(FieldError(name, data, f"give a readable PNG, JPEG or WebP image ({exc.__class__.__name__})"))
+    except Image.DecompressionBombError:  # PIL refuses to open it at all: far beyond our limit
+        errors.append(FieldError(name, data, too_big))
+        return None
+    except (UnidentifiedImageError, OSError, ValueError):
+        errors.append(FieldError(name, data, "give a readable PNG, JPEG or WebP image"))
         return None

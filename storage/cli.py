@@ -153,7 +153,11 @@ def cmd_info(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def _print_request(d: dict[str, Any], extra: dict[str, Any]) -> None:
-    for k, v in {**d, **extra}.items():
+    from core.request import variation_text
+
+    shown = {k: v for k, v in d.items() if k not in ("variation_seed", "variation_strength", "variation_chain")}
+    shown["variations"] = variation_text(d)  # the whole chain, oldest first
+    for k, v in {**shown, **extra}.items():
         if v is not None and v != "":
             print(f"  {k}: {v}")
 

@@ -81,6 +81,7 @@ class Generation(Base):
     sampler: Mapped[str] = mapped_column(String(32))
     variation_seed: Mapped[int | None] = mapped_column(BigInteger)
     variation_strength: Mapped[float] = mapped_column(Float)
+    variation_chain: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))  # [[seed, strength], ...]; NULL: none
     init_image_sha256: Mapped[str | None] = mapped_column(String(64))
     strength: Mapped[float] = mapped_column(Float)
     mask_sha256: Mapped[str | None] = mapped_column(String(64))

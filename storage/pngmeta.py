@@ -122,11 +122,20 @@ def encode_png(image: Any, recipe_: dict[str, Any] | None, parameters: str | Non
     return buf.getvalue()
 
 
+def _subject(source: str | Path | bytes) -> str:
+    """How a message names the file: its path, or for bytes (an upload) 'This file'."""
+    return "This file" if isinstance(source, (bytes, bytearray)) else str(source)
+
+
+def _object(name: str) -> str:
+    return "this file" if name == "This file" else name
+
+
 def read_text_chunks(source: str | Path | bytes) -> dict[str, str]:
     """The text chunks of a PNG (tEXt, zTXt, iTXt). Raises BadMetadata on a damaged or non-PNG file."""
     from PIL import Image, UnidentifiedImageError
 
-    name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
+    name = _subject(source)
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as im:
             if im.format != "PNG":
@@ -136,7 +145,7 @@ def read_text_chunks(source: str | Path | bytes) -> dict[str, str]:
     except FileNotFoundError:
         raise
     except (UnidentifiedImageError, SyntaxError, OSError, ValueError) as exc:
-        raise BadMetadata(f"{name}: not a readable image file ({exc})") from exc
+        raise BadMetadata(f"{name} is not a readable image file.") from exc
 
 
 def read_recipe(source: str | Path | bytes) -> dict[str, Any]:
@@ -147,12 +156,12 @@ def read_recipe(source: str | Path | bytes) -> dict[str, Any]:
     BadMetadata when there is no recipe or the `statuary` chunk is damaged or disagrees with
     the `parameters` text beside it (one of them was edited).
     """
-    name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
+    name = _subject(source)
     chunks = read_text_chunks(source)
     text = chunks.get(A1111_CHUNK)
     if CHUNK not in chunks:
         if text is None:
-            raise BadMetadata(f"{name}: no recipe in this file (neither a 'statuary' nor a 'parameters' chunk)")
+            raise BadMetadata(f"{name} has no recipe (neither a 'statuary' nor a 'parameters' text chunk).")
         return {"source": "a1111", "parameters": parse_a1111(text)}
     try:
         rec = json.loads(chunks[CHUNK])
@@ -160,12 +169,12 @@ def read_recipe(source: str | Path | bytes) -> dict[str, Any]:
             raise ValueError("not a statuary recipe object")
         request_without_images(rec["request"]).validate()
     except (ValueError, TypeError, InvalidRequest) as exc:
-        raise BadMetadata(f"{name}: the 'statuary' recipe chunk is damaged or edited ({exc})") from exc
+        raise BadMetadata(f"The 'statuary' recipe in {_object(name)} is damaged or edited ({exc}).") from exc
     if text is not None:
         expected = a1111_parameters(rec["request"], rec.get("model_sha256", ""), rec.get("model", ""))
         if text != expected:
-            raise BadMetadata(f"{name}: the 'parameters' text and the 'statuary' recipe disagree; "
-                              "one of them was edited after the file was written")
+            raise BadMetadata(f"The 'parameters' text and the 'statuary' recipe in {_object(name)} disagree; "
+                              "one of them was edited after the file was written.")
     return {"source": "statuary", "recipe": rec, "parameters": parse_a1111(text) if text else None}
 
 

@@ -139,6 +139,9 @@ def canonical_request(d: dict[str, Any]) -> dict[str, Any]:
     for k in _FLOAT_FIELDS:
         if out[k] is not None:
             out[k] = float(out[k])
+    chain = out.pop("variation_chain") or []
+    if chain:  # absent when empty, as in to_dict(): older recipes keep their exact bytes
+        out["variation_chain"] = [[int(seed), float(strength)] for seed, strength in chain]
     return out
 
 
@@ -483,10 +486,10 @@ class Store:
              variation_seed: int | None = None, count: int = 1) -> JobHandle:
         """Variations of the image: its seed, mixed with `variation_seed` (random when None) at
         `strength` (0 = the image again, 1 = a new picture). A batch of `count` uses
-        variation_seed, +1, +2, ... . Varying an image that is itself a variation replaces its
-        variation seed and strength: variations do not stack."""
-        request = dataclasses.replace(self.request_for(image_id), variation_strength=strength,
-                                      variation_seed=variation_seed, count=count)
+        variation_seed, +1, +2, ... . Varying an image that is itself a variation builds on it:
+        its variations so far stay in the request's variation_chain, so strength 0 gives exactly
+        that image."""
+        request = self.request_for(image_id).varied(strength, variation_seed, count)
         return service.submit(request, owner, parent_id=ids.normalize(image_id), kind="vary")
 
     def verify(self, image_id: str, service: JobService, owner: Owner | None = None,

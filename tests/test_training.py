@@ -20,7 +20,17 @@ from training import data as D
 from training import train as T
 from training.tokenizer import load_tokenizer, train_tokenizer
 
-torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Training tests run on one thread, and give the others back their thread count afterwards:
+    set at import, it changed the float sums of every test collected with this file (a CLI
+    reproduction on 2 threads then differed from the session's generator on 1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 # CLDR label and tags as emojibase-data writes them (hexcode without FE0F for most)
 FAKE_CLDR = {

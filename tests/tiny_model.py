@@ -41,9 +41,10 @@ def write_tokenizer(folder: Path) -> int:
 
 
 def build_tiny_model(path: str | Path, *, inpainting: bool = False, seed: int = 0,
-                     prediction_type: str = "epsilon", zero_snr: bool = False) -> Path:
+                     prediction_type: str = "epsilon", zero_snr: bool = False, sample_size: int = 8) -> Path:
     """`zero_snr=True` gives the default model's kind of schedule: v-prediction, cosine betas
-    rescaled to zero terminal SNR, trailing timesteps."""
+    rescaled to zero terminal SNR, trailing timesteps. The native size is 8 * `sample_size` px
+    (64 by default; 4 gives a 32 px model, below the core's usual minimum side)."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -56,7 +57,7 @@ def build_tiny_model(path: str | Path, *, inpainting: bool = False, seed: int = 
         num_hidden_layers=2, max_position_embeddings=77, projection_dim=32,
         bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1))
     unet = UNet2DConditionModel(
-        sample_size=8, in_channels=9 if inpainting else 4, out_channels=4, layers_per_block=1,
+        sample_size=sample_size, in_channels=9 if inpainting else 4, out_channels=4, layers_per_block=1,
         block_out_channels=(16, 32), norm_num_groups=8, cross_attention_dim=32, attention_head_dim=4,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))

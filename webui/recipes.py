@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from core.jobs import JobCancelled, JobFailed, QueueFull
-from core.request import InvalidRequest
+from core.request import InvalidRequest, variation_text
 from core.samplers import LABELS
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,8 @@ FIELD_LABELS = {
     "prompt": "Prompt", "negative_prompt": "Negative prompt", "seed": "Seed", "count": "Images",
     "steps": "Steps", "guidance": "Guidance", "width": "Width", "height": "Height", "sampler": "Sampler",
     "variation_seed": "Variation seed", "variation_strength": "Variation strength", "init_image": "Source image",
-    "strength": "Strength", "mask": "Mask",
+    "strength": "Strength", "mask": "Mask", "variation_chain": "Earlier variations",
+    "page": "Page", "per_page": "Per page",
 }
 
 
@@ -42,6 +43,96 @@ def error_message(exc: BaseException) -> str:
     return f"Something went wrong ({type(exc).__name__}); the details are in the server log. Try again."
 
 
+# ---- sizes ---------------------------------------------------------------------------------------
+
+# The shapes the bot's /imagine offers (bot/render.py ASPECTS; a test keeps the two lists equal).
+ASPECTS: tuple[tuple[str, int, int], ...] = (
+    ("1:1 square", 1, 1), ("3:2 landscape", 3, 2), ("2:3 portrait", 2, 3), ("4:3 landscape", 4, 3),
+    ("3:4 portrait", 3, 4), ("16:9 wide", 16, 9), ("9:16 tall", 9, 16), ("21:9 cinema", 21, 9),
+)
+
+
+def aspect_size(a: int, b: int, limits: Any) -> tuple[int, int]:
+    """Width and height of shape a:b with about the area of the model's native square, on its
+    grid and within its smallest and largest sides."""
+    import math
+
+    w, h = limits.native_size * math.sqrt(a / b), limits.native_size * math.sqrt(b / a)
+    if max(w, h) > limits.max_side:
+        w, h = w * limits.max_side / max(w, h), h * limits.max_side / max(w, h)
+    if min(w, h) < limits.min_side:
+        w, h = w * limits.min_side / min(w, h), h * limits.min_side / min(w, h)
+    m = limits.multiple
+    return limits.fit(round(w / m) * m), limits.fit(round(h / m) * m)
+
+
+# ---- values moved into range: always said, in the core's words ----------------------------------
+
+# A value each number field cannot take, to ask the core what it does allow (its own sentence).
+_IMPOSSIBLE = {"steps": 0, "guidance": -1.0, "width": 1, "height": 1, "count": 0, "variation_strength": -1.0,
+               "strength": -1.0}
+
+
+def allowed_text(field: str, limits: Any = None) -> str:
+    """The core's 'use ...' rule for one request field, e.g. 'use a whole number from 1 to 150'."""
+    from core.request import GenerationRequest
+
+    extra = {"init_image": png_bytes(_blank())} if field == "strength" else {}  # the rule with a picture
+    value = 0.0 if field == "strength" else _IMPOSSIBLE[field]
+    try:
+        GenerationRequest(prompt="-", **{field: value}, **extra).validate(limits)
+    except InvalidRequest as exc:
+        return next(e.allowed for e in exc.errors if e.field == field)
+    raise AssertionError(f"{field}={value!r} was accepted")
+
+
+def _blank() -> Any:
+    from PIL import Image
+
+    return Image.new("RGB", (8, 8))
+
+
+def changed_note(label: str, value: Any, allowed: str, new: Any) -> str:
+    """The one sentence every tab uses when it moves a value into range."""
+    return f"{label}: {_num(value)} is not allowed; {allowed}. It is set to {_num(new)}."
+
+
+def fit_recipe(fields: dict[str, Any], limits: Any) -> tuple[dict[str, Any], list[str]]:
+    """A recipe's size, steps and guidance moved into what the core and this model allow, with
+    a sentence for each change (an A1111 file's 512 px on a 64 px model, 200 steps, ...)."""
+    from core.request import GUIDANCE_MAX, STEPS_MAX
+
+    out, notes = dict(fields), []
+    rules = {"width": limits.fit, "height": limits.fit,
+             "steps": lambda v: int(max(1, min(STEPS_MAX, v))),
+             "guidance": lambda v: float(max(0.0, min(GUIDANCE_MAX, v)))}
+    for key, fit in rules.items():
+        value = out.get(key)
+        if value is None:
+            continue
+        try:
+            from core.request import GenerationRequest
+
+            GenerationRequest(prompt="-", **{key: value}).validate(limits)
+        except InvalidRequest:
+            new = fit(value)
+            notes.append(changed_note(FIELD_LABELS[key], value, allowed_text(key, limits), new))
+            out[key] = new
+    return out, notes
+
+
+def upload_problem(data: bytes) -> str | None:
+    """What is wrong with an uploaded picture, by the core's own rules and words; None if nothing.
+    Run when the file arrives, so a bad one is refused before anything else happens."""
+    from core.request import GenerationRequest
+
+    try:
+        GenerationRequest(prompt="-", init_image=bytes(data), strength=0.5).validate()
+    except InvalidRequest as exc:
+        return error_message(InvalidRequest([e for e in exc.errors if e.field == "init_image"] or exc.errors))
+    return None
+
+
 class UserError(ValueError):
     """Something the person can fix (no mask painted, no source chosen); the message says what."""
 
@@ -50,7 +141,10 @@ class UserError(ValueError):
 
 
 def status_html(text: str, fraction: float | None = None, kind: str = "info") -> str:
-    """The status line of a tab: a message and, while a job runs, a progress bar."""
+    """The status line of a tab: a message and, while a job runs, a progress bar. Nothing at all
+    (not an empty bordered box) when there is nothing to say."""
+    if not text and fraction is None:
+        return ""
     bar = ""
     if fraction is not None:
         pct = max(0.0, min(1.0, fraction)) * 100
@@ -79,8 +173,9 @@ def recipe_rows(d: dict[str, Any]) -> list[tuple[str, str]]:
     if d.get("negative_prompt"):
         rows.append(("Negative prompt", d["negative_prompt"]))
     rows.append(("Seed", str(d.get("seed"))))
-    if (d.get("variation_strength") or 0) > 0:
-        rows.append(("Variation", f"seed {d.get('variation_seed')} at strength {_num(d['variation_strength'])}"))
+    variations = variation_text(d)
+    if variations:
+        rows.append(("Variation" if ", then " not in variations else "Variations", variations))
     rows += [
         ("Steps", str(d.get("steps"))),
         ("Guidance", _num(d.get("guidance"))),
@@ -121,6 +216,9 @@ def record_markdown(rec: Any) -> str:
 
 # ---- PNG info ------------------------------------------------------------------------------------
 
+# How a message names where a file's recipe comes from (png_fields' first value).
+RECIPE_KINDS = {"statuary": "a Statuary", "a1111": "an AUTOMATIC1111"}
+
 # A1111's sampler names back to ours.
 _A1111_TO_OURS = {label: name for name, label in LABELS.items()}
 
@@ -135,7 +233,7 @@ def png_fields(data: bytes) -> tuple[str, dict[str, Any], str]:
         rec = info["recipe"]
         d = dict(rec["request"])
         fields = {k: d.get(k) for k in ("prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height",
-                                         "sampler", "variation_seed", "variation_strength")}
+                                         "sampler", "variation_seed", "variation_strength", "variation_chain")}
         rows = recipe_rows(d) + [("Model", f"{rec.get('model', '')} ({str(rec.get('model_sha256', ''))[:10]})"),
                                  ("Software", f"statuary {rec.get('software_version', '')}")]
         return "statuary", fields, "**A Statuary image.** Its full recipe:\n\n" + rows_markdown(rows)

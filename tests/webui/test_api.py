@@ -63,3 +63,13 @@ def test_errors_come_back_as_messages(client):
         client.predict(prompt="cat", steps=0, api_name="/generate")
     with pytest.raises(AppError, match="no image with id"):
         client.predict(image_id="zzzzzzzz", api_name="/reproduce")
+
+
+def test_bad_history_paging_is_a_sentence_not_an_internal_error(client):
+    """page -3 or per_page 100000 said 'Something went wrong (ValueError)' (issue 12, bug 6)."""
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=r"^Page: -3 is not allowed; use a whole number from 1 up\.$"):
+        client.predict(page=-3, api_name="/history")
+    with pytest.raises(AppError, match=r"^Per page: 100000 is not allowed; use a whole number from 1 to 100\.$"):
+        client.predict(per_page=100000, api_name="/history")
