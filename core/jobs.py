@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from core.request import GenerationRequest, ModelLimits
+from core.vocabulary import ModelVocabulary
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -278,6 +279,11 @@ class JobService(abc.ABC):
     @property
     @abc.abstractmethod
     def model_info(self) -> dict[str, Any]: ...
+
+    @property
+    def vocabulary(self) -> ModelVocabulary | None:
+        """What the loaded model says it knows (the default model's word list); None: anything."""
+        return None
 
     @abc.abstractmethod
     def close(self) -> None: ...

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from core.request import ModelLimits
+from core.vocabulary import ModelVocabulary
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class LoadedModel:
     vae_scale_factor: int
     limits: ModelLimits
     latent_rgb: tuple[torch.Tensor, torch.Tensor] | None = None  # (weights C x 3, bias 3) for previews
+    vocabulary: ModelVocabulary | None = None  # what the folder says the model knows (the default model's words)
 
     @property
     def latent_channels(self) -> int:
@@ -335,6 +337,8 @@ def _assemble(pipe, *, model_id: str, source: str, sha: str, device: torch.devic
         scheduler_config=dict(pipe.scheduler.config), device=device, dtype=dtype, vae_dtype=vae_dtype,
         vae_scale_factor=vae_scale, limits=limits)
     model.latent_rgb = calibrate_latent_rgb(model)
+    if Path(source).is_dir():   # a folder (or hub snapshot) may say which words its model knows
+        model.vocabulary = ModelVocabulary.load(source)
     return model
 
 

@@ -119,6 +119,10 @@ class InProcessJobService(JobService):
         return self._gen.model.limits
 
     @property
+    def vocabulary(self):
+        return getattr(self._gen.model, "vocabulary", None)
+
+    @property
     def model_info(self) -> dict[str, Any]:
         return dict(self._fingerprint, kind=self._gen.model.kind, native_size=self.limits.native_size,
                     max_side=self.limits.max_side, inpainting_unet=self._gen.model.inpainting_unet)

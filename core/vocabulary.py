@@ -61,8 +61,8 @@ class ModelVocabulary:
             out.append(prompt)
         return out
 
-    def hint(self) -> str:
-        """The one line shown when a prompt names nothing the model knows."""
+    def hint(self, where: str = WORD_LIST) -> str:
+        """The one line shown when a prompt names nothing the model knows; `where` names the word list."""
         some = ", ".join(self.subjects[:3]) if self.subjects else "cat, pizza, rocket"
         return (f"This model draws emoji and knows none of the words in that prompt; try a subject from its word "
-                f"list ({WORD_LIST}), e.g. {some}.")
+                f"list ({where}), e.g. {some}.")

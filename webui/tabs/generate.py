@@ -20,6 +20,7 @@ RECENT_PROMPTS = 20
 def build(ui: WebUI) -> SimpleNamespace:
     lim = ui.limits
     sampler_choices = [(LABELS[s], s) for s in SAMPLERS]
+    vocab = getattr(ui.service, "vocabulary", None)   # the default model says which words it knows
 
     with gr.Tab("Generate", id="generate"):
         # Desktop: what to make on the left, the picture (the largest thing) on the right. On a
@@ -28,7 +29,8 @@ def build(ui: WebUI) -> SimpleNamespace:
             with gr.Column(scale=4, min_width=300, elem_id="g-left"):
                 with gr.Column(elem_id="g-ask"):
                     prompt = gr.Textbox(label="Prompt", lines=3, max_lines=8, elem_id="g-prompt",
-                                        placeholder="cat face, 3d style")
+                                        placeholder=vocab.examples(1)[0] if vocab else "cat face, 3d style")
+                    hint = gr.HTML(visible=False, elem_id="g-hint")
                     negative = gr.Textbox(label="Negative prompt", lines=1, max_lines=4,
                                           elem_id="g-negative", placeholder="what the image should not show")
                     with gr.Row(elem_classes="st-go-row"):
@@ -36,6 +38,15 @@ def build(ui: WebUI) -> SimpleNamespace:
                         cancel = gr.Button("Cancel", variant="stop", elem_id="g-cancel", scale=1, min_width=90)
                     recent = gr.Dataset(components=[prompt], samples=[], label="Recent prompts (this browser)",
                                         elem_id="g-recent", samples_per_page=20, visible=False)
+                    if vocab is not None:
+                        examples = gr.Dataset(components=[prompt], samples=[[p] for p in vocab.examples(8)],
+                                              label="Try one: this model draws emoji", elem_id="g-examples",
+                                              samples_per_page=8)
+                        with gr.Accordion(f"The {len(vocab.labels)} subjects it knows", open=False,
+                                          elem_id="g-words"):
+                            gr.Markdown(", ".join(vocab.labels) + ". Styles: 3d, flat, cartoon; backgrounds: "
+                                        "\"on a blue background\" and other colours; sizes and positions: "
+                                        "\"a small cat in the top left\".")
                 with gr.Column(elem_id="g-settings"):
                     with gr.Row(elem_classes="st-seed-row"):
                         seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, elem_id="g-seed",
@@ -116,6 +127,10 @@ def build(ui: WebUI) -> SimpleNamespace:
             yield {status: error_html(exc)}
             return
         owner = owner_of(request)
+        unknown = vocab is not None and bool(req.prompt.strip()) and not vocab.knows(req.prompt)
+        # The job still runs; the hint says once what this model draws and where its words are.
+        yield {hint: gr.HTML(status_html(vocab.hint("below")) if unknown else "",
+                             visible=unknown)}
         async for update, result in run(lambda: ui.service.submit(req, owner), request):
             if result is not None:
                 kept = [req.prompt, *[p for p in (prompts_ or []) if p != req.prompt]][:RECENT_PROMPTS]
@@ -126,7 +141,7 @@ def build(ui: WebUI) -> SimpleNamespace:
     def recent_prompts(kept):
         return gr.Dataset(samples=[[p] for p in kept or []], visible=bool(kept))
 
-    gen_inputs, gen_outputs = [*fields, prompts], [*outputs, prompts, recent]
+    gen_inputs, gen_outputs = [*fields, prompts], [*outputs, prompts, recent, hint]
     go.click(generate, gen_inputs, gen_outputs, api_visibility="private", concurrency_limit=None,
              show_progress="hidden")
     prompt.submit(generate, gen_inputs, gen_outputs, api_visibility="private", concurrency_limit=None,
@@ -135,6 +150,8 @@ def build(ui: WebUI) -> SimpleNamespace:
     go.click(None, js="() => { if (window.innerWidth < 700) document.getElementById('g-status')"
                       "?.scrollIntoView({behavior: 'smooth', block: 'start'}); }")
     recent.click(lambda sample: sample[0], recent, prompt, api_visibility="private", queue=False)
+    if vocab is not None:
+        examples.click(lambda sample: sample[0], examples, prompt, api_visibility="private", queue=False)
 
     def pick_aspect(choice):
         a, b = (int(x) for x in str(choice).split(":"))
