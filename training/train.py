@@ -81,6 +81,7 @@ class Config:
     drop_caption: float = 0.1      # empty caption share, for classifier-free guidance
     vocab: int = 4096
     ckpt_every: int = 1000         # steps between checkpoints (also written when time is up)
+    sample_every: int = 1000       # steps between subject grids (samples.png), at a checkpoint
     min_ship_steps: int = 5000     # refuse to export into models/default below this
 
     # What a run folder is: changing these needs a new --run. The rest (schedule, speed,
@@ -460,7 +461,7 @@ class Run:
                            **{f"ema.{i}": e for i, e in enumerate(ema)}}
                 save_checkpoint(ckpt, tensors, opt, {"step": step, "loss": loss.item(), "latent_scale": sf,
                                                      "px": self.px})
-                if cfg.size != "smoke":
+                if cfg.size != "smoke" and (step % cfg.sample_every == 0 or stop):
                     with ema_weights(params, ema):
                         sample_grid(text, unet, vae, tok, self.px, self.vae_factor(), self.run, step)
             if stop and step < cfg.unet_steps:
