@@ -235,9 +235,9 @@ def test_reproduce_gives_identical_bytes_and_vary_info_delete_commands(discord_r
 
 
 def test_history_is_own_images_ephemeral_and_paged(discord_run, monkeypatch):
-    import bot.client
+    import bot.cogs.images
 
-    monkeypatch.setattr(bot.client, "HISTORY_PER_PAGE", 2)
+    monkeypatch.setattr(bot.cogs.images, "HISTORY_PER_PAGE", 2)
 
     async def scenario(d):
         st = d.standin
@@ -559,9 +559,9 @@ def test_delete_copes_with_posts_already_gone_or_out_of_reach(discord_run):
 
 
 def test_history_pages_still_turn_after_a_restart(discord_run, monkeypatch):
-    import bot.client
+    import bot.cogs.images
 
-    monkeypatch.setattr(bot.client, "HISTORY_PER_PAGE", 2)
+    monkeypatch.setattr(bot.cogs.images, "HISTORY_PER_PAGE", 2)
 
     async def scenario(d):
         st = d.standin
