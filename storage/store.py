@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 import core
-from core.jobs import ImageResult, JobHandle, JobResult, JobService, Owner
+from core.jobs import ImageResult, JobHandle, JobResult, JobService, LimitReached, Owner, Quota
 from core.request import GenerationRequest
 from storage import db, ids, pngmeta
 from storage.files import (KINDS, FileStore, atomic_write, decode_frames, encode_gif, encode_timeline, image_extension,
@@ -211,7 +211,7 @@ class Store:
     # ---- Recorder --------------------------------------------------------------------------
 
     def job_queued(self, job_id: str, request: GenerationRequest, owner: Owner, parent_id: str | None,
-                   kind: str, fingerprint: dict[str, Any]) -> str:
+                   kind: str, fingerprint: dict[str, Any], *, quota: Quota | None = None) -> str:
         if request.seed is None or request.width is None or request.height is None:
             raise ValueError("job_queued needs a resolved request (seed and size decided)")
         with self._write() as s:
@@ -232,6 +232,8 @@ class Store:
                 **canonical_request(request.to_dict()))
             try:
                 with self._write() as s, s.begin():
+                    if quota:
+                        self._reserve(s, owner, quota)  # counted and recorded in one transaction
                     for key in sorted({sha for _data, sha, _rel in inputs}):
                         self._lock_content(s, key)
                     s.add(row)
@@ -243,6 +245,27 @@ class Store:
                     atomic_write(self.files.path(rel), data)
             return gid
         raise RuntimeError("could not find a free generation id")
+
+    def _reserve(self, s: Session, owner: Owner, quota: Quota) -> None:
+        """Raise LimitReached when `owner` has used up `quota`. Called inside the write transaction
+        that records the job, so the count and the new row are one atomic step: SQLite's BEGIN
+        IMMEDIATE serialises every writer, and PostgreSQL takes an advisory lock per owner."""
+        if s.get_bind().dialect.name == "postgresql":
+            key = int(hashlib.sha256(f"quota:{owner.source}:{owner.user_id}".encode()).hexdigest()[:15], 16)
+            s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        mine = [Generation.owner_source == owner.source, Generation.owner_user_id == str(owner.user_id)]
+        active = 0
+        if quota.max_active is not None:
+            active = s.scalar(select(func.count(Generation.id)).where(*mine, Generation.status.in_(UNFINISHED))) or 0
+        last_hour = 0
+        if quota.max_per_hour is not None:
+            cond = mine + [Generation.created_at >= utcnow() - dt.timedelta(hours=1)]
+            if owner.guild_id is not None:
+                cond.append(Generation.owner_guild_id == owner.guild_id)
+            last_hour = s.scalar(select(func.count(Generation.id)).where(*cond)) or 0
+        refusal = quota.refusal(active, last_hour)
+        if refusal:
+            raise LimitReached(refusal)
 
     def job_started(self, generation_id: str) -> None:
         with self._write() as s, s.begin():
@@ -474,20 +497,20 @@ class Store:
 
     # ---- operations every front-end offers --------------------------------------------------
 
-    def reproduce(self, image_id: str, service: JobService, owner: Owner) -> JobHandle:
+    def reproduce(self, image_id: str, service: JobService, owner: Owner, *, quota: Quota | None = None) -> JobHandle:
         """Run the image's own request again; the new generation's parent is that image."""
         request = self.request_for(image_id)
-        return service.submit(request, owner, parent_id=ids.normalize(image_id), kind="reproduce")
+        return service.submit(request, owner, parent_id=ids.normalize(image_id), kind="reproduce", quota=quota)
 
     def vary(self, image_id: str, service: JobService, owner: Owner, strength: float,
-             variation_seed: int | None = None, count: int = 1) -> JobHandle:
+             variation_seed: int | None = None, count: int = 1, *, quota: Quota | None = None) -> JobHandle:
         """Variations of the image: its seed, mixed with `variation_seed` (random when None) at
         `strength` (0 = the image again, 1 = a new picture). A batch of `count` uses
         variation_seed, +1, +2, ... . Varying an image that is itself a variation replaces its
         variation seed and strength: variations do not stack."""
         request = dataclasses.replace(self.request_for(image_id), variation_strength=strength,
                                       variation_seed=variation_seed, count=count)
-        return service.submit(request, owner, parent_id=ids.normalize(image_id), kind="vary")
+        return service.submit(request, owner, parent_id=ids.normalize(image_id), kind="vary", quota=quota)
 
     def verify(self, image_id: str, service: JobService, owner: Owner | None = None,
                timeout: float | None = None) -> VerifyResult:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import io
 import logging
 from typing import TYPE_CHECKING, Callable
@@ -19,7 +18,7 @@ from bot import render
 from bot.buttons import result_view
 from bot.community import GuildRules
 from bot.delivery import Target, image_file
-from core.jobs import JobHandle, Owner, QueueFull
+from core.jobs import JobHandle, Owner, QueueFull, Quota
 from core.request import COUNT_MAX, SAMPLERS, SEED_MAX, STEPS_MAX, GenerationRequest, InvalidRequest
 
 if TYPE_CHECKING:
@@ -56,11 +55,11 @@ class Making(commands.Cog):
         """Carve a picture out of noise from your prompt"""
         bot = self.bot
 
-        def submit(owner: Owner) -> JobHandle:  # runs in a thread, after the defer
+        def submit(owner: Owner, quota: Quota) -> JobHandle:  # runs in a thread, after the defer
             rules = bot.community.guild(interaction.guild_id)
             request = self.build_request(rules, prompt=prompt, negative=negative or "", seed=seed, steps=steps,
                                          guidance=guidance, aspect=aspect, count=count, sampler=sampler, size=size)
-            return bot.service.submit(request, owner)
+            return bot.service.submit(request, owner, quota=quota)
 
         await self.start(interaction, prompt, submit, f"**{render._clip(prompt, 300)}**")
 
@@ -107,7 +106,8 @@ class Making(commands.Cog):
         header = f"**{render._clip(rec.image_request.get('prompt', ''), 300)}** — variation of `{rec.id}` " \
                  f"(strength {strength:g})"
         await self.start(interaction, rec.image_request.get("prompt", ""),
-                         lambda owner: self.bot.store.vary(rec.id, self.bot.service, owner, strength, seed), header)
+                         lambda owner, quota: self.bot.store.vary(rec.id, self.bot.service, owner, strength, seed,
+                                                                  quota=quota), header)
 
     async def reproduce(self, interaction: discord.Interaction, image_id: str) -> None:
         from bot.client import storage_errors
@@ -118,7 +118,8 @@ class Making(commands.Cog):
             return await self.bot.tell(interaction, f"⚠️ {exc}")
         header = f"**{render._clip(rec.image_request.get('prompt', ''), 300)}** — reproducing `{rec.id}`"
         await self.start(interaction, rec.image_request.get("prompt", ""),
-                         lambda owner: self.bot.store.reproduce(rec.id, self.bot.service, owner), header)
+                         lambda owner, quota: self.bot.store.reproduce(rec.id, self.bot.service, owner, quota=quota),
+                         header)
 
     async def reroll(self, interaction: discord.Interaction, ids: list[str]) -> None:
         from bot.client import storage_errors
@@ -129,7 +130,8 @@ class Making(commands.Cog):
             return await self.bot.tell(interaction, f"⚠️ {exc}")
         request = dataclasses.replace(request, seed=None, count=len(ids), variation_seed=None, variation_strength=0.0)
         header = f"**{render._clip(request.prompt, 300)}** — re-roll"
-        await self.start(interaction, request.prompt, lambda owner: self.bot.service.submit(request, owner), header)
+        await self.start(interaction, request.prompt,
+                         lambda owner, quota: self.bot.service.submit(request, owner, quota=quota), header)
 
     async def upscale(self, interaction: discord.Interaction, image_id: str) -> None:
         """Post one image alone, at full size, with its id and its buttons."""
@@ -160,31 +162,21 @@ class Making(commands.Cog):
 
     # ---- admission and submitting ----------------------------------------------------------------------
 
-    def admit(self, interaction: discord.Interaction, owner: Owner, prompt: str) -> str | None:
-        """Why this member may not start a job here now, or None. Runs in a thread (may query)."""
-        bot = self.bot
-        rules = bot.community.guild(interaction.guild_id)
+    def admit(self, interaction: discord.Interaction, *texts: str) -> tuple[str | None, Quota]:
+        """Why this member may not start a job here (or None), and the server's per-member Quota,
+        which `submit` checks and reserves atomically with the job's record. Runs in a thread."""
+        rules = self.bot.community.guild(interaction.guild_id)
         if interaction.guild_id is not None and not rules.channel_allowed(interaction.channel_id):
             allowed = ", ".join(f"<#{c}>" for c in rules.allowed_channels)
-            return f"Pictures are made only in {allowed} on this server."
-        word = rules.blocked_word_in(prompt)
-        if word is not None:
-            return f"This server does not allow “{word}” in prompts. Change the prompt and try again."
-        if rules.max_queued is not None:
-            mine = len(bot.service.handles_of(owner))
-            if mine >= rules.max_queued:
-                return (f"You have {mine} job{'s' if mine != 1 else ''} waiting or running; this server allows "
-                        f"{rules.max_queued} at once. Wait for one to finish, or `/cancel` one.")
-        if rules.max_per_hour is not None:
-            since = dt.datetime.fromtimestamp(bot.clock() - 3600, dt.timezone.utc)
-            used = bot.community.jobs_since(owner.user_id, owner.guild_id, since)
-            if used >= rules.max_per_hour:
-                return (f"You have started {used} jobs in the last hour; this server allows "
-                        f"{rules.max_per_hour} per hour. Try again a little later.")
-        return None
+            return f"Pictures are made only in {allowed} on this server.", Quota()
+        for text in texts:
+            word = rules.blocked_word_in(text)
+            if word is not None:
+                return f"This server does not allow “{word}” in prompts. Change the prompt and try again.", Quota()
+        return None, Quota(max_active=rules.max_queued, max_per_hour=rules.max_per_hour)
 
-    async def start(self, interaction: discord.Interaction, prompt: str, submit: Callable[[Owner], JobHandle],
-                    header: str) -> None:
+    async def start(self, interaction: discord.Interaction, prompt: str,
+                    submit: Callable[[Owner, Quota], JobHandle], header: str) -> None:
         """Acknowledge, check the community's rules, submit, then follow the job to its end."""
         from bot.client import DEFAULT_FILESIZE, storage_errors
 
@@ -193,7 +185,7 @@ class Making(commands.Cog):
         if not await bot.ack(interaction, ephemeral=dm):
             return
         owner = bot.owner(interaction)
-        refusal = await asyncio.to_thread(self.admit, interaction, owner, prompt)
+        refusal, quota = await asyncio.to_thread(self.admit, interaction, prompt)
         if refusal:
             return await bot.refuse(interaction, refusal)
         target = Target(interaction.user, interaction.channel_id, interaction.filesize_limit or DEFAULT_FILESIZE,
@@ -208,7 +200,7 @@ class Making(commands.Cog):
             target.filesize_limit = min(target.filesize_limit, DEFAULT_FILESIZE)
             await bot.edit_original(interaction, "📬 Working on it — the result comes by DM.")
         try:
-            handle = await asyncio.to_thread(submit, owner)
+            handle = await asyncio.to_thread(submit, owner, quota)
         except (InvalidRequest, QueueFull, ValueError) as exc:
             return await self._fail_before_start(interaction, target, str(exc))
         except storage_errors() as exc:

@@ -419,7 +419,7 @@ def test_community_controls_need_manage_server_and_are_applied(discord_run):
 
         await admin("limits", per_hour=1)
         await imagine(st, prompt="one is fine")
-        await st.slash("imagine", prompt="two is too many")
+        await st.slash("imagine", prompt="two is too many", steps=2)  # else the default 20 > max_steps 10 answers first
         assert "1 per hour" in (await st.wait_message(lambda m: "in the last hour" in m["content"]))["content"]
 
         # the settings are in the database: a new process sees them

@@ -1,0 +1,69 @@
+"""The bot tried as a community would (issue 13): simultaneous commands against per-member
+limits, prompts that try to ping or format, over-long and off-menu option values, restarts in
+the middle of a job, privacy in /queue, blocked words in disguise. The real discord.py client
+against the stand-in, on the tiny model.
+
+    .venv/bin/python -m pytest tests/bot/test_community_use.py -q
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from core.jobs import Owner
+from tests.bot.conftest import until
+from tests.bot.test_bot import ALICE, BOB, EPHEMERAL, answer, final_of, ids_in, imagine, is_final
+
+
+def _generations(store, user_id=ALICE) -> int:
+    from sqlalchemy import func, select
+
+    from storage.models import Generation
+
+    with store.engine.connect() as c:
+        return c.scalar(select(func.count(Generation.id)).where(Generation.owner_user_id == user_id))
+
+
+def _block(monkeypatch, service, release: threading.Event) -> None:
+    real = service._gen.generate
+    monkeypatch.setattr(service._gen, "generate", lambda *a, **kw: (release.wait(30), real(*a, **kw))[1])
+
+
+# ---- 1. per-member limits hold against simultaneous commands -------------------------------------------
+
+
+def test_simultaneous_imagines_cannot_beat_the_queued_limit(discord_run, monkeypatch):
+    release = threading.Event()
+
+    async def scenario(d):
+        st = d.standin
+        d.bot.community.update_guild(st.guild_id, by="9", max_queued=1)
+        _block(monkeypatch, d.service, release)
+        first, second = await asyncio.gather(st.slash("imagine", prompt="one", steps=2),
+                                             st.slash("imagine", prompt="two", steps=2))
+        refused = await st.wait_message(lambda m: "at once" in m["content"])
+        assert refused["flags"] & EPHEMERAL and "allows 1 at once" in refused["content"]
+        await asyncio.sleep(0.3)
+        assert _generations(d.store) == 1 and len(d.service.handles_of(Owner("discord", ALICE))) == 1
+        release.set()
+        await st.wait_for(lambda: any(is_final(st.original(i) or {}) for i in (first, second)))
+
+    try:
+        discord_run(scenario)
+    finally:
+        release.set()
+
+
+def test_simultaneous_imagines_and_v_clicks_cannot_beat_the_hourly_limit(discord_run):
+    async def scenario(d):
+        st = d.standin
+        _, grid = await imagine(st, prompt="four pears", count=4)
+        d.bot.community.update_guild(st.guild_id, by="9", max_per_hour=3)  # one used already
+        await asyncio.gather(*(st.slash("imagine", prompt=f"pear {n}", steps=2) for n in range(2)),
+                             *(st.click(grid, f"V{n}") for n in range(1, 5)))
+        await st.wait_for(lambda: sum("in the last hour" in m["content"] for m in st.messages.values()) == 4)
+        await until(lambda: not d.service.handles_of(Owner("discord", ALICE)), what="the jobs to end")
+        assert _generations(d.store) == 3
+
+    discord_run(scenario)
