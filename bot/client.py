@@ -56,7 +56,8 @@ class StatuaryBot(commands.Bot):
         # Slash commands and buttons need no privileged intents; `guilds` (not privileged) keeps
         # discord.py's guild cache, which it expects. No prefix commands: only slash commands.
         options.setdefault("intents", discord.Intents(guilds=True))
-        options.setdefault("allowed_mentions", discord.AllowedMentions(everyone=False, roles=False, users=True))
+        # No message of ours pings anyone unless it names whom (delivery.py: the requester alone).
+        options.setdefault("allowed_mentions", discord.AllowedMentions.none())
         options.setdefault("command_prefix", commands.when_mentioned)
         options.setdefault("help_command", None)
         super().__init__(**options)

@@ -17,6 +17,7 @@ import discord
 
 from bot import render
 from bot.buttons import result_view
+from bot.text import clip
 from core.jobs import Cancelled, Done, Failed, JobHandle, JobResult, Progress, Queued, Started
 
 if TYPE_CHECKING:
@@ -126,7 +127,10 @@ class Delivery:
             return None
         # The token has expired or the message is gone: a normal message that mentions the user.
         mention = "" if target.dm else f"{target.user.mention} "
-        send = {"content": render._clip(mention + content, render.CONTENT_MAX), "files": make_files()}
+        # Only the requester may be pinged, whatever the text holds (a prompt is escaped too).
+        send = {"content": clip(mention + content, render.CONTENT_MAX), "files": make_files(),
+                "allowed_mentions": discord.AllowedMentions.none() if target.dm
+                else discord.AllowedMentions(everyone=False, roles=False, users=[target.user], replied_user=False)}
         if view is not None:
             send["view"] = view
         try:

@@ -15,6 +15,7 @@ from bot import render
 from bot.buttons import result_view
 from bot.delivery import image_file
 from bot.posts import Post
+from bot.text import clip
 
 if TYPE_CHECKING:
     from bot.client import StatuaryBot
@@ -117,7 +118,7 @@ class Retractor:
         if not ids:
             return await self._take_down(post)
         note = "\n🗑️ Deleted by its owner: " + " ".join(f"`{i}`" for i in deleted)
-        content = render._clip(render.recipe_line(request, ids) + note, render.CONTENT_MAX)
+        content = clip(render.recipe_line(request, ids) + note, render.CONTENT_MAX)
         data, name = file
         try:
             await self._message(post).edit(content=content, view=result_view(ids),

@@ -14,6 +14,7 @@ from discord.ext import commands
 
 from bot import render
 from bot.buttons import QUERY_MAX, history_view
+from bot.text import clip, echo
 from core.jobs import Owner
 
 if TYPE_CHECKING:
@@ -151,13 +152,13 @@ class Images(commands.Cog):
         if result.total and result.page > result.pages:
             result = store.history(owner=owner, query=query or None, page=result.pages, per_page=HISTORY_PER_PAGE)
         if not result.total:
-            return ("No pictures of yours match “%s”." % query) if query else "You have no pictures yet.", 1, 1
-        lines = [f"**Your pictures**{f' matching “{query}”' if query else ''} — page {result.page} of "
+            return (f"No pictures of yours match “{echo(query, 100)}”." if query else "You have no pictures yet."), 1, 1
+        lines = [f"**Your pictures**{f' matching “{echo(query, 100)}”' if query else ''} — page {result.page} of "
                  f"{result.pages} ({result.total} images)"]
         for rec in result.items:
             lines.append(f"`{rec.id}` {rec.created:%Y-%m-%d %H:%M} · seed {rec.seed} · "
-                         f"{render._clip(rec.image_request.get('prompt', ''), 70)}")
-        return render._clip("\n".join(lines), render.CONTENT_MAX), result.page, result.pages
+                         f"{echo(rec.image_request.get('prompt', ''), 70)}")
+        return clip("\n".join(lines), render.CONTENT_MAX), result.page, result.pages
 
     async def on_history_button(self, interaction: discord.Interaction, page: int, query: str | None) -> None:
         """◀ Newer / Older ▶: that page of the clicker's own pictures, in place of the ephemeral answer."""

@@ -18,6 +18,7 @@ from bot import render
 from bot.buttons import result_view
 from bot.community import GuildRules
 from bot.delivery import Target, image_file
+from bot.text import echo
 from core.jobs import JobHandle, Owner, QueueFull, Quota
 from core.request import COUNT_MAX, SAMPLERS, SEED_MAX, STEPS_MAX, GenerationRequest, InvalidRequest
 
@@ -61,7 +62,7 @@ class Making(commands.Cog):
                                          guidance=guidance, aspect=aspect, count=count, sampler=sampler, size=size)
             return bot.service.submit(request, owner, quota=quota)
 
-        await self.start(interaction, prompt, submit, f"**{render._clip(prompt, 300)}**")
+        await self.start(interaction, prompt, submit, f"**{echo(prompt, 300)}**")
 
     @app_commands.command(name="reproduce")
     @app_commands.describe(id="The image's id (8 characters, shown under every result)")
@@ -103,7 +104,7 @@ class Making(commands.Cog):
             rec = await asyncio.to_thread(self.bot.store.get, image_id)
         except storage_errors() as exc:
             return await self.bot.tell(interaction, f"⚠️ {exc}")
-        header = f"**{render._clip(rec.image_request.get('prompt', ''), 300)}** — variation of `{rec.id}` " \
+        header = f"**{echo(rec.image_request.get('prompt', ''), 300)}** — variation of `{rec.id}` " \
                  f"(strength {strength:g})"
         await self.start(interaction, rec.image_request.get("prompt", ""),
                          lambda owner, quota: self.bot.store.vary(rec.id, self.bot.service, owner, strength, seed,
@@ -116,7 +117,7 @@ class Making(commands.Cog):
             rec = await asyncio.to_thread(self.bot.store.get, image_id)
         except storage_errors() as exc:
             return await self.bot.tell(interaction, f"⚠️ {exc}")
-        header = f"**{render._clip(rec.image_request.get('prompt', ''), 300)}** — reproducing `{rec.id}`"
+        header = f"**{echo(rec.image_request.get('prompt', ''), 300)}** — reproducing `{rec.id}`"
         await self.start(interaction, rec.image_request.get("prompt", ""),
                          lambda owner, quota: self.bot.store.reproduce(rec.id, self.bot.service, owner, quota=quota),
                          header)
@@ -129,7 +130,7 @@ class Making(commands.Cog):
         except storage_errors() as exc:
             return await self.bot.tell(interaction, f"⚠️ {exc}")
         request = dataclasses.replace(request, seed=None, count=len(ids), variation_seed=None, variation_strength=0.0)
-        header = f"**{render._clip(request.prompt, 300)}** — re-roll"
+        header = f"**{echo(request.prompt, 300)}** — re-roll"
         await self.start(interaction, request.prompt,
                          lambda owner, quota: self.bot.service.submit(request, owner, quota=quota), header)
 

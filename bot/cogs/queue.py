@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import render
+from bot.text import echo
 from core.jobs import Owner
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ class Queue(commands.Cog):
         chosen = handles if all else [handles[-1]]
         cancelled = [h for h in chosen if h.cancel()]
         await interaction.response.send_message(
-            f"🚫 Cancelled {len(cancelled)} job(s): " + "; ".join(f"“{render._clip(h.request.prompt, 60)}”"
+            f"🚫 Cancelled {len(cancelled)} job(s): " + "; ".join(f"“{echo(h.request.prompt, 60)}”"
                                                                  for h in cancelled), ephemeral=True)
 
     @app_commands.command(name="private")
@@ -53,7 +53,7 @@ class Queue(commands.Cog):
         running = status.get("running")
         lines = []
         if running:
-            lines.append(f"**Now:** “{render._clip(running['prompt'], 80)}” for {running['owner']} "
+            lines.append(f"**Now:** “{echo(running['prompt'], 80)}” for {echo(running['owner'], 40)} "
                          f"({running['source']}), step {running['step']}/{running['total']}")
         else:
             lines.append("**Now:** nothing is running.")
@@ -62,7 +62,7 @@ class Queue(commands.Cog):
         for handle in mine:
             pos = handle.position
             where = "running" if pos is None else f"position {pos}"
-            lines.append(f"• yours, {where}: “{render._clip(handle.request.prompt, 80)}”")
+            lines.append(f"• yours, {where}: “{echo(handle.request.prompt, 80)}”")
         if not mine:
             lines.append("You have no jobs waiting.")
         return "\n".join(lines)

@@ -340,7 +340,7 @@ def test_a_result_after_the_token_expired_is_a_channel_message_mentioning_the_us
         assert f"<@{ALICE}>" in msg["content"] and "a long wait" in msg["content"]
         assert not is_final(st.original(it))  # the expired token was not used for the result
         send = st.calls_to("POST", f"/channels/{st.channel_id}/messages")[-1]
-        assert send.payload["allowed_mentions"]["parse"] == ["users"]  # never @everyone or roles
+        assert send.payload["allowed_mentions"] == {"parse": [], "users": [int(ALICE)]}  # the requester alone
 
     discord_run(scenario, clock=lambda: time.time() + offset[0])
 

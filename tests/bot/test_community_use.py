@@ -67,3 +67,35 @@ def test_simultaneous_imagines_and_v_clicks_cannot_beat_the_hourly_limit(discord
         assert _generations(d.store) == 3
 
     discord_run(scenario)
+
+
+# ---- 2. a prompt cannot ping anyone or format the bot's messages ---------------------------------------
+
+MALLORY = "456789012345678901"
+
+
+def test_a_prompt_cannot_ping_or_format_even_on_the_post_after_expiry(discord_run):
+    offset = [0.0]
+    prompt = f"hey <@{MALLORY}> and @everyone ||spoiler|| **loud**"
+
+    async def scenario(d):
+        st = d.standin
+        it = await st.slash("imagine", prompt=prompt, negative=f"<@&{MALLORY}>", steps=3)
+        await answer(st, it, "queue")
+        edit = st.calls_to("PATCH", f"/{it['token']}/messages/@original")[0]
+        assert f"<@{MALLORY}>" not in edit.payload["content"] and "\\|\\|spoiler\\|\\|" in edit.payload["content"]
+        assert edit.payload["allowed_mentions"] == {"parse": []}  # the client's default: nobody
+        offset[0] = 16 * 60  # the token expires: the result is a channel message mentioning the requester
+        msg = await st.wait_message(lambda m: is_final(m) and "webhook_id" not in m)
+        send = st.calls_to("POST", f"/channels/{st.channel_id}/messages")[-1]
+        assert send.payload["allowed_mentions"]["parse"] == [] and list(map(str, send.payload["allowed_mentions"]["users"])) == [ALICE]
+        assert msg["content"].startswith(f"<@{ALICE}>")
+        for raw in (f"<@{MALLORY}>", f"<@&{MALLORY}>", "@everyone", "||spoiler||", "**loud**"):
+            assert raw not in msg["content"], raw
+        assert "\\*\\*loud\\*\\*" in msg["content"]
+
+        it = await st.slash("history")  # and wherever else the prompt is echoed
+        listed = (await answer(st, it, "Your pictures"))["content"]
+        assert "\\|\\|spoiler" in listed and f"<@{MALLORY}>" not in listed
+
+    discord_run(scenario, clock=lambda: __import__("time").time() + offset[0])
