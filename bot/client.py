@@ -34,7 +34,9 @@ from bot.buttons import HistoryButton, ResultButton
 from bot.community import Community
 from bot.delivery import Delivery
 from bot.posts import Posts
+from bot.render import CONTENT_MAX
 from bot.retract import Retractor
+from bot.text import clip
 from core.jobs import Owner
 
 log = logging.getLogger(__name__)
@@ -138,6 +140,7 @@ class StatuaryBot(commands.Bot):
 
     async def tell(self, interaction: discord.Interaction, text: str) -> None:
         """A short private answer, whether or not the interaction was answered yet."""
+        text = clip(text, CONTENT_MAX)  # over Discord's limit the whole answer would be refused
         try:
             if interaction.response.is_done():
                 await interaction.followup.send(text, ephemeral=True)
@@ -167,6 +170,6 @@ class StatuaryBot(commands.Bot):
 
     async def edit_original(self, interaction: discord.Interaction, content: str) -> None:
         try:
-            await interaction.edit_original_response(content=content)
+            await interaction.edit_original_response(content=clip(content, CONTENT_MAX))
         except discord.HTTPException as exc:
             log.info("could not edit interaction %s: %s", interaction.id, exc)

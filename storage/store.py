@@ -407,7 +407,7 @@ class Store:
         with self._read() as s:
             g = s.get(Generation, str(generation_id).strip().lower())
             if g is None:
-                raise NotFound(f"no generation with id {generation_id!r}", generation_id)
+                raise NotFound(f"no generation with id '{ids.shown(generation_id)}'", str(generation_id)[:ids.SHOWN_MAX])
             return GenerationRecord(
                 id=g.id, job_id=g.job_id, kind=g.kind, status=g.status, reason=g.reason, error_type=g.error_type,
                 request=_request_dict(g), owner=_owner(g), parent_id=g.parent_id, fingerprint=dict(g.fingerprint),
@@ -441,6 +441,12 @@ class Store:
                              .order_by(Generation.created_at.desc(), Generation.id, Image.index)
                              .offset((page - 1) * per_page).limit(per_page)).all()
             return Page([self._record(s, r) for r in rows], total, page, per_page)
+
+    def was_deleted(self, image_id: str) -> bool:
+        """Whether `image_id` names an image that was deleted (its id stays taken)."""
+        iid = ids.normalize(image_id)
+        with self._read() as s:
+            return iid is not None and s.get(DeletedId, iid) is not None
 
     def request_for(self, image_id: str) -> GenerationRequest:
         """The request that makes exactly this image again, init image and mask bytes loaded."""
@@ -558,8 +564,8 @@ class Store:
     def _image(self, s: Session, image_id: str) -> Image:
         iid = ids.normalize(image_id)
         if iid is None:
-            raise NotFound(f"{image_id!r} is not an image id: ids are {ids.LENGTH} characters of "
-                           f"{ids.ALPHABET}", str(image_id))
+            raise NotFound(f"'{ids.shown(image_id)}' is not an image id: ids are {ids.LENGTH} characters of "
+                           f"{ids.ALPHABET}", str(image_id)[:ids.SHOWN_MAX])
         img = s.get(Image, iid)
         if img is None:
             if s.get(DeletedId, iid) is not None:

@@ -13,7 +13,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.buttons import QUERY_MAX, history_view
+from bot.buttons import ID_MAX, QUERY_MAX, history_view
 from bot.text import clip, echo
 from core.jobs import Owner
 
@@ -33,7 +33,7 @@ class Images(commands.Cog):
 
     @app_commands.command(name="info")
     @app_commands.describe(id="The image's id")
-    async def info_command(self, interaction: discord.Interaction, id: str) -> None:
+    async def info_command(self, interaction: discord.Interaction, id: app_commands.Range[str, 1, ID_MAX]) -> None:
         """Everything about how an image was made"""
         await self.info(interaction, id)
 
@@ -51,7 +51,7 @@ class Images(commands.Cog):
 
     @app_commands.command(name="delete")
     @app_commands.describe(id="The id of one of your images")
-    async def delete_command(self, interaction: discord.Interaction, id: str) -> None:
+    async def delete_command(self, interaction: discord.Interaction, id: app_commands.Range[str, 1, ID_MAX]) -> None:
         """Delete one of your images: its picture, files and record"""
         await self.delete(interaction, [id])
 
@@ -105,28 +105,33 @@ class Images(commands.Cog):
     async def delete(self, interaction: discord.Interaction, ids: list[str], *, from_button: bool = False) -> None:
         """Delete the user's own images (rows and files) and, from a button, the message showing them."""
         from bot.client import storage_errors
+        from storage import NotFound
 
         bot = self.bot
         if not await bot.ack(interaction, ephemeral=True):
             return
         owner = bot.owner(interaction)
 
-        def run() -> tuple[list[str], list[str]]:
-            done, refused = [], []
+        def run() -> tuple[list[str], list[str], list[str]]:
+            done, gone, refused = [], [], []
             for iid in ids:
                 try:
                     bot.store.delete(iid, owner)
                     done.append(iid)
-                except storage_errors() as exc:
-                    if "was deleted" in str(exc):
-                        done.append(iid)  # already gone: the message can go too
+                except NotFound as exc:
+                    if exc.id and bot.store.was_deleted(exc.id):
+                        gone.append(exc.id)  # deleted before: nothing to do, and not by this person
                     else:
                         refused.append(str(exc))
-            return done, refused
+                except storage_errors() as exc:
+                    refused.append(str(exc))
+            return done, gone, refused
 
-        done, refused = await asyncio.to_thread(run)
+        done, gone, refused = await asyncio.to_thread(run)
         handled: set[str] = set()
-        if from_button and done and not refused and interaction.message is not None:
+        # A ❌ under a message whose pictures are all deleted takes the message down, whoever
+        # clicks: a deleted picture must not stay up. It says 'deleted already', never 'Deleted'.
+        if from_button and (done or gone) and not refused and interaction.message is not None:
             try:
                 await interaction.message.delete()
                 handled.add(str(interaction.message.id))
@@ -139,6 +144,8 @@ class Images(commands.Cog):
         lines = []
         if done:
             lines.append("🗑️ Deleted " + " ".join(f"`{i}`" for i in done) + " (picture, files and record).")
+        if gone:
+            lines.append("⚠️ " + " ".join(f"`{i}`" for i in gone) + " had been deleted already; nothing was done.")
         lines += [f"⚠️ {r}" for r in refused]
         await bot.edit_original(interaction, "\n".join(lines) or "Nothing to delete.")
 

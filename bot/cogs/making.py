@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.buttons import result_view
+from bot.buttons import ID_MAX, result_view
 from bot.community import GuildRules
 from bot.delivery import Target, image_file
 from bot.text import echo
@@ -66,14 +66,14 @@ class Making(commands.Cog):
 
     @app_commands.command(name="reproduce")
     @app_commands.describe(id="The image's id (8 characters, shown under every result)")
-    async def reproduce_command(self, interaction: discord.Interaction, id: str) -> None:
+    async def reproduce_command(self, interaction: discord.Interaction, id: app_commands.Range[str, 1, ID_MAX]) -> None:
         """Make an image again from its stored recipe: the same pixels"""
         await self.reproduce(interaction, id)
 
     @app_commands.command(name="vary")
     @app_commands.describe(id="The image's id", strength="0.05 = nearly the same picture, 1 = a new one",
                            seed="Variation seed (random if empty)")
-    async def vary_command(self, interaction: discord.Interaction, id: str,
+    async def vary_command(self, interaction: discord.Interaction, id: app_commands.Range[str, 1, ID_MAX],
                            strength: app_commands.Range[float, 0.01, 1.0] = SUBTLE,
                            seed: app_commands.Range[int, 0, SEED_MAX] | None = None) -> None:
         """Variations of an image: its seed, mixed with another"""

@@ -99,3 +99,39 @@ def test_a_prompt_cannot_ping_or_format_even_on_the_post_after_expiry(discord_ru
         assert "\\|\\|spoiler" in listed and f"<@{MALLORY}>" not in listed
 
     discord_run(scenario, clock=lambda: __import__("time").time() + offset[0])
+
+
+# ---- 3. a long id gets a short answer; 4. deleting a deleted id is not 'Deleted' ---------------------------
+
+
+def test_a_long_id_gets_an_answer_that_fits_and_echoes_a_short_form(discord_run):
+    async def scenario(d):
+        st = d.standin
+        for name in ("info", "reproduce", "vary", "delete"):
+            option = next(o for c in st.commands if c["name"] == name for o in c["options"] if o["name"] == "id")
+            assert option["max_length"] <= 40, name
+        long_id = "x" * 2500  # what a client that ignores max_length (or a raw API call) sends
+        for name in ("info", "reproduce", "delete"):
+            it = await st.slash(name, id=long_id)
+            msg = await st.wait_message(lambda m: "is not an image id" in m["content"] and m["id"] not in seen)
+            seen.add(msg["id"])
+            assert len(msg["content"]) < 200 and "x" * 30 not in msg["content"] and "2500 characters" in msg["content"]
+        assert not [c for c in st.calls if c.status == 400]  # Discord refused nothing
+
+    seen: set[str] = set()
+    discord_run(scenario)
+
+
+def test_deleting_an_already_deleted_image_does_not_say_deleted(discord_run):
+    async def scenario(d):
+        st = d.standin
+        _, one = await imagine(st, prompt="a pear")
+        (iid,) = ids_in(one)
+        it = await st.slash("delete", id=iid)
+        await answer(st, it, "Deleted")
+        for who in (ALICE, BOB):
+            it = await st.slash("delete", id=iid, user_id=who, user_name=who)
+            again = await answer(st, it, "already")
+            assert "Deleted" not in again["content"] and iid in again["content"] and again["flags"] & EPHEMERAL
+
+    discord_run(scenario)
