@@ -16,6 +16,7 @@ from bot import render
 from bot.buttons import ID_MAX, QUERY_MAX, history_view
 from bot.text import clip, echo
 from core.jobs import Owner
+from core.request import FieldError
 
 if TYPE_CHECKING:
     from bot.client import StatuaryBot
@@ -43,6 +44,9 @@ class Images(commands.Cog):
                       query: app_commands.Range[str, 1, QUERY_MAX] | None = None) -> None:
         """Your pictures, newest first (only you see this)"""
         # QUERY_MAX: the paging buttons carry the query in their custom_id, which holds 100 characters.
+        if query is not None and len(query) > QUERY_MAX:  # Discord's max_length can be bypassed
+            return await self.bot.tell(interaction, str(FieldError("query", f"<{len(query)} characters>",
+                                                                   f"use at most {QUERY_MAX} characters")))
         await interaction.response.defer(ephemeral=True, thinking=True)
         owner = self.bot.owner(interaction)
         text, page, pages = await asyncio.to_thread(self.history_page, owner, query, 1)

@@ -20,7 +20,7 @@ from bot.community import GuildRules
 from bot.delivery import Target, image_file
 from bot.text import echo
 from core.jobs import JobHandle, Owner, QueueFull, Quota
-from core.request import COUNT_MAX, SAMPLERS, SEED_MAX, STEPS_MAX, GenerationRequest, InvalidRequest
+from core.request import COUNT_MAX, SAMPLERS, SEED_MAX, STEPS_MAX, FieldError, GenerationRequest, InvalidRequest
 
 if TYPE_CHECKING:
     from bot.client import StatuaryBot
@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUBTLE, STRONG = 0.2, 0.6  # variation strengths of the V and 'V strong' buttons
+ASPECT_VALUES = tuple(label.split()[0] for label, _, _ in render.ASPECTS)
 ASPECT_CHOICES = [app_commands.Choice(name=label, value=label.split()[0]) for label, _, _ in render.ASPECTS]
+SIZE_MIN, SIZE_MAX = 64, 4096
 SAMPLER_CHOICES = [app_commands.Choice(name=s, value=s) for s in SAMPLERS]
 
 
@@ -52,7 +54,7 @@ class Making(commands.Cog):
                       steps: app_commands.Range[int, 1, STEPS_MAX] | None = None,
                       guidance: app_commands.Range[float, 0.0, 30.0] = 7.0, aspect: str = "1:1",
                       count: app_commands.Range[int, 1, COUNT_MAX] | None = None, sampler: str | None = None,
-                      size: app_commands.Range[int, 64, 4096] | None = None) -> None:
+                      size: app_commands.Range[int, SIZE_MIN, SIZE_MAX] | None = None) -> None:
         """Carve a picture out of noise from your prompt"""
         bot = self.bot
 
@@ -220,6 +222,14 @@ class Making(commands.Cog):
                       sampler: str | None = None, size: int | None = None) -> GenerationRequest:
         """A request from /imagine's options and the server's defaults; ValueError names what is too much."""
         limits = self.bot.service.limits
+        # Discord's own choices and ranges can be bypassed (an old client, a raw API call): check again.
+        errors = []
+        if aspect not in ASPECT_VALUES:
+            errors.append(FieldError("aspect", aspect, "use one of " + ", ".join(ASPECT_VALUES)))
+        if size is not None and not (isinstance(size, int) and SIZE_MIN <= size <= SIZE_MAX):
+            errors.append(FieldError("size", size, f"use a whole number from {SIZE_MIN} to {SIZE_MAX}"))
+        if errors:
+            raise InvalidRequest(errors)
         steps = rules.default_steps if steps is None else steps
         count = rules.default_count if count is None else count
         size = size or rules.default_size or limits.native_size

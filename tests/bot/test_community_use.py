@@ -135,3 +135,28 @@ def test_deleting_an_already_deleted_image_does_not_say_deleted(discord_run):
             assert "Deleted" not in again["content"] and iid in again["content"] and again["flags"] & EPHEMERAL
 
     discord_run(scenario)
+
+
+# ---- 5. values that bypass Discord's choices and ranges are validated like everything else -----------------
+
+
+def test_values_outside_discords_choices_get_the_request_validation_sentence(discord_run):
+    async def scenario(d):
+        st = d.standin
+        cases = [({"aspect": "banana"}, "aspect: 'banana' is not allowed; use one of 1:1, 3:2"),
+                 ({"aspect": "1:0"}, "aspect: '1:0' is not allowed; use one of 1:1"),
+                 ({"sampler": "turbo"}, "sampler: 'turbo' is not allowed; use one of dpmpp_2m_karras"),
+                 ({"size": 10}, "size: 10 is not allowed; use a whole number from 64 to 4096"),
+                 ({"guidance": -3.0}, "guidance: -3.0 is not allowed; use a finite number from 0 to 30")]
+        for options, sentence in cases:
+            await st.slash("imagine", prompt="a fox", steps=2, **options)
+            msg = await st.wait_message(lambda m: sentence in m["content"])
+            assert msg["flags"] & EPHEMERAL
+        it = await st.slash("history", query="q" * 91)
+        msg = await st.wait_message(lambda m: "query: '<91 characters>' is not allowed; use at most 82 characters"
+                                    in m["content"])
+        assert msg["flags"] & EPHEMERAL
+        assert not [m for m in st.messages.values() if "went wrong" in m["content"]]
+        assert _generations(d.store) == 0  # nothing was queued
+
+    discord_run(scenario)
