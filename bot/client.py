@@ -33,6 +33,7 @@ from discord.ext import commands
 from bot.buttons import HistoryButton, ResultButton
 from bot.community import Community
 from bot.delivery import Delivery
+from bot.pending import Pending
 from bot.posts import Posts
 from bot.render import CONTENT_MAX
 from bot.retract import Retractor
@@ -67,6 +68,7 @@ class StatuaryBot(commands.Bot):
         self.store = store
         self.community = community or Community(store.engine)
         self.posts = Posts(store.engine)  # which of our messages show which images
+        self.pending = Pending(store.engine)  # jobs we still owe a message, across restarts
         self.delivery = Delivery(self)
         self.retractor = Retractor(self)
         self.clock = clock
@@ -75,7 +77,7 @@ class StatuaryBot(commands.Bot):
         self.tree.on_error = self._on_tree_error
         self.synced = 0  # how many times commands were synced (once per process)
         self.ready_count = 0
-        self._jobs: set[asyncio.Task] = set()
+        self._following: set[asyncio.Task] = set()
 
     # ---- life cycle ---------------------------------------------------------------------------
 
@@ -93,20 +95,28 @@ class StatuaryBot(commands.Bot):
     async def on_ready(self) -> None:
         self.ready_count += 1  # a reconnect fires on_ready again; nothing here must run twice
         log.info("Discord bot ready as %s (ready #%d)", self.user, self.ready_count)
+        if self.ready_count == 1:
+            self.spawn(self.delivery.resume())  # what finished (or failed) while we were away
         if self.ready_count == 1 and self.application_id:
             from bot.runner import invite_url
 
             log.info("Add the bot to a server with %s", invite_url(self.application_id))
 
     async def close(self) -> None:
-        for task in list(self._jobs):
+        # Stop following jobs: each leaves a note in its message (the jobs go on; the next start
+        # delivers what they make, from bot/pending.py).
+        tasks = list(self._following)
+        for task in tasks:
             task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
         await super().close()
 
-    def _spawn(self, coro) -> asyncio.Task:
+    def spawn(self, coro) -> asyncio.Task:
+        """Run `coro` (following a job) beside the command that started it; close() cancels it."""
         task = asyncio.get_running_loop().create_task(coro)
-        self._jobs.add(task)
-        task.add_done_callback(self._jobs.discard)
+        self._following.add(task)
+        task.add_done_callback(self._following.discard)
         return task
 
     async def _on_tree_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
@@ -131,9 +141,9 @@ class StatuaryBot(commands.Bot):
                      None if interaction.guild_id is None else str(interaction.guild_id),
                      None if interaction.channel_id is None else str(interaction.channel_id))
 
-    def token_alive(self, interaction: discord.Interaction) -> bool:
-        age = self.clock() - interaction.created_at.timestamp()
-        return age < TOKEN_LIFETIME_S - TOKEN_MARGIN_S
+    def token_alive_at(self, created: float | None, lead: float = 0.0) -> bool:
+        """Whether an interaction token made at `created` (unix time) is still ours to use, `lead` seconds from now."""
+        return created is not None and self.clock() - created + lead < TOKEN_LIFETIME_S - TOKEN_MARGIN_S
 
     def wants_dm(self, interaction: discord.Interaction) -> bool:
         return interaction.guild_id is not None and self.community.is_private(interaction.user.id)

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Engine, Integer, String, func, select
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
+import bot.pending  # noqa: F401 -- its table (discord_deliveries) joins the community's on storage's Base
 import bot.posts  # noqa: F401 -- its table (discord_posts) joins the community's on storage's Base
 from storage import db
 from storage.models import Base, Generation, utcnow

@@ -208,7 +208,8 @@ class Making(commands.Cog):
             return await self._fail_before_start(interaction, target, str(exc))
         except storage_errors() as exc:
             return await self._fail_before_start(interaction, target, str(exc))
-        await bot.delivery.follow(handle, target, header)
+        await bot.delivery.owe(handle, target, header)
+        bot.spawn(bot.delivery.follow(handle, target, header))  # close() stops following; the job goes on
 
     async def _fail_before_start(self, interaction: discord.Interaction, target: Target, text: str) -> None:
         if target.message is not None:

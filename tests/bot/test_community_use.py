@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 from core.jobs import Owner
 from tests.bot.conftest import until
@@ -23,6 +24,15 @@ def _generations(store, user_id=ALICE) -> int:
 
     with store.engine.connect() as c:
         return c.scalar(select(func.count(Generation.id)).where(Generation.owner_user_id == user_id))
+
+
+def _statuses(store) -> list[str]:
+    from sqlalchemy import select
+
+    from storage.models import Generation
+
+    with store.engine.connect() as c:
+        return list(c.scalars(select(Generation.status)))
 
 
 def _block(monkeypatch, service, release: threading.Event) -> None:
@@ -98,7 +108,7 @@ def test_a_prompt_cannot_ping_or_format_even_on_the_post_after_expiry(discord_ru
         listed = (await answer(st, it, "Your pictures"))["content"]
         assert "\\|\\|spoiler" in listed and f"<@{MALLORY}>" not in listed
 
-    discord_run(scenario, clock=lambda: __import__("time").time() + offset[0])
+    discord_run(scenario, clock=lambda: time.time() + offset[0])
 
 
 # ---- 3. a long id gets a short answer; 4. deleting a deleted id is not 'Deleted' ---------------------------
@@ -160,3 +170,102 @@ def test_values_outside_discords_choices_get_the_request_validation_sentence(dis
         assert _generations(d.store) == 0  # nothing was queued
 
     discord_run(scenario)
+
+
+# ---- 6. a result made while the bot restarts is still posted; no progress frame outlives its token --------
+
+
+def test_a_job_finished_while_the_bot_restarts_is_delivered_when_it_starts(discord_run, monkeypatch):
+    release = threading.Event()
+
+    async def scenario(d):
+        st = d.standin
+        _block(monkeypatch, d.service, release)
+        it = await st.slash("imagine", prompt="patient owl", steps=3)
+        await answer(st, it, "queue")
+        await until(lambda: d.service.status()["running"], what="the job to run")
+
+        async def while_down():
+            assert "restarted" in st.original(it)["content"]  # not a stale 'step n/m'
+            release.set()
+            await until(lambda: d.store.history().total == 1, what="the job to finish with no bot")
+
+        await d.restart(between=while_down)
+        final = await final_of(st, it)  # the original response, through its (still valid) token
+        (iid,) = ids_in(final)
+        assert "patient owl" in final["content"] and d.store.get(iid).owner.user_id == ALICE
+        await until(lambda: d.bot.posts.showing([iid]), what="the post to be noted")
+        await until(lambda: d.bot.pending.all() == [], what="the delivery to be paid")
+        await d.restart()  # owed nothing: a second start posts nothing twice
+        await asyncio.sleep(0.5)
+        assert sum(iid in m["content"] for m in st.messages.values()) == 1
+
+    try:
+        discord_run(scenario)
+    finally:
+        release.set()
+
+
+def test_a_failure_during_a_restart_is_reported_and_a_late_result_goes_to_the_channel(discord_run, monkeypatch):
+    offset = [0.0]
+    release = threading.Event()
+
+    async def scenario(d):
+        st = d.standin
+
+        def doomed(*a, **kw):
+            release.wait(30)
+            raise RuntimeError("the UNet caught fire")
+
+        monkeypatch.setattr(d.service._gen, "generate", doomed)
+        it = await st.slash("imagine", prompt="slow snail", steps=3)
+        await answer(st, it, "queue")
+        await until(lambda: d.service.status()["running"], what="the job to run")
+
+        async def while_down():
+            offset[0] = 16 * 60  # the token expires while the bot is away
+            release.set()
+            await until(lambda: _statuses(d.store) == ["failed"], what="the job to fail with no bot")
+
+        await d.restart(between=while_down, clock=lambda: time.time() + offset[0])
+        msg = await st.wait_message(lambda m: "failed" in m["content"] and "webhook_id" not in m)
+        assert msg["content"].startswith(f"<@{ALICE}>") and "slow snail" in msg["content"]
+        assert "the UNet caught fire" in msg["content"] and "restarted" in st.original(it)["content"]
+
+    try:
+        discord_run(scenario)
+    finally:
+        release.set()
+
+
+def test_a_progress_message_gets_a_final_note_before_its_token_expires(discord_run, monkeypatch):
+    offset = [0.0]
+    release = threading.Event()
+
+    async def scenario(d):
+        st = d.standin
+        real = d.service._gen.generate
+
+        def slow(request, on_step=None, **kw):  # steps 0.25 s apart (each shown), waits at step 2 until released
+            def step(traj, n, total):
+                time.sleep(0.25)
+                on_step(traj, n, total)
+                if n == 2:
+                    release.wait(30)
+            return real(request, on_step=step, **kw)
+
+        monkeypatch.setattr(d.service._gen, "generate", slow)
+        it = await st.slash("imagine", prompt="a long night", steps=6)
+        await answer(st, it, "Carving")  # then it waits at step 2
+        offset[0] = 14 * 60  # fourteen minutes in: the token has one minute (less our margin) to live
+        release.set()
+        note = await answer(st, it, "posted in this channel")
+        assert "step" not in note["content"] and not note["attachments"]
+        msg = await st.wait_message(lambda m: is_final(m) and "webhook_id" not in m)
+        assert "a long night" in msg["content"] and f"<@{ALICE}>" in msg["content"]
+        assert "posted in this channel" in st.original(it)["content"]  # the note stays: nothing overwrote it
+
+    try:
+        discord_run(scenario, clock=lambda: time.time() + offset[0])
+    finally:
+        release.set()
