@@ -208,7 +208,7 @@ class InProcessJobService(JobService):
             for job_id, h in self._running.items():
                 step, total = self._running_step.get(job_id, (0, 0))
                 batch.append({"job_id": job_id, "owner": h.owner.display_name or h.owner.user_id,
-                              "source": h.owner.source, "prompt": h.request.prompt, "step": step, "total": total})
+                              "source": h.owner.source, "user_id": h.owner.user_id, "guild_id": h.owner.guild_id, "prompt": h.request.prompt, "step": step, "total": total})
             return {
                 "running": batch[0] if batch else None,
                 "batch": batch,

@@ -23,7 +23,9 @@ class Queue(commands.Cog):
     @app_commands.command(name="queue")
     async def queue(self, interaction: discord.Interaction) -> None:
         """What runs now, and where your jobs are in the queue"""
-        await interaction.response.send_message(self.queue_text(self.bot.owner(interaction)), ephemeral=True)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await asyncio.to_thread(self.queue_text, self.bot.owner(interaction))  # may read preferences
+        await self.bot.edit_original(interaction, text)
 
     @app_commands.command(name="cancel")
     @app_commands.describe(all="Cancel every job of yours, not only the newest")
@@ -47,12 +49,23 @@ class Queue(commands.Cog):
         await interaction.edit_original_response(
             content="📬 From now on your results come by DM." if on else "Your results show in the channel again.")
 
+    def _shown(self, job: dict, asker: Owner) -> bool:
+        """Whether `asker` may see this job's prompt: their own, or another member's who has not
+        asked for privacy (/private on) and did not make it in a DM. Runs in a thread."""
+        if (job.get("source"), job.get("user_id")) == asker.key:
+            return True
+        if job.get("source") != "discord":
+            return True
+        return job.get("guild_id") is not None and not self.bot.community.is_private(job["user_id"])
+
     def queue_text(self, owner: Owner) -> str:
         service = self.bot.service
         status = service.status()
         running = status.get("running")
         lines = []
-        if running:
+        if running and not self._shown(running, owner):
+            lines.append(f"**Now:** a private job, step {running['step']}/{running['total']}")
+        elif running:
             lines.append(f"**Now:** “{echo(running['prompt'], 80)}” for {echo(running['owner'], 40)} "
                          f"({running['source']}), step {running['step']}/{running['total']}")
         else:

@@ -269,3 +269,29 @@ def test_a_progress_message_gets_a_final_note_before_its_token_expires(discord_r
         discord_run(scenario, clock=lambda: time.time() + offset[0])
     finally:
         release.set()
+
+
+# ---- 7. /queue keeps a private member's prompt private ------------------------------------------------
+
+
+def test_queue_does_not_show_a_private_members_prompt(discord_run, monkeypatch):
+    release = threading.Event()
+
+    async def scenario(d):
+        st = d.standin
+        _block(monkeypatch, d.service, release)
+        it = await st.slash("private", on=True, user_id=BOB, user_name="bob")
+        await answer(st, it, "DM")
+        await st.slash("imagine", prompt="bob's secret garden", steps=2, user_id=BOB, user_name="bob")
+        await until(lambda: d.service.status()["running"], what="bob's job to run")
+        it = await st.slash("queue")
+        shown = (await answer(st, it, "Now"))["content"]
+        assert "secret garden" not in shown and "a private job" in shown
+        it = await st.slash("queue", user_id=BOB, user_name="bob")  # bob sees his own
+        assert "secret garden" in (await answer(st, it, "Now"))["content"]
+        release.set()
+
+    try:
+        discord_run(scenario)
+    finally:
+        release.set()
