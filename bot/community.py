@@ -17,6 +17,7 @@ import dataclasses
 import datetime as dt
 import re
 import threading
+import unicodedata
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Engine, Integer, String, func, select
@@ -86,14 +87,42 @@ class GuildRules:
         return not self.allowed_channels or str(channel_id) in self.allowed_channels
 
     def blocked_word_in(self, text: str) -> str | None:
-        """The first blocked word or phrase that `text` contains as whole words, ignoring case."""
-        for word in self.blocked_words:
-            if re.search(r"(?<!\w)" + re.escape(word) + r"(?!\w)", text, flags=re.IGNORECASE):
-                return word
+        """The first blocked word or phrase that `text` contains as whole words, compared in
+        normal form (see `words`): case, width, accents, look-alike letters and plural -s/-es ignored."""
+        found = [_forms(w) for w in words(text)]
+        for phrase in self.blocked_words:
+            wanted = [_forms(w) for w in words(phrase)]
+            n = len(wanted)
+            if n and any(all(wanted[j] & found[i + j] for j in range(n)) for i in range(len(found) - n + 1)):
+                return phrase
         return None
 
 
 DM_RULES = GuildRules()  # direct messages: no server, the defaults
+
+# Letters of other scripts drawn like Latin ones (the common part of Unicode's confusables.txt):
+# a transliteration library maps by sound (Cyrillic 'с' -> 's'), but a filter needs the shape ('c').
+CONFUSABLES = str.maketrans(
+    "авсеһіјкмнорѕтхуԁԛԝɑαβεικνορτυχϲϳ",
+    "abcehijkmhopstxydqwaabeiknoptuxcj")
+
+
+def words(text: str) -> list[str]:
+    """`text` as words in one normal form: NFKC (fullwidth and styled letters become plain),
+    case-folded, accents dropped, look-alike letters of other scripts made Latin."""
+    text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
+    text = "".join(c for c in text if not unicodedata.combining(c) and unicodedata.category(c) != "Cf")
+    return re.findall(r"\w+", unicodedata.normalize("NFKC", text).translate(CONFUSABLES))
+
+
+def _forms(word: str) -> set[str]:
+    """A word and its simple singulars: 'cats' -> {'cats', 'cat'}, 'foxes' -> {'foxes', 'foxe', 'fox'}."""
+    forms = {word}
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        forms.add(word[:-1])
+        if len(word) > 4 and word.endswith("es"):
+            forms.add(word[:-2])
+    return forms
 
 
 class Community:

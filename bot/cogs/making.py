@@ -64,7 +64,7 @@ class Making(commands.Cog):
                                          guidance=guidance, aspect=aspect, count=count, sampler=sampler, size=size)
             return bot.service.submit(request, owner, quota=quota)
 
-        await self.start(interaction, prompt, submit, f"**{echo(prompt, 300)}**")
+        await self.start(interaction, [prompt, negative or ""], submit, f"**{echo(prompt, 300)}**")
 
     @app_commands.command(name="reproduce")
     @app_commands.describe(id="The image's id (8 characters, shown under every result)")
@@ -108,7 +108,7 @@ class Making(commands.Cog):
             return await self.bot.tell(interaction, f"⚠️ {exc}")
         header = f"**{echo(rec.image_request.get('prompt', ''), 300)}** — variation of `{rec.id}` " \
                  f"(strength {strength:g})"
-        await self.start(interaction, rec.image_request.get("prompt", ""),
+        await self.start(interaction, _texts(rec.image_request),
                          lambda owner, quota: self.bot.store.vary(rec.id, self.bot.service, owner, strength, seed,
                                                                   quota=quota), header)
 
@@ -120,7 +120,7 @@ class Making(commands.Cog):
         except storage_errors() as exc:
             return await self.bot.tell(interaction, f"⚠️ {exc}")
         header = f"**{echo(rec.image_request.get('prompt', ''), 300)}** — reproducing `{rec.id}`"
-        await self.start(interaction, rec.image_request.get("prompt", ""),
+        await self.start(interaction, _texts(rec.image_request),
                          lambda owner, quota: self.bot.store.reproduce(rec.id, self.bot.service, owner, quota=quota),
                          header)
 
@@ -133,7 +133,7 @@ class Making(commands.Cog):
             return await self.bot.tell(interaction, f"⚠️ {exc}")
         request = dataclasses.replace(request, seed=None, count=len(ids), variation_seed=None, variation_strength=0.0)
         header = f"**{echo(request.prompt, 300)}** — re-roll"
-        await self.start(interaction, request.prompt,
+        await self.start(interaction, [request.prompt, request.negative_prompt],
                          lambda owner, quota: self.bot.service.submit(request, owner, quota=quota), header)
 
     async def upscale(self, interaction: discord.Interaction, image_id: str) -> None:
@@ -167,7 +167,8 @@ class Making(commands.Cog):
 
     def admit(self, interaction: discord.Interaction, *texts: str) -> tuple[str | None, Quota]:
         """Why this member may not start a job here (or None), and the server's per-member Quota,
-        which `submit` checks and reserves atomically with the job's record. Runs in a thread."""
+        which `submit` checks and reserves atomically with the job's record. `texts`: the prompt
+        and negative prompt, both checked for blocked words. Runs in a thread."""
         rules = self.bot.community.guild(interaction.guild_id)
         if interaction.guild_id is not None and not rules.channel_allowed(interaction.channel_id):
             allowed = ", ".join(f"<#{c}>" for c in rules.allowed_channels)
@@ -178,7 +179,7 @@ class Making(commands.Cog):
                 return f"This server does not allow “{word}” in prompts. Change the prompt and try again.", Quota()
         return None, Quota(max_active=rules.max_queued, max_per_hour=rules.max_per_hour)
 
-    async def start(self, interaction: discord.Interaction, prompt: str,
+    async def start(self, interaction: discord.Interaction, texts: list[str],
                     submit: Callable[[Owner, Quota], JobHandle], header: str) -> None:
         """Acknowledge, check the community's rules, submit, then follow the job to its end."""
         from bot.client import DEFAULT_FILESIZE, storage_errors
@@ -188,7 +189,7 @@ class Making(commands.Cog):
         if not await bot.ack(interaction, ephemeral=dm):
             return
         owner = bot.owner(interaction)
-        refusal, quota = await asyncio.to_thread(self.admit, interaction, prompt)
+        refusal, quota = await asyncio.to_thread(self.admit, interaction, *texts)
         if refusal:
             return await bot.refuse(interaction, refusal)
         target = Target(interaction.user, interaction.channel_id, interaction.filesize_limit or DEFAULT_FILESIZE,
@@ -254,3 +255,8 @@ class Making(commands.Cog):
                                     sampler=sampler or GenerationRequest.sampler)
         request.validate(limits)
         return request
+
+
+def _texts(request: dict) -> list[str]:
+    """A stored request's prompt and negative prompt: what blocked words are checked in."""
+    return [request.get("prompt", ""), request.get("negative_prompt", "")]

@@ -295,3 +295,24 @@ def test_queue_does_not_show_a_private_members_prompt(discord_run, monkeypatch):
         discord_run(scenario)
     finally:
         release.set()
+
+
+# ---- 8. blocked words in disguise, and in the negative prompt -----------------------------------------
+
+
+def test_blocked_words_are_found_in_plural_lookalike_wide_and_negative_forms(discord_run):
+    async def scenario(d):
+        st = d.standin
+        d.bot.community.update_guild(st.guild_id, by="9", blocked_words=["cat"])
+        tries = [{"prompt": "two cats"}, {"prompt": "a \u0441at on a mat"}, {"prompt": "a \uff23\uff21\uff34"},
+                 {"prompt": "a dog", "negative": "cat"}]
+        for n, options in enumerate(tries, 1):
+            await st.slash("imagine", steps=2, **options)
+            await st.wait_for(lambda: sum("does not allow “cat”" in m["content"] for m in st.messages.values()) == n)
+        _, ok = await imagine(st, prompt="a category of concatenated dogs", negative="grey fog")  # whole words only
+        d.bot.community.update_guild(st.guild_id, by="9", blocked_words=["fogs"])
+        await st.click(ok, "Re-roll")  # a stored request's negative prompt is checked too
+        await st.wait_message(lambda m: "does not allow “fogs”" in m["content"])
+        assert _generations(d.store) == 1
+
+    discord_run(scenario)
