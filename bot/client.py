@@ -85,6 +85,7 @@ class StatuaryBot(commands.Bot):
         # Runs once per login, not on reconnects: the place for one-time work.
         from bot.cogs import images, making, queue, server
 
+        await asyncio.to_thread(self.community.preload)  # so no command waits on the database before its ack
         for cog in (making.Making(self), images.Images(self), queue.Queue(self), server.Server(self)):
             await self.add_cog(cog)
         self.add_dynamic_items(ResultButton, HistoryButton)
@@ -146,6 +147,7 @@ class StatuaryBot(commands.Bot):
         return created is not None and self.clock() - created + lead < TOKEN_LIFETIME_S - TOKEN_MARGIN_S
 
     def wants_dm(self, interaction: discord.Interaction) -> bool:
+        """Whether this member asked for results by DM (/private). In memory: Community.preload."""
         return interaction.guild_id is not None and self.community.is_private(interaction.user.id)
 
     async def tell(self, interaction: discord.Interaction, text: str) -> None:

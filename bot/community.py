@@ -135,6 +135,19 @@ class Community:
         self._lock = threading.Lock()
         self._guilds: dict[str, GuildRules] = {}
         self._private: dict[str, bool] = {}
+        self._complete = False  # preload() read every row: a missing id means 'the defaults', no query
+
+    def preload(self) -> None:
+        """Read every server's rules and every preference once (a few rows per server and member),
+        so the checks a command makes before its 3-second acknowledgement never wait on the
+        database. Writes from this process keep the caches current."""
+        with self._read() as s:
+            guilds = {row.guild_id: _rules(row) for row in s.scalars(select(GuildSettings))}
+            private = {row.user_id: bool(row.private) for row in s.scalars(select(UserPrefs))}
+        with self._lock:
+            self._guilds = guilds | self._guilds
+            self._private = private | self._private
+            self._complete = True
 
     # ---- servers -----------------------------------------------------------------------------
 
@@ -145,6 +158,8 @@ class Community:
         with self._lock:
             if gid in self._guilds:
                 return self._guilds[gid]
+            if self._complete:
+                return GuildRules()
         with self._read() as s:
             row = s.get(GuildSettings, gid)
             rules = _rules(row)
@@ -181,6 +196,8 @@ class Community:
         with self._lock:
             if uid in self._private:
                 return self._private[uid]
+            if self._complete:
+                return False
         with self._read() as s:
             row = s.get(UserPrefs, uid)
             private = bool(row and row.private)

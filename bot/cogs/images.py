@@ -64,11 +64,13 @@ class Images(commands.Cog):
     async def info(self, interaction: discord.Interaction, image_id: str) -> None:
         from bot.client import storage_errors
 
+        if not await self.bot.ack(interaction, ephemeral=True):  # first: the database may be slow
+            return
         try:
             rec = await asyncio.to_thread(self.bot.store.get, image_id)
         except storage_errors() as exc:
-            return await self.bot.tell(interaction, f"⚠️ {exc}")
-        await self.bot.tell(interaction, render.recipe_full(rec))
+            return await self.bot.edit_original(interaction, f"⚠️ {exc}")
+        await self.bot.edit_original(interaction, render.recipe_full(rec))
 
     async def timeline(self, interaction: discord.Interaction, ids: list[str]) -> None:
         """The images emerging from the noise, as animated GIFs (WebP when a GIF is too big)."""
@@ -174,9 +176,13 @@ class Images(commands.Cog):
     async def on_history_button(self, interaction: discord.Interaction, page: int, query: str | None) -> None:
         """◀ Newer / Older ▶: that page of the clicker's own pictures, in place of the ephemeral answer."""
         owner = self.bot.owner(interaction)  # whoever clicks sees only their own pictures
+        try:
+            await interaction.response.defer()  # first: the database may be slow; the page follows
+        except discord.HTTPException as exc:
+            return log.warning("could not acknowledge a history click: %s", exc)
         text, page, pages = await asyncio.to_thread(self.history_page, owner, query, page)
         view = history_view(query, page, pages) if pages > 1 else None
         try:
-            await interaction.response.edit_message(content=text, view=view)
+            await interaction.edit_original_response(content=text, view=view)
         except discord.HTTPException as exc:
             log.warning("could not turn a history page: %s", exc)

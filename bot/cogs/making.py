@@ -8,7 +8,7 @@ import asyncio
 import dataclasses
 import io
 import logging
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import discord
 from discord import app_commands
@@ -99,13 +99,21 @@ class Making(commands.Cog):
         elif action == "x":
             await images.delete(interaction, ids, from_button=True)
 
-    async def vary(self, interaction: discord.Interaction, image_id: str, strength: float, seed: int | None) -> None:
+    async def _load(self, interaction: discord.Interaction, read: Callable[[], Any]) -> Any:
+        """Acknowledge first (the database may be slow), then read; None after saying why not."""
         from bot.client import storage_errors
 
+        if not await self.bot.ack(interaction, ephemeral=self.bot.wants_dm(interaction)):
+            return None
         try:
-            rec = await asyncio.to_thread(self.bot.store.get, image_id)
+            return await asyncio.to_thread(read)
         except storage_errors() as exc:
-            return await self.bot.tell(interaction, f"⚠️ {exc}")
+            await self.bot.refuse(interaction, f"⚠️ {exc}")
+            return None
+
+    async def vary(self, interaction: discord.Interaction, image_id: str, strength: float, seed: int | None) -> None:
+        if (rec := await self._load(interaction, lambda: self.bot.store.get(image_id))) is None:
+            return
         header = f"**{echo(rec.image_request.get('prompt', ''), 300)}** — variation of `{rec.id}` " \
                  f"(strength {strength:g})"
         await self.start(interaction, _texts(rec.image_request),
@@ -113,24 +121,16 @@ class Making(commands.Cog):
                                                                   quota=quota), header)
 
     async def reproduce(self, interaction: discord.Interaction, image_id: str) -> None:
-        from bot.client import storage_errors
-
-        try:
-            rec = await asyncio.to_thread(self.bot.store.get, image_id)
-        except storage_errors() as exc:
-            return await self.bot.tell(interaction, f"⚠️ {exc}")
+        if (rec := await self._load(interaction, lambda: self.bot.store.get(image_id))) is None:
+            return
         header = f"**{echo(rec.image_request.get('prompt', ''), 300)}** — reproducing `{rec.id}`"
         await self.start(interaction, _texts(rec.image_request),
                          lambda owner, quota: self.bot.store.reproduce(rec.id, self.bot.service, owner, quota=quota),
                          header)
 
     async def reroll(self, interaction: discord.Interaction, ids: list[str]) -> None:
-        from bot.client import storage_errors
-
-        try:
-            request = await asyncio.to_thread(self.bot.store.request_for, ids[0])
-        except storage_errors() as exc:
-            return await self.bot.tell(interaction, f"⚠️ {exc}")
+        if (request := await self._load(interaction, lambda: self.bot.store.request_for(ids[0]))) is None:
+            return
         request = dataclasses.replace(request, seed=None, count=len(ids), variation_seed=None, variation_strength=0.0)
         header = f"**{echo(request.prompt, 300)}** — re-roll"
         await self.start(interaction, [request.prompt, request.negative_prompt],

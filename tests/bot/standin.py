@@ -375,6 +375,8 @@ class DiscordStandin:
             message = self._new_message(channel_id, {**data, "flags": flags}, files, webhook=True,
                                         interaction={"id": iid})
             self.originals[token] = message["id"]
+        elif rtype == 6 and token in self._token_clicked:  # deferred update: @original is the clicked message
+            self.originals[token] = self._token_clicked[token]
         elif rtype == 7:  # update the clicked message
             mid = self._token_clicked.get(token)
             if mid in self.messages:

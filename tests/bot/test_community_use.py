@@ -316,3 +316,52 @@ def test_blocked_words_are_found_in_plural_lookalike_wide_and_negative_forms(dis
         assert _generations(d.store) == 1
 
     discord_run(scenario)
+
+
+# ---- 9. nothing slow runs on the event loop; clicks are acknowledged before the database is read ------------
+
+
+def test_slow_database_and_encoding_never_stall_the_event_loop_or_the_acknowledgement(discord_run, monkeypatch):
+    import bot.cogs.images
+    import bot.delivery
+
+    monkeypatch.setattr(bot.cogs.images, "HISTORY_PER_PAGE", 1)
+    SLOW = 0.5
+
+    def slowly(obj, name):
+        real = getattr(obj, name)
+        monkeypatch.setattr(obj, name, lambda *a, **kw: (time.sleep(SLOW), real(*a, **kw))[1])
+
+    async def scenario(d):
+        st = d.standin
+        _, grid = await imagine(st, prompt="two owls", count=2)
+        d.bot.community._guilds.clear()  # members and servers not seen yet...
+        d.bot.community._private.clear()
+        for obj, name in ((d.bot.community, "_read"), (d.store, "_read"), (bot.delivery.render, "encode_within")):
+            slowly(obj, name)  # ...and a database (and PNG encoder) that take their time
+        gaps, stop = [0.0], asyncio.Event()
+
+        async def ticker():  # the longest the event loop went without running us
+            last = time.monotonic()
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+                now = time.monotonic()
+                gaps[0], last = max(gaps[0], now - last), now
+
+        tick = asyncio.create_task(ticker())
+        it = await st.slash("history")
+        page1 = await answer(st, it, "page 1 of 2")
+        for label, message in (("Info", grid), ("V1", grid), ("Older ▶", page1)):
+            click = await st.click(message, label)
+            sent = time.monotonic()
+            callback = await st.wait_for(lambda: st.calls_to("POST", f"/{click['token']}/callback"))
+            assert callback[0].at - sent < SLOW, f"{label} was acknowledged only after the database answered"
+        await st.slash("server", subcommand=["blocked"], user_id="9", user_name="mod", manage_guild=True,
+                       action="add", words="bat")
+        await st.slash("imagine", prompt="one more owl", steps=6)
+        await st.wait_message(lambda m: is_final(m) and "one more owl" in m["content"])
+        stop.set()
+        await tick
+        assert gaps[0] < SLOW * 0.7, f"the event loop stalled for {gaps[0]:.2f} s"
+
+    discord_run(scenario)
