@@ -20,13 +20,13 @@ import threading
 import unicodedata
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Engine, Integer, String, func, select
+from sqlalchemy import JSON, Boolean, Engine, Integer, String, select
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
 import bot.pending  # noqa: F401 -- its table (discord_deliveries) joins the community's on storage's Base
 import bot.posts  # noqa: F401 -- its table (discord_posts) joins the community's on storage's Base
 from storage import db
-from storage.models import Base, Generation, utcnow
+from storage.models import Base, utcnow
 
 
 class GuildSettings(Base):
@@ -215,18 +215,6 @@ class Community:
                 row.private, row.updated_at = private, utcnow()
         with self._lock:
             self._private[uid] = private
-
-    # ---- usage -------------------------------------------------------------------------------
-
-    def jobs_since(self, user_id: str | int, guild_id: str | int | None, since: dt.datetime) -> int:
-        """How many jobs this Discord user submitted in this server since `since` (from the
-        generations table, so the count survives a restart)."""
-        cond = [Generation.owner_source == "discord", Generation.owner_user_id == str(user_id),
-                Generation.created_at >= since]
-        if guild_id is not None:
-            cond.append(Generation.owner_guild_id == str(guild_id))
-        with self._read() as s:
-            return int(s.scalar(select(func.count(Generation.id)).where(*cond)) or 0)
 
 
 def _rules(row: GuildSettings | None) -> GuildRules:

@@ -155,12 +155,14 @@ class Delivery:
                 pass
             elif isinstance(event, Progress):
                 if now - last >= bot.progress_interval:
+                    # Progress counts steps over all the job's images (they may run side by side): say so,
+                    # rather than pairing one image's number with the whole job's count.
                     count = handle.request.count
-                    which = f"image {event.image_index + 1} of {count} — " if count > 1 else ""
                     data, name = await asyncio.to_thread(  # ~30 ms of PNG encoding: not on the event loop
                         lambda: render.encode_within(render.preview(event.preview), target.filesize_limit, "preview"))
-                    await self.deliver(target, f"{header}\n🎨 Carving {which}step {event.step}/{event.total}…",
-                                       files=[(data, name)])
+                    what = f"{count} pictures — step {event.step} of {event.total} in all" if count > 1 \
+                        else f"step {event.step}/{event.total}"
+                    await self.deliver(target, f"{header}\n🎨 Carving {what}…", files=[(data, name)])
                     last = bot.clock()  # from when the edit landed: a slow (or rate-limited) edit delays the next
             elif isinstance(event, Done):
                 await self.finish(target, event.result)

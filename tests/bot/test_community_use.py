@@ -122,7 +122,7 @@ def test_a_long_id_gets_an_answer_that_fits_and_echoes_a_short_form(discord_run)
             assert option["max_length"] <= 40, name
         long_id = "x" * 2500  # what a client that ignores max_length (or a raw API call) sends
         for name in ("info", "reproduce", "delete"):
-            it = await st.slash(name, id=long_id)
+            await st.slash(name, id=long_id)
             msg = await st.wait_message(lambda m: "is not an image id" in m["content"] and m["id"] not in seen)
             seen.add(msg["id"])
             assert len(msg["content"]) < 200 and "x" * 30 not in msg["content"] and "2500 characters" in msg["content"]
@@ -162,7 +162,7 @@ def test_values_outside_discords_choices_get_the_request_validation_sentence(dis
             await st.slash("imagine", prompt="a fox", steps=2, **options)
             msg = await st.wait_message(lambda m: sentence in m["content"])
             assert msg["flags"] & EPHEMERAL
-        it = await st.slash("history", query="q" * 91)
+        await st.slash("history", query="q" * 91)
         msg = await st.wait_message(lambda m: "query: '<91 characters>' is not allowed; use at most 82 characters"
                                     in m["content"])
         assert msg["flags"] & EPHEMERAL
@@ -365,3 +365,17 @@ def test_slow_database_and_encoding_never_stall_the_event_loop_or_the_acknowledg
         assert gaps[0] < SLOW * 0.7, f"the event loop stalled for {gaps[0]:.2f} s"
 
     discord_run(scenario)
+
+
+# ---- 10. progress text does not mix one image's number with the whole job's step count ----------------------
+
+
+def test_progress_of_several_pictures_counts_steps_over_all_of_them(discord_run):
+    async def scenario(d):
+        st = d.standin
+        it, _ = await imagine(st, prompt="three bees", count=3, steps=4)
+        texts = [c.payload["content"] for c in st.calls_to("PATCH", f"/{it['token']}/messages/@original")
+                 if "Carving" in (c.payload.get("content") or "")]
+        assert texts and all("3 pictures — step" in t and "of 12 in all" in t for t in texts), texts
+
+    discord_run(scenario, progress_interval=0.0)
