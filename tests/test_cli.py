@@ -88,3 +88,26 @@ def test_hub_id_loads_from_the_local_hugging_face_cache_offline(tmp_path, tiny_m
                        HF_HUB_CACHE=str(tmp_path / "hub"))
     assert missing.returncode == 2 and "Could not load hub model 'statuary-test/not-there'" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_a_16_bit_init_image_is_scaled_not_whitened_and_a_float_one_is_refused(tmp_path, tiny_model_dir):
+    import numpy as np
+
+    ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")  # 16-bit greyscale: Pillow's mode I;16
+    Image.fromarray(np.round(ramp / 257).astype(np.uint8)).save(tmp_path / "flat.png")  # the same, 8-bit
+    outs = []
+    for name in ("deep", "flat"):
+        out = tmp_path / f"out-{name}.png"
+        r = statuary(["--model", str(tiny_model_dir), "generate", "a ramp", "--seed", "5", "--steps", "2",
+                      "--init-image", str(tmp_path / f"{name}.png"), "--strength", "0.3", "--out", str(out)], tmp_path)
+        assert r.returncode == 0, r.stderr
+        outs.append(np.asarray(Image.open(out).convert("RGB"), dtype=np.int16))
+    assert np.abs(outs[0] - outs[1]).max() == 0  # the 16-bit picture was read as the 8-bit one
+
+    Image.fromarray(ramp.astype(np.float32) / 65535).save(tmp_path / "float.tif")
+    r = statuary(["--model", str(tiny_model_dir), "generate", "a ramp", "--init-image", str(tmp_path / "float.tif")],
+                 tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "init_image: 'a 32-bit float (F) image' is not allowed; use an 8-bit or 16-bit RGB, RGBA or greyscale" \
+           in r.stderr
