@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import core
 from core.jobs import ImageResult, JobHandle, JobResult, JobService, LimitReached, Owner, Quota
-from core.request import GenerationRequest
+from core.request import FieldError, GenerationRequest
 from storage import db, ids, pngmeta
 from storage.files import (KINDS, FileStore, atomic_write, decode_frames, encode_gif, encode_timeline, image_extension,
                            remove_stale_temp_files)
@@ -37,6 +37,7 @@ REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(GenerationRequest) if 
     "init_image_sha256", "mask_sha256")
 _FLOAT_FIELDS = ("guidance", "variation_strength", "strength")
 PARENT_CHAIN_MAX = 100
+PAGE_MAX = 1_000_000  # history pages: beyond it an offset overflows the database's integers long before any data
 FOREIGN_JOB_STALE_AFTER = dt.timedelta(hours=6)
 # A file no row names is removed at start-up only when older than this: younger, it may belong
 # to a job another process (web UI, CLI, bot sharing the data dir) is about to commit.
@@ -419,8 +420,10 @@ class Store:
         """Images newest first, optionally one owner's and/or those whose prompt has every word of `query`.
 
         `owner` is an Owner, or text: a user id, a display name, or 'source:user_id'."""
-        if page < 1 or not 1 <= per_page <= 500:
-            raise ValueError(f"page must be 1 or more and per_page from 1 to 500, not {page} and {per_page}")
+        if not 1 <= page <= PAGE_MAX:
+            raise ValueError(str(FieldError("page", ids.shown(page), f"use a whole number from 1 to {PAGE_MAX}")))
+        if not 1 <= per_page <= 500:
+            raise ValueError(str(FieldError("per_page", ids.shown(per_page), "use a whole number from 1 to 500")))
         cond = [Generation.status == "done"]
         if not include_verify:
             cond.append(Generation.kind != "verify")

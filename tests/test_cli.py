@@ -111,3 +111,45 @@ def test_a_16_bit_init_image_is_scaled_not_whitened_and_a_float_one_is_refused(t
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "init_image: 'a 32-bit float (F) image' is not allowed; use an 8-bit or 16-bit RGB, RGBA or greyscale" \
            in r.stderr
+
+
+def test_every_command_records_one_owner_and_says_what_is_wrong_in_request_words(tmp_path, tiny_model_dir):
+    env = {"USER": "alice", "LOGNAME": "alice-login"}  # two names for one person
+    model = ["--model", str(tiny_model_dir)]
+    r = statuary([*model, "generate", "a kite", "--seed", "4", "--steps", "2"], tmp_path, **env)
+    assert r.returncode == 0, r.stderr
+    iid = r.stdout.split("id ")[1].split()[0]
+    r = statuary([*model, "reproduce", iid], tmp_path, **env)
+    assert r.returncode == 0, r.stderr
+    mine = statuary(["history", "--owner", "cli:alice-login"], tmp_path, **env)
+    assert mine.stdout.count("a kite") == 2 and "2 images" in mine.stderr
+
+    r = statuary([*model, "vary", iid, "--strength", "5"], tmp_path, **env)  # the flag's name, not the field's
+    assert r.returncode == 2 and "strength: 5.0 is not allowed; use a finite number from 0 to 1." in r.stderr
+    assert "variation_strength" not in r.stderr
+    for args, sentence in ((["generate", "a kite", "--steps", "1e6"],
+                            "steps: '1e6' is not allowed; use a whole number from 1 to 150."),
+                           (["generate", "a kite", "--width", "abc"], "width: 'abc' is not allowed; use a multiple of 8"),
+                           (["vary", iid, "--strength", "lots"], "strength: 'lots' is not allowed; use a finite number"),
+                           (["history", "--page", "1180591620717411303424"],
+                            "page: '1180591620717411303424' is not allowed; use a whole number from 1 to 1000000."),
+                           (["info", "k" * 300], "'kkkkkkkkkkkkkkkkkkk… (300 characters)' is not an image id"),
+                           (["reproduce", "k" * 300], "(300 characters)' is not an image id")):
+        r = statuary(args, tmp_path, **env)
+        assert r.returncode == 2 and sentence in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr and "usage:" not in r.stderr and len(r.stderr) < 300, r.stderr
+
+
+def test_a_truncated_safetensors_file_is_a_sentence(tmp_path, tiny_model_dir):
+    import shutil
+
+    folder = tmp_path / "cut-model"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = next((folder / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a download that stopped
+    single = tmp_path / "cut.safetensors"
+    shutil.copyfile(weights, single)
+    for model in (folder, single):
+        r = statuary(["--model", str(model), "generate", "a cat", "--steps", "2"], tmp_path)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "is not a safetensors file: it is truncated" in r.stderr
