@@ -4,7 +4,7 @@
     statuary vary ID --strength 0.3 [--variation-seed N] [--count N]
     statuary verify ID
     statuary info FILE_OR_ID
-    statuary history [--query Q] [--page N] [--owner USER]
+    statuary history [--query Q] [--page N] [--owner USER] [--status failed|interrupted|cancelled|not-done]
 
 core/cli.py calls `add_commands(subparsers, context)` and later runs `args.func(args, ctx)`,
 where ctx has `.settings`, `.store()` and `.service()` (which builds the job service with the
@@ -64,6 +64,9 @@ def add_commands(subparsers: argparse._SubParsersAction, context: Any = None) ->
     p.add_argument("--per-page", type=whole("per-page", 1, 500), default=20)
     p.add_argument("--owner", default=None, help="a user id, display name or source:user_id")
     p.add_argument("--include-verify", action="store_true", help="also list verify runs")
+    p.add_argument("--status", choices=STATUS_CHOICES, default="done",
+                   help="done: images (the default); failed, interrupted, cancelled or not-done (all three): "
+                        "the jobs that ended without images, with their reasons")
     p.set_defaults(func=bind(cmd_history))
 
 
@@ -83,6 +86,8 @@ def _run(handler, args: argparse.Namespace, ctx: Any) -> int:
         print(f"statuary: the job did not finish: {exc}", file=sys.stderr)
         return 1
 
+
+STATUS_CHOICES = ("done", "failed", "interrupted", "cancelled", "not-done")
 
 # The request fields these subcommands set, by the flags that set them (vary's --strength is
 # the request's variation_strength).
@@ -171,6 +176,17 @@ def _print_request(d: dict[str, Any], extra: dict[str, Any]) -> None:
 
 
 def cmd_history(args: argparse.Namespace, ctx: Any) -> int:
+    if args.status != "done":
+        from storage.store import ENDED_UNDONE
+
+        statuses = ENDED_UNDONE if args.status == "not-done" else (args.status,)
+        jobs = ctx.store().jobs(statuses, owner=args.owner, query=args.query, page=args.page, per_page=args.per_page)
+        for job in jobs.items:
+            prompt = job.request["prompt"].replace("\n", " ")
+            print(f"{job.id}  {job.created:%Y-%m-%d %H:%M}  {job.owner.display_name or job.owner.user_id:<12.12}  "
+                  f"{job.status:<11}  {prompt[:40]}  -- {(job.reason or 'no reason recorded').replace(chr(10), ' ')}")
+        print(f"page {jobs.page} of {jobs.pages}, {jobs.total} {args.status} jobs", file=sys.stderr)
+        return 0
     page = ctx.store().history(owner=args.owner, query=args.query, page=args.page, per_page=args.per_page,
                                include_verify=args.include_verify)
     for rec in page.items:

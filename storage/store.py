@@ -29,7 +29,7 @@ from core.request import FieldError, GenerationRequest
 from storage import db, ids, pngmeta
 from storage.files import (KINDS, FileStore, atomic_write, decode_frames, encode_gif, encode_timeline, image_extension,
                            remove_stale_temp_files)
-from storage.models import UNFINISHED, DeletedId, Generation, Image, utcnow
+from storage.models import STATUSES, UNFINISHED, DeletedId, Generation, Image, utcnow
 from storage.pngmeta import BadMetadata
 
 # The request's fields, as to_dict() names them (images by sha256): one column each.
@@ -37,6 +37,7 @@ REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(GenerationRequest) if 
     "init_image_sha256", "mask_sha256")
 _FLOAT_FIELDS = ("guidance", "variation_strength", "strength")
 PARENT_CHAIN_MAX = 100
+ENDED_UNDONE = ("failed", "interrupted", "cancelled")  # jobs that ended without images
 PAGE_MAX = 1_000_000  # history pages: beyond it an offset overflows the database's integers long before any data
 FOREIGN_JOB_STALE_AFTER = dt.timedelta(hours=6)
 # A file no row names is removed at start-up only when older than this: younger, it may belong
@@ -409,11 +410,7 @@ class Store:
             g = s.get(Generation, str(generation_id).strip().lower())
             if g is None:
                 raise NotFound(f"no generation with id '{ids.shown(generation_id)}'", str(generation_id)[:ids.SHOWN_MAX])
-            return GenerationRecord(
-                id=g.id, job_id=g.job_id, kind=g.kind, status=g.status, reason=g.reason, error_type=g.error_type,
-                request=_request_dict(g), owner=_owner(g), parent_id=g.parent_id, fingerprint=dict(g.fingerprint),
-                image_ids=tuple(i.id for i in g.images), created=g.created_at, started_at=g.started_at,
-                finished_at=g.finished_at, seconds=g.seconds)
+            return _generation_record(g)
 
     def history(self, owner: Owner | str | None = None, query: str | None = None, page: int = 1,
                 per_page: int = 20, include_verify: bool = False) -> Page:
@@ -424,20 +421,7 @@ class Store:
             raise ValueError(str(FieldError("page", ids.shown(page), f"use a whole number from 1 to {PAGE_MAX}")))
         if not 1 <= per_page <= 500:
             raise ValueError(str(FieldError("per_page", ids.shown(per_page), "use a whole number from 1 to 500")))
-        cond = [Generation.status == "done"]
-        if not include_verify:
-            cond.append(Generation.kind != "verify")
-        if isinstance(owner, Owner):
-            cond += [Generation.owner_source == owner.source, Generation.owner_user_id == str(owner.user_id)]
-        elif owner:
-            src, sep, uid = owner.partition(":")
-            alts = [Generation.owner_user_id == owner, Generation.owner_display_name == owner]
-            if sep:
-                alts.append((Generation.owner_source == src) & (Generation.owner_user_id == uid))
-            cond.append(or_(*alts))
-        for word in (query or "").split():
-            escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            cond.append(Generation.prompt.ilike(f"%{escaped}%", escape="\\"))
+        cond = [Generation.status == "done"] + _conditions(owner, query, include_verify)
         with self._read() as s:
             total = s.scalar(select(func.count(Image.id)).join(Image.generation).where(*cond)) or 0
             rows = s.scalars(select(Image).join(Image.generation).where(*cond)
@@ -450,6 +434,23 @@ class Store:
         iid = ids.normalize(image_id)
         with self._read() as s:
             return iid is not None and s.get(DeletedId, iid) is not None
+
+    def jobs(self, statuses: tuple[str, ...] = ENDED_UNDONE, owner: Owner | str | None = None,
+             query: str | None = None, page: int = 1, per_page: int = 20) -> Page:
+        """Jobs (GenerationRecords, newest first) in one of `statuses` -- by default those that ended
+        without images: failed, interrupted, cancelled, each with its reason. Filters as history()."""
+        unknown = set(statuses) - set(STATUSES)
+        if unknown or not statuses:
+            raise ValueError(str(FieldError("status", ", ".join(sorted(unknown)) or "nothing",
+                                            "use one of " + ", ".join(STATUSES))))
+        if not 1 <= page <= PAGE_MAX:
+            raise ValueError(str(FieldError("page", ids.shown(page), f"use a whole number from 1 to {PAGE_MAX}")))
+        cond = [Generation.status.in_(statuses)] + _conditions(owner, query, include_verify=True)
+        with self._read() as s:
+            total = s.scalar(select(func.count(Generation.id)).where(*cond)) or 0
+            rows = s.scalars(select(Generation).where(*cond).order_by(Generation.created_at.desc(), Generation.id)
+                             .offset((page - 1) * per_page).limit(per_page)).all()
+            return Page([_generation_record(g) for g in rows], total, page, per_page)
 
     def request_for(self, image_id: str) -> GenerationRequest:
         """The request that makes exactly this image again, init image and mask bytes loaded."""
@@ -650,6 +651,33 @@ def _noise_source(fp: dict[str, Any]) -> str:
 
 def _request_dict(g: Generation) -> dict[str, Any]:
     return canonical_request({k: getattr(g, k) for k in REQUEST_FIELDS})
+
+
+def _generation_record(g: Generation) -> GenerationRecord:
+    return GenerationRecord(
+        id=g.id, job_id=g.job_id, kind=g.kind, status=g.status, reason=g.reason, error_type=g.error_type,
+        request=_request_dict(g), owner=_owner(g), parent_id=g.parent_id, fingerprint=dict(g.fingerprint),
+        image_ids=tuple(i.id for i in g.images), created=g.created_at, started_at=g.started_at,
+        finished_at=g.finished_at, seconds=g.seconds)
+
+
+def _conditions(owner: Owner | str | None, query: str | None, include_verify: bool) -> list[Any]:
+    """history()'s and jobs()' filters: one owner's, prompts with every word of `query`, no verify runs."""
+    cond: list[Any] = []
+    if not include_verify:
+        cond.append(Generation.kind != "verify")
+    if isinstance(owner, Owner):
+        cond += [Generation.owner_source == owner.source, Generation.owner_user_id == str(owner.user_id)]
+    elif owner:
+        src, sep, uid = owner.partition(":")
+        alts = [Generation.owner_user_id == owner, Generation.owner_display_name == owner]
+        if sep:
+            alts.append((Generation.owner_source == src) & (Generation.owner_user_id == uid))
+        cond.append(or_(*alts))
+    for word in (query or "").split():
+        escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        cond.append(Generation.prompt.ilike(f"%{escaped}%", escape="\\"))
+    return cond
 
 
 def _owner(g: Generation) -> Owner:

@@ -153,3 +153,30 @@ def test_a_truncated_safetensors_file_is_a_sentence(tmp_path, tiny_model_dir):
         r = statuary(["--model", str(model), "generate", "a cat", "--steps", "2"], tmp_path)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert "is not a safetensors file: it is truncated" in r.stderr
+
+
+def test_history_lists_failed_interrupted_and_cancelled_jobs_with_their_reasons(tmp_path, settings_factory):
+    from core.jobs import Owner
+    from core.request import GenerationRequest
+    from storage import open_store
+
+    store = open_store(settings_factory())  # the same data dir the subprocess uses
+    me = Owner("cli", "ann", "ann")
+    req = GenerationRequest("a stormy sea", seed=1, width=64, height=64)
+    for status, reason in (("failed", "OutOfMemory: the GPU ran out of memory"), ("cancelled", None),
+                           ("interrupted", "the process running it stopped while it was running")):
+        gid = store.job_queued(f"j-{status}", req, me, None, "generate", {"model_id": "m"})
+        if status == "failed":
+            store.job_failed(gid, reason, "OutOfMemory")
+        elif status == "cancelled":
+            store.job_cancelled(gid)
+        else:
+            store._finish(gid, "interrupted", reason, None)
+    store.close()
+    r = statuary(["history", "--status", "not-done"], tmp_path)
+    assert r.returncode == 0 and "3 not-done jobs" in r.stderr, r.stderr
+    assert "ran out of memory" in r.stdout and "cancelled before it finished" in r.stdout
+    assert "stopped while it was running" in r.stdout and r.stdout.count("a stormy sea") == 3
+    r = statuary(["history", "--status", "failed"], tmp_path)
+    assert r.stdout.count("a stormy sea") == 1 and "failed" in r.stdout
+    assert statuary(["history"], tmp_path).stdout == ""  # images only, as before

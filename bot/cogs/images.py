@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HISTORY_PER_PAGE = 10
+STATUSES = {"done": "Made", "failed": "Failed", "interrupted": "Interrupted", "cancelled": "Cancelled",
+            "undone": "Failed, interrupted or cancelled"}  # /history's status choices
 
 
 class Images(commands.Cog):
@@ -39,16 +41,24 @@ class Images(commands.Cog):
         await self.info(interaction, id)
 
     @app_commands.command(name="history")
-    @app_commands.describe(query="Only pictures whose prompt has all these words")
+    @app_commands.describe(query="Only pictures whose prompt has all these words",
+                           status="Pictures made (the default), or jobs that failed, were interrupted or cancelled")
+    @app_commands.choices(status=[app_commands.Choice(name=label, value=value) for value, label in STATUSES.items()])
     async def history(self, interaction: discord.Interaction,
-                      query: app_commands.Range[str, 1, QUERY_MAX] | None = None) -> None:
+                      query: app_commands.Range[str, 1, QUERY_MAX] | None = None, status: str = "done") -> None:
         """Your pictures, newest first (only you see this)"""
         # QUERY_MAX: the paging buttons carry the query in their custom_id, which holds 100 characters.
         if query is not None and len(query) > QUERY_MAX:  # Discord's max_length can be bypassed
             return await self.bot.tell(interaction, str(FieldError("query", f"<{len(query)} characters>",
                                                                    f"use at most {QUERY_MAX} characters")))
+        if status not in STATUSES:
+            return await self.bot.tell(interaction, str(FieldError("status", status, "use one of "
+                                                                   + ", ".join(STATUSES))))
         await interaction.response.defer(ephemeral=True, thinking=True)
         owner = self.bot.owner(interaction)
+        if status != "done":
+            text = await asyncio.to_thread(self.jobs_page, owner, query, status)
+            return await interaction.edit_original_response(content=text)
         text, page, pages = await asyncio.to_thread(self.history_page, owner, query, 1)
         view = history_view(query, page, pages) if pages > 1 else discord.utils.MISSING
         await interaction.edit_original_response(content=text, view=view)
@@ -156,6 +166,22 @@ class Images(commands.Cog):
         await bot.edit_original(interaction, "\n".join(lines) or "Nothing to delete.")
 
     # ---- history pages -------------------------------------------------------------------------------
+
+    def jobs_page(self, owner: Owner, query: str | None, status: str) -> str:
+        """The newest of `owner`'s jobs that ended without pictures, each with its reason."""
+        from storage.store import ENDED_UNDONE
+
+        statuses = ENDED_UNDONE if status == "undone" else (status,)
+        result = self.bot.store.jobs(statuses, owner=owner, query=query or None, per_page=HISTORY_PER_PAGE)
+        label = STATUSES[status].lower()
+        if not result.total:
+            return f"You have no {label} jobs" + (f" matching “{echo(query, 100)}”." if query else ".")
+        lines = [f"**Your {label} jobs**{f' matching “{echo(query, 100)}”' if query else ''} — the newest "
+                 f"{len(result.items)} of {result.total}"]
+        for job in result.items:
+            lines.append(f"{job.created:%Y-%m-%d %H:%M} · **{job.status}** · {echo(job.request.get('prompt', ''), 60)}"
+                         f" — {echo(job.reason or 'no reason was recorded', 200)}")
+        return clip("\n".join(lines), render.CONTENT_MAX)
 
     def history_page(self, owner: Owner, query: str | None, page: int) -> tuple[str, int, int]:
         """The text of one page of `owner`'s pictures, the page shown (`page` brought within the

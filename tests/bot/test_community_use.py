@@ -379,3 +379,25 @@ def test_progress_of_several_pictures_counts_steps_over_all_of_them(discord_run)
         assert texts and all("3 pictures — step" in t and "of 12 in all" in t for t in texts), texts
 
     discord_run(scenario, progress_interval=0.0)
+
+
+# ---- 15. /history can show the jobs that ended without pictures, with their reasons -------------------------
+
+
+def test_history_shows_failed_and_cancelled_jobs_with_reasons(discord_run, monkeypatch):
+    async def scenario(d):
+        st = d.standin
+
+        def boom(*a, **kw):
+            raise RuntimeError("the UNet caught fire")
+
+        monkeypatch.setattr(d.service._gen, "generate", boom)
+        it = await st.slash("imagine", prompt="a doomed comet", steps=2)
+        await answer(st, it, "failed")
+        it = await st.slash("history", status="failed")
+        shown = (await answer(st, it, "comet"))["content"]
+        assert "the UNet caught fire" in shown and "failed" in shown
+        it = await st.slash("history", status="undone", user_id=BOB, user_name="bob")
+        assert "no failed, interrupted or cancelled jobs" in (await answer(st, it, "no"))["content"]
+
+    discord_run(scenario)
