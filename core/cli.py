@@ -97,18 +97,16 @@ class Parser(argparse.ArgumentParser):
 
 
 def whole(field: str, lo: int, hi: int | None, allowed: str | None = None):
-    """An argparse type: a whole number from lo to hi, refused in request validation's words."""
+    """An argparse type: a whole number, refused in request validation's words when the text is
+    not one. The range is request validation's to check, so that it names every bad field at once."""
     from core.request import FieldError
 
     def parse(text: str) -> int:
         try:
-            value = int(text)
+            return int(text)
         except ValueError:
-            value = None
-        if value is None or value < lo or (hi is not None and value > hi):
             raise argparse.ArgumentTypeError(str(FieldError(
-                field, _short(text), allowed or f"use a whole number from {lo} to {hi}")))
-        return value
+                field, _short(text), allowed or f"use a whole number from {lo} to {hi}"))) from None
 
     return parse
 

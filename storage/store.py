@@ -418,9 +418,9 @@ class Store:
 
         `owner` is an Owner, or text: a user id, a display name, or 'source:user_id'."""
         if not 1 <= page <= PAGE_MAX:
-            raise ValueError(str(FieldError("page", ids.shown(page), f"use a whole number from 1 to {PAGE_MAX}")))
+            raise ValueError(str(FieldError("page", page, f"use a whole number from 1 to {PAGE_MAX}")))
         if not 1 <= per_page <= 500:
-            raise ValueError(str(FieldError("per_page", ids.shown(per_page), "use a whole number from 1 to 500")))
+            raise ValueError(str(FieldError("per_page", per_page, "use a whole number from 1 to 500")))
         cond = [Generation.status == "done"] + _conditions(owner, query, include_verify)
         with self._read() as s:
             total = s.scalar(select(func.count(Image.id)).join(Image.generation).where(*cond)) or 0
@@ -444,7 +444,7 @@ class Store:
             raise ValueError(str(FieldError("status", ", ".join(sorted(unknown)) or "nothing",
                                             "use one of " + ", ".join(STATUSES))))
         if not 1 <= page <= PAGE_MAX:
-            raise ValueError(str(FieldError("page", ids.shown(page), f"use a whole number from 1 to {PAGE_MAX}")))
+            raise ValueError(str(FieldError("page", page, f"use a whole number from 1 to {PAGE_MAX}")))
         cond = [Generation.status.in_(statuses)] + _conditions(owner, query, include_verify=True)
         with self._read() as s:
             total = s.scalar(select(func.count(Generation.id)).where(*cond)) or 0

@@ -109,8 +109,8 @@ def test_a_16_bit_init_image_is_scaled_not_whitened_and_a_float_one_is_refused(t
     r = statuary(["--model", str(tiny_model_dir), "generate", "a ramp", "--init-image", str(tmp_path / "float.tif")],
                  tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert "init_image: 'a 32-bit float (F) image' is not allowed; use an 8-bit or 16-bit RGB, RGBA or greyscale" \
-           in r.stderr
+    assert "init-image: 'a 32-bit float (F) image' is not allowed; use an 8-bit or 16-bit RGB, RGBA or greyscale" \
+           in r.stderr  # called by its flag, --init-image
 
 
 def test_every_command_records_one_owner_and_says_what_is_wrong_in_request_words(tmp_path, tiny_model_dir):
@@ -132,7 +132,7 @@ def test_every_command_records_one_owner_and_says_what_is_wrong_in_request_words
                            (["generate", "a kite", "--width", "abc"], "width: 'abc' is not allowed; use a multiple of 8"),
                            (["vary", iid, "--strength", "lots"], "strength: 'lots' is not allowed; use a finite number"),
                            (["history", "--page", "1180591620717411303424"],
-                            "page: '1180591620717411303424' is not allowed; use a whole number from 1 to 1000000."),
+                            "page: 1180591620717411303424 is not allowed; use a whole number from 1 to 1000000."),
                            (["info", "k" * 300], "'kkkkkkkkkkkkkkkkkkk… (300 characters)' is not an image id"),
                            (["reproduce", "k" * 300], "(300 characters)' is not an image id")):
         r = statuary(args, tmp_path, **env)
