@@ -15,6 +15,7 @@ PREFIX = "statuary"
 # action: u = upscale (post alone), v = subtle variation, vs = strong variation, rr = re-roll,
 #         i = info, t = timeline, x = delete
 ACTIONS = ("u", "v", "vs", "rr", "i", "t", "x")
+ID_MAX = 32  # the longest id option Discord lets through (ids are 8 characters; room for stray spaces)
 TEMPLATE = re.compile(PREFIX + r":(?P<action>u|vs|v|rr|i|t|x):(?P<ids>[0-9a-z]{1,16}(?:\.[0-9a-z]{1,16}){0,3})")
 
 

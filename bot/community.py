@@ -17,14 +17,16 @@ import dataclasses
 import datetime as dt
 import re
 import threading
+import unicodedata
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Engine, Integer, String, func, select
+from sqlalchemy import JSON, Boolean, Engine, Integer, String, select
 from sqlalchemy.orm import Mapped, mapped_column, sessionmaker
 
+import bot.pending  # noqa: F401 -- its table (discord_deliveries) joins the community's on storage's Base
 import bot.posts  # noqa: F401 -- its table (discord_posts) joins the community's on storage's Base
 from storage import db
-from storage.models import Base, Generation, utcnow
+from storage.models import Base, utcnow
 
 
 class GuildSettings(Base):
@@ -85,14 +87,42 @@ class GuildRules:
         return not self.allowed_channels or str(channel_id) in self.allowed_channels
 
     def blocked_word_in(self, text: str) -> str | None:
-        """The first blocked word or phrase that `text` contains as whole words, ignoring case."""
-        for word in self.blocked_words:
-            if re.search(r"(?<!\w)" + re.escape(word) + r"(?!\w)", text, flags=re.IGNORECASE):
-                return word
+        """The first blocked word or phrase that `text` contains as whole words, compared in
+        normal form (see `words`): case, width, accents, look-alike letters and plural -s/-es ignored."""
+        found = [_forms(w) for w in words(text)]
+        for phrase in self.blocked_words:
+            wanted = [_forms(w) for w in words(phrase)]
+            n = len(wanted)
+            if n and any(all(wanted[j] & found[i + j] for j in range(n)) for i in range(len(found) - n + 1)):
+                return phrase
         return None
 
 
 DM_RULES = GuildRules()  # direct messages: no server, the defaults
+
+# Letters of other scripts drawn like Latin ones (the common part of Unicode's confusables.txt):
+# a transliteration library maps by sound (Cyrillic 'с' -> 's'), but a filter needs the shape ('c').
+CONFUSABLES = str.maketrans(
+    "авсеһіјкмнорѕтхуԁԛԝɑαβεικνορτυχϲϳ",
+    "abcehijkmhopstxydqwaabeiknoptuxcj")
+
+
+def words(text: str) -> list[str]:
+    """`text` as words in one normal form: NFKC (fullwidth and styled letters become plain),
+    case-folded, accents dropped, look-alike letters of other scripts made Latin."""
+    text = unicodedata.normalize("NFKD", unicodedata.normalize("NFKC", text).casefold())
+    text = "".join(c for c in text if not unicodedata.combining(c) and unicodedata.category(c) != "Cf")
+    return re.findall(r"\w+", unicodedata.normalize("NFKC", text).translate(CONFUSABLES))
+
+
+def _forms(word: str) -> set[str]:
+    """A word and its simple singulars: 'cats' -> {'cats', 'cat'}, 'foxes' -> {'foxes', 'foxe', 'fox'}."""
+    forms = {word}
+    if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        forms.add(word[:-1])
+        if len(word) > 4 and word.endswith("es"):
+            forms.add(word[:-2])
+    return forms
 
 
 class Community:
@@ -105,6 +135,19 @@ class Community:
         self._lock = threading.Lock()
         self._guilds: dict[str, GuildRules] = {}
         self._private: dict[str, bool] = {}
+        self._complete = False  # preload() read every row: a missing id means 'the defaults', no query
+
+    def preload(self) -> None:
+        """Read every server's rules and every preference once (a few rows per server and member),
+        so the checks a command makes before its 3-second acknowledgement never wait on the
+        database. Writes from this process keep the caches current."""
+        with self._read() as s:
+            guilds = {row.guild_id: _rules(row) for row in s.scalars(select(GuildSettings))}
+            private = {row.user_id: bool(row.private) for row in s.scalars(select(UserPrefs))}
+        with self._lock:
+            self._guilds = guilds | self._guilds
+            self._private = private | self._private
+            self._complete = True
 
     # ---- servers -----------------------------------------------------------------------------
 
@@ -115,6 +158,8 @@ class Community:
         with self._lock:
             if gid in self._guilds:
                 return self._guilds[gid]
+            if self._complete:
+                return GuildRules()
         with self._read() as s:
             row = s.get(GuildSettings, gid)
             rules = _rules(row)
@@ -151,6 +196,8 @@ class Community:
         with self._lock:
             if uid in self._private:
                 return self._private[uid]
+            if self._complete:
+                return False
         with self._read() as s:
             row = s.get(UserPrefs, uid)
             private = bool(row and row.private)
@@ -168,18 +215,6 @@ class Community:
                 row.private, row.updated_at = private, utcnow()
         with self._lock:
             self._private[uid] = private
-
-    # ---- usage -------------------------------------------------------------------------------
-
-    def jobs_since(self, user_id: str | int, guild_id: str | int | None, since: dt.datetime) -> int:
-        """How many jobs this Discord user submitted in this server since `since` (from the
-        generations table, so the count survives a restart)."""
-        cond = [Generation.owner_source == "discord", Generation.owner_user_id == str(user_id),
-                Generation.created_at >= since]
-        if guild_id is not None:
-            cond.append(Generation.owner_guild_id == str(guild_id))
-        with self._read() as s:
-            return int(s.scalar(select(func.count(Generation.id)).where(*cond)) or 0)
 
 
 def _rules(row: GuildSettings | None) -> GuildRules:

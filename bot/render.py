@@ -1,6 +1,6 @@
 """Pictures and text for Discord: aspect ratios to model sizes, the 2x2 grid, attachments that
-fit the server's upload limit, and the recipe line under every result. No discord imports:
-these are plain functions, tested alone.
+fit the server's upload limit, and the recipe line under every result. Plain functions, tested
+alone; user text in them goes through bot.text.echo (discord.utils' escaping) and nothing else of discord.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from typing import Any, Iterable
 
 from PIL import Image
 
+from bot.text import clip as _clip
+from bot.text import echo
 from core.request import MIN_SIDE, ModelLimits
 
 # Offered in /imagine's `aspect` choice, as (label, width part, height part).
@@ -81,10 +83,10 @@ def encode_within(image: Image.Image, limit: int, stem: str) -> tuple[bytes, str
 
 def recipe_line(request: dict[str, Any], ids: Iterable[str] = ()) -> str:
     """The short recipe under a result: prompt, what decides the pixels, and the image ids."""
-    prompt = _clip(request.get("prompt", ""), 500)
+    prompt = echo(request.get("prompt", ""), 500)
     parts = [f"**{prompt}**"]
     if request.get("negative_prompt"):
-        parts.append(f"not: {_clip(request['negative_prompt'], 200)}")
+        parts.append(f"not: {echo(request['negative_prompt'], 200)}")
     seed = f"seed {request.get('seed')}"
     if request.get("variation_strength"):
         seed += f" · variation {request.get('variation_seed')} @ {request['variation_strength']:g}"
@@ -100,11 +102,11 @@ def recipe_full(rec: Any) -> str:
     """Everything about one stored image (a storage ImageRecord), for /info and the ℹ button."""
     r = rec.image_request
     fp = rec.fingerprint or {}
-    lines = [f"**Image `{rec.id}`** — {rec.kind}, by {rec.owner.display_name or rec.owner.user_id} "
+    lines = [f"**Image `{rec.id}`** — {rec.kind}, by {echo(rec.owner.display_name or rec.owner.user_id, 80)} "
              f"({rec.owner.source}), {rec.created:%Y-%m-%d %H:%M} UTC",
-             f"**Prompt:** {_clip(r.get('prompt', ''), 800)}"]
+             f"**Prompt:** {echo(r.get('prompt', ''), 800)}"]
     if r.get("negative_prompt"):
-        lines.append(f"**Negative:** {_clip(r['negative_prompt'], 400)}")
+        lines.append(f"**Negative:** {echo(r['negative_prompt'], 400)}")
     lines.append(f"**Seed:** {r.get('seed')}" + (
         f" · **variation seed** {r.get('variation_seed')} at strength {r.get('variation_strength'):g}"
         if r.get("variation_strength") else ""))
@@ -112,7 +114,7 @@ def recipe_full(rec: Any) -> str:
                  f" · **size** {r.get('width')}×{r.get('height')}")
     model = fp.get("model_id") or ""
     if model or fp.get("model_sha256"):
-        lines.append(f"**Model:** {_clip(str(model), 100)} (sha256 {str(fp.get('model_sha256', ''))[:12]})")
+        lines.append(f"**Model:** {echo(str(model), 100)} (sha256 {str(fp.get('model_sha256', ''))[:12]})")
     if rec.parent_chain:
         lines.append("**From:** " + " ← ".join(f"`{p}`" for p in rec.parent_chain))
     if len(rec.image_ids) > 1:
@@ -120,7 +122,3 @@ def recipe_full(rec: Any) -> str:
     lines.append(f"Make it again: `/reproduce id:{rec.id}` · vary it: `/vary id:{rec.id}`")
     return _clip("\n".join(lines), CONTENT_MAX)
 
-
-def _clip(text: str, n: int) -> str:
-    text = str(text)
-    return text if len(text) <= n else text[: n - 1] + "…"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import threading
 from pathlib import Path
@@ -69,6 +70,85 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+def cli_owner():
+    """Who runs the command line: one rule for every subcommand (generate, reproduce, vary,
+    verify, history --owner), so one person is one owner. The login name as getpass reads it
+    (LOGNAME, USER, ... then the password database), or 'cli' where there is none."""
+    import getpass
+
+    from core.jobs import Owner
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # noqa: BLE001 -- no login name (a container): still a valid owner
+        user = "cli"
+    return Owner("cli", user, user)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that says a bad value in request validation's words ('steps: '1e6' is not allowed;
+    use a whole number from 1 to 150.') instead of 'invalid int value'."""
+
+    def error(self, message: str):
+        m = re.match(r"argument [^:]+: (\S+: .* is not allowed; .*)", message)
+        if m:
+            self.exit(2, f"statuary: {m[1]}\n")
+        super().error(message)
+
+
+def whole(field: str, lo: int, hi: int | None, allowed: str | None = None):
+    """An argparse type: a whole number, refused in request validation's words when the text is
+    not one. The range is request validation's to check, so that it names every bad field at once."""
+    from core.request import FieldError
+
+    def parse(text: str) -> int:
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(str(FieldError(
+                field, _short(text), allowed or f"use a whole number from {lo} to {hi}"))) from None
+
+    return parse
+
+
+def number(field: str, lo: float, hi: float):
+    """An argparse type: a finite number from lo to hi (request validation checks the range too)."""
+    import math
+
+    from core.request import FieldError
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(str(FieldError(field, _short(text), f"use a finite number from {lo:g} "
+                                                                                f"to {hi:g}")))
+        return value
+
+    return parse
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def flag_names(exc: Exception, names: dict[str, str]) -> str:
+    """An InvalidRequest's sentences with each field called by the flag that sets it here."""
+    import dataclasses
+
+    from core.request import InvalidRequest
+
+    if not isinstance(exc, InvalidRequest):
+        return str(exc)
+    return " ".join(str(dataclasses.replace(e, field=names.get(e.field, e.field))) for e in exc.errors)
+
+
+GENERATE_FLAGS = {"negative_prompt": "negative", "variation_seed": "variation-seed",
+                  "variation_strength": "variation-strength", "init_image": "init-image"}
+
+
 def _read_file(path: str | None, what: str) -> bytes | None:
     if path is None:
         return None
@@ -79,20 +159,28 @@ def _read_file(path: str | None, what: str) -> bytes | None:
 
 
 def add_request_arguments(p: argparse.ArgumentParser) -> None:
-    from core.request import SAMPLERS
+    from core.request import COUNT_MAX, GUIDANCE_MAX, MIN_SIDE, SAMPLERS, SEED_MAX, STEPS_MAX
 
+    side = f"use a multiple of 8 from {MIN_SIDE} up to the model's largest side"
     p.add_argument("--negative", default="", help="negative prompt: what the image should not show")
-    p.add_argument("--seed", type=int, default=None, help="0..4294967295; random (and printed) if left out")
-    p.add_argument("--count", type=int, default=1, help="images to make, 1-4 (image k uses seed+k)")
-    p.add_argument("--steps", type=int, default=20, help="denoising steps, 1-150")
-    p.add_argument("--guidance", type=float, default=7.0, help="how strongly to follow the prompt (CFG scale)")
-    p.add_argument("--width", type=int, default=None, help="pixels, multiple of 8; default: the model's size")
-    p.add_argument("--height", type=int, default=None, help="pixels, multiple of 8; default: the model's size")
+    p.add_argument("--seed", type=whole("seed", 0, SEED_MAX), default=None,
+                   help="0..4294967295; random (and printed) if left out")
+    p.add_argument("--count", type=whole("count", 1, COUNT_MAX), default=1, help="images to make, 1-4 (image k uses seed+k)")
+    p.add_argument("--steps", type=whole("steps", 1, STEPS_MAX), default=20, help="denoising steps, 1-150")
+    p.add_argument("--guidance", type=number("guidance", 0, GUIDANCE_MAX), default=7.0,
+                   help="how strongly to follow the prompt (CFG scale)")
+    p.add_argument("--width", type=whole("width", 1, None, side), default=None,
+                   help="pixels, multiple of 8; default: the model's size")
+    p.add_argument("--height", type=whole("height", 1, None, side), default=None,
+                   help="pixels, multiple of 8; default: the model's size")
     p.add_argument("--sampler", default="dpmpp_2m_karras", help="one of " + ", ".join(SAMPLERS))
-    p.add_argument("--variation-seed", type=int, default=None, help="seed blended in for a variation")
-    p.add_argument("--variation-strength", type=float, default=0.0, help="0 = the seed's image, 1 = the variation seed's")
+    p.add_argument("--variation-seed", type=whole("variation-seed", 0, SEED_MAX), default=None,
+                   help="seed blended in for a variation")
+    p.add_argument("--variation-strength", type=number("variation-strength", 0, 1), default=0.0,
+                   help="0 = the seed's image, 1 = the variation seed's")
     p.add_argument("--init-image", default=None, help="start from this image (img2img)")
-    p.add_argument("--strength", type=float, default=0.75, help="img2img/inpaint: how much of the init image to repaint")
+    p.add_argument("--strength", type=number("strength", 0, 1), default=0.75,
+                   help="img2img/inpaint: how much of the init image to repaint")
     p.add_argument("--mask", default=None, help="inpaint: white = repaint, black = keep; same size as --init-image")
 
 
@@ -140,16 +228,16 @@ def write_outputs(result, out: str | None) -> None:
 
 
 def cmd_generate(args, ctx: Context) -> int:
-    from core.jobs import JobCancelled, JobFailed, Owner, QueueFull
+    from core.jobs import JobCancelled, JobFailed, QueueFull
     from core.request import InvalidRequest
 
     try:
         request = request_from_args(args)
         request.validate()  # the model-independent checks, before loading anything
-        handle = ctx.service().submit(request, Owner("cli", os.environ.get("USER", "cli"), os.environ.get("USER", "")))
+        handle = ctx.service().submit(request, cli_owner())
         result = print_progress(handle)
     except (InvalidRequest, QueueFull) as exc:
-        print(f"statuary: {exc}", file=sys.stderr)
+        print(f"statuary: {flag_names(exc, GENERATE_FLAGS)}", file=sys.stderr)
         return 2
     except (JobFailed, JobCancelled) as exc:
         print(f"statuary: the job did not finish: {exc}", file=sys.stderr)
@@ -196,7 +284,7 @@ def cmd_train(args, ctx: Context) -> int:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
-    parser = argparse.ArgumentParser(prog="statuary", description="Self-hosted text-to-image for communities.")
+    parser = Parser(prog="statuary", description="Self-hosted text-to-image for communities.")
     parser.add_argument("--model", help="model to use instead of STATUARY_MODEL (folder, .safetensors or hub id)")
     parser.add_argument("--model-config", help="diffusers folder giving a single-file checkpoint its configs offline")
     parser.add_argument("--device", help="instead of STATUARY_DEVICE: auto, cpu, cuda, cuda:N, mps")

@@ -367,9 +367,19 @@ class Generator:
         return results
 
 
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit greyscale (Pillow's I;16 modes) as 8-bit 'L', scaled; Pillow's own convert() would
+    clip every value above 255 and turn the picture almost white. Other modes pass as they are
+    (request validation refuses the ones convert() cannot make RGB of)."""
+    if im.mode.startswith("I;16"):
+        values = np.asarray(im).astype(np.float32)
+        return Image.fromarray(np.round(values / 257.0).astype(np.uint8), "L")
+    return im
+
+
 def _load_rgb(data: bytes, width: int, height: int) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as im:
-        im = im.convert("RGB")
+        im = _to_8bit(im).convert("RGB")
         if im.size != (width, height):
             im = im.resize((width, height), Image.Resampling.LANCZOS)
         return np.asarray(im, dtype=np.float32) / 255.0
@@ -379,7 +389,7 @@ def _load_mask(data: bytes, width: int, height: int) -> np.ndarray:
     with Image.open(io.BytesIO(data)) as im:
         if im.mode in ("RGBA", "LA"):  # painted strokes on a transparent layer: alpha is the mask
             im = im.getchannel("A")
-        im = im.convert("L")
+        im = _to_8bit(im).convert("L")
         if im.size != (width, height):
             im = im.resize((width, height), Image.Resampling.NEAREST)
         return (np.asarray(im, dtype=np.float32) / 255.0)

@@ -110,6 +110,34 @@ class QueueFull(RuntimeError):
     """The service will not take this job now; the message says which limit was hit."""
 
 
+class LimitReached(QueueFull):
+    """The owner's Quota is used up; the message says which limit, and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Quota:
+    """Per-owner limits a front-end asks `submit` to enforce (a Discord server's, say). Checking
+    them and recording the job are one atomic step, so simultaneous submits cannot overshoot:
+    in-process, the store counts and inserts in one database write transaction (atomic across
+    processes sharing the database); a distributed service does the same in Redis."""
+
+    max_active: int | None = None  # the owner's jobs waiting or running at once (by source and user id)
+    max_per_hour: int | None = None  # jobs the owner submitted in the last hour, in the owner's guild if any
+
+    def __bool__(self) -> bool:
+        return self.max_active is not None or self.max_per_hour is not None
+
+    def refusal(self, active: int, last_hour: int) -> str | None:
+        """The sentence that refuses a job, given the owner's counts; None when it fits."""
+        if self.max_active is not None and active >= self.max_active:
+            return (f"You have {active} job{'s' if active != 1 else ''} waiting or running; this server allows "
+                    f"{self.max_active} at once. Wait for one to finish, or `/cancel` one.")
+        if self.max_per_hour is not None and last_hour >= self.max_per_hour:
+            return (f"You have started {last_hour} jobs in the last hour; this server allows "
+                    f"{self.max_per_hour} per hour. Try again a little later.")
+        return None
+
+
 class JobFailed(RuntimeError):
     def __init__(self, reason: str, error_type: str = "Error"):
         super().__init__(reason)
@@ -129,8 +157,10 @@ class Recorder(Protocol):
     recorded before it runs and its files exist before anyone is told it is done."""
 
     def job_queued(self, job_id: str, request: GenerationRequest, owner: Owner, parent_id: str | None,
-                   kind: str, fingerprint: dict[str, Any]) -> str:
-        """Record a new job (status queued); return its generation id. Raising refuses the job."""
+                   kind: str, fingerprint: dict[str, Any], *, quota: Quota | None = None) -> str:
+        """Record a new job (status queued); return its generation id. Raising refuses the job.
+        With a `quota`, count the owner's jobs and record this one atomically, raising
+        LimitReached when the quota is used up (only passed when set)."""
 
     def job_started(self, generation_id: str) -> None: ...
 
@@ -259,8 +289,9 @@ class JobService(abc.ABC):
 
     @abc.abstractmethod
     def submit(self, request: GenerationRequest, owner: Owner, *, parent_id: str | None = None,
-               kind: str = "generate") -> JobHandle:
-        """Validate, resolve, record and queue. Raises InvalidRequest or QueueFull; nothing is queued then."""
+               kind: str = "generate", quota: Quota | None = None) -> JobHandle:
+        """Validate, resolve, record and queue. Raises InvalidRequest or QueueFull (LimitReached when
+        `quota` is used up: checked and reserved as one atomic step); nothing is queued then."""
 
     @abc.abstractmethod
     def cancel(self, handle: JobHandle) -> bool: ...

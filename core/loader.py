@@ -124,8 +124,13 @@ def check_safetensors(path: str | os.PathLike) -> None:
                     meta = json.loads(header)
                     if not isinstance(meta, dict):
                         raise ValueError
-                except ValueError:
-                    why = "its header is not JSON"
+                    ends = [int(v["data_offsets"][1]) for k, v in meta.items() if k != "__metadata__"]
+                except (ValueError, TypeError, KeyError, IndexError):
+                    why = "its header is not JSON naming each tensor's data_offsets"
+                else:
+                    needed = 8 + n + max(ends, default=0)
+                    if needed > size:  # a download or copy that stopped early
+                        why = f"it is truncated ({size} bytes; its header describes {needed})"
     if why:
         raise UnsafeWeights(
             f"{path} is not a safetensors file: {why}. Statuary loads weights from safetensors only, "

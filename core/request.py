@@ -25,6 +25,10 @@ MIN_SIDE = 64  # the smallest side for a model that can go this low (see ModelLi
 VARIATION_CHAIN_MAX = 64  # earlier variations a request may carry (each costs one noise draw)
 IMAGE_MAX_BYTES = 20 * 1024 * 1024
 IMAGE_MAX_PIXELS = 4096 * 4096
+# Pillow modes an init image or mask may have: 8-bit ones, and 16-bit greyscale (scaled to 8 bits).
+# 32-bit integer and float pictures have no agreed white point, so they are refused by name.
+IMAGE_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr",
+               "I;16", "I;16L", "I;16B", "I;16N")
 
 # Sampler names users type; core.samplers maps each to a diffusers scheduler.
 SAMPLERS = ("dpmpp_2m_karras", "dpmpp_2m", "euler", "euler_a", "ddim", "unipc")
@@ -335,6 +339,11 @@ def _check_image(errors: list[FieldError], name: str, data: Any) -> tuple[int, i
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > IMAGE_MAX_PIXELS:
                 errors.append(FieldError(name, f"{im.width}x{im.height}", too_big))
+                return None
+            if im.mode not in IMAGE_MODES:
+                kind = {"I": "32-bit integer", "F": "32-bit float"}.get(im.mode, im.mode)
+                errors.append(FieldError(name, f"a {kind} ({im.mode}) image", "use an 8-bit or 16-bit RGB, RGBA or "
+                                                                              "greyscale image"))
                 return None
             im.load()  # decode fully: a truncated file fails here, not mid-job
             return im.size

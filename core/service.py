@@ -34,8 +34,8 @@ from typing import Any
 
 from core.generator import Cancelled as _LoopCancelled
 from core.generator import Generator, Trajectory
-from core.jobs import (Cancelled, Done, Failed, ImageResult, JobHandle, JobResult, JobService, Owner, Progress,
-                       QueueFull, Queued, Recorder, Started)
+from core.jobs import (Cancelled, Done, Failed, ImageResult, JobHandle, JobResult, JobService, LimitReached, Owner,
+                       Progress, QueueFull, Queued, Quota, Recorder, Started)
 from core.request import GenerationRequest, ModelLimits
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ class InProcessJobService(JobService):
         self._positions: dict[str, int] = {}
         self._running: dict[str, JobHandle] = {}  # job id -> handle, in start order
         self._running_step: dict[str, tuple[int, int]] = {}
+        self._submitted: dict[tuple[str, str], collections.deque[float]] = {}  # submit times, for a Quota
         self._closed = False
         self._counter = itertools.count(1)
         self._fingerprint = generator.model.fingerprint() | dict(fingerprint_extra or {})
@@ -128,7 +129,7 @@ class InProcessJobService(JobService):
                     max_side=self.limits.max_side, inpainting_unet=self._gen.model.inpainting_unet)
 
     def submit(self, request: GenerationRequest, owner: Owner, *, parent_id: str | None = None,
-               kind: str = "generate") -> JobHandle:
+               kind: str = "generate", quota: Quota | None = None) -> JobHandle:
         resolved = request.resolve(self.limits)  # raises InvalidRequest: nothing queued
         with self._submit_lock:
             with self._lock:
@@ -142,10 +143,15 @@ class InProcessJobService(JobService):
                 if mine >= self.queue_per_owner:
                     raise QueueFull(f"You already have {mine} jobs waiting (the limit per person is "
                                     f"{self.queue_per_owner}). Wait for one to finish or cancel one.")
+                if quota and self._recorder is None:  # no record to count in: this process's own memory
+                    self._reserve_locked(owner, quota)
             handle = JobHandle(f"job-{next(self._counter)}-{uuid.uuid4().hex[:8]}", resolved, owner, self)
             if self._recorder is not None:
+                # With a quota, the recorder counts the owner's jobs and records this one in one
+                # transaction (raising LimitReached): atomic across every process sharing the record.
                 handle.generation_id = self._recorder.job_queued(handle.job_id, resolved, owner, parent_id, kind,
-                                                                 dict(self._fingerprint))
+                                                                 dict(self._fingerprint),
+                                                                 **({"quota": quota} if quota else {}))
             with self._lock:
                 if owner.key not in self._waiting:
                     self._waiting[owner.key] = collections.deque()
@@ -155,6 +161,19 @@ class InProcessJobService(JobService):
                 self._reposition_locked()
                 self._wake.notify_all()
         return handle
+
+    def _reserve_locked(self, owner: Owner, quota: Quota) -> None:
+        """Check `quota` against this process's jobs and count this one (used without a recorder)."""
+        now = time.time()
+        times = self._submitted.setdefault(owner.key, collections.deque())
+        while times and times[0] < now - 3600:
+            times.popleft()
+        active = sum(1 for h in self._running.values() if h.owner.key == owner.key) + len(
+            self._waiting.get(owner.key, ()))
+        refusal = quota.refusal(active, len(times))
+        if refusal:
+            raise LimitReached(refusal)
+        times.append(now)
 
     def cancel(self, handle: JobHandle) -> bool:
         with self._lock:
@@ -193,7 +212,7 @@ class InProcessJobService(JobService):
             for job_id, h in self._running.items():
                 step, total = self._running_step.get(job_id, (0, 0))
                 batch.append({"job_id": job_id, "owner": h.owner.display_name or h.owner.user_id,
-                              "source": h.owner.source, "prompt": h.request.prompt, "step": step, "total": total})
+                              "source": h.owner.source, "user_id": h.owner.user_id, "guild_id": h.owner.guild_id, "prompt": h.request.prompt, "step": step, "total": total})
             return {
                 "running": batch[0] if batch else None,
                 "batch": batch,

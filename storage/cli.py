@@ -4,7 +4,7 @@
     statuary vary ID --strength 0.3 [--variation-seed N] [--count N]
     statuary verify ID
     statuary info FILE_OR_ID
-    statuary history [--query Q] [--page N] [--owner USER]
+    statuary history [--query Q] [--page N] [--owner USER] [--status failed|interrupted|cancelled|not-done]
 
 core/cli.py calls `add_commands(subparsers, context)` and later runs `args.func(args, ctx)`,
 where ctx has `.settings`, `.store()` and `.service()` (which builds the job service with the
@@ -14,7 +14,6 @@ store as its recorder).
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 from pathlib import Path
@@ -24,16 +23,16 @@ from storage import pngmeta
 
 
 def _owner() -> Any:
-    from core.jobs import Owner
+    from core.cli import cli_owner
 
-    try:
-        user = getpass.getuser()
-    except Exception:  # noqa: BLE001 -- no login name (a container): still a valid owner
-        user = "cli"
-    return Owner("cli", user, user)
+    return cli_owner()  # the same owner as `generate`
 
 
 def add_commands(subparsers: argparse._SubParsersAction, context: Any = None) -> None:
+    from core.cli import number, whole
+    from core.request import COUNT_MAX, SEED_MAX
+    from storage.store import PAGE_MAX
+
     def bind(handler):
         return lambda args, ctx=None: _run(handler, args, ctx or context)
 
@@ -43,9 +42,11 @@ def add_commands(subparsers: argparse._SubParsersAction, context: Any = None) ->
 
     p = subparsers.add_parser("vary", help="variations of an image: same seed, a second seed blended in")
     p.add_argument("id", help="the image's 8-character id")
-    p.add_argument("--strength", type=float, required=True, help="0 = the image again, 1 = a new picture; try 0.1-0.4")
-    p.add_argument("--variation-seed", type=int, default=None, help="the seed blended in; random if left out")
-    p.add_argument("--count", type=int, default=1, help="how many variations, 1-4")
+    p.add_argument("--strength", type=number("strength", 0, 1), required=True,
+                   help="0 = the image again, 1 = a new picture; try 0.1-0.4")
+    p.add_argument("--variation-seed", type=whole("variation-seed", 0, SEED_MAX), default=None,
+                   help="the seed blended in; random if left out")
+    p.add_argument("--count", type=whole("count", 1, COUNT_MAX), default=1, help="how many variations, 1-4")
     p.set_defaults(func=bind(cmd_vary))
 
     p = subparsers.add_parser("verify", help="make an image again and say whether the pixels are identical")
@@ -59,10 +60,13 @@ def add_commands(subparsers: argparse._SubParsersAction, context: Any = None) ->
 
     p = subparsers.add_parser("history", help="list stored images, newest first")
     p.add_argument("--query", default=None, help="only prompts containing every word of this")
-    p.add_argument("--page", type=int, default=1)
-    p.add_argument("--per-page", type=int, default=20)
+    p.add_argument("--page", type=whole("page", 1, PAGE_MAX), default=1)
+    p.add_argument("--per-page", type=whole("per-page", 1, 500), default=20)
     p.add_argument("--owner", default=None, help="a user id, display name or source:user_id")
     p.add_argument("--include-verify", action="store_true", help="also list verify runs")
+    p.add_argument("--status", choices=STATUS_CHOICES, default="done",
+                   help="done: images (the default); failed, interrupted, cancelled or not-done (all three): "
+                        "the jobs that ended without images, with their reasons")
     p.set_defaults(func=bind(cmd_history))
 
 
@@ -71,14 +75,23 @@ def _run(handler, args: argparse.Namespace, ctx: Any) -> int:
     from core.request import InvalidRequest
     from storage.store import NotFound, NotYours
 
+    from core.cli import flag_names
+
     try:
         return handler(args, ctx)
     except (NotFound, NotYours, pngmeta.BadMetadata, InvalidRequest, QueueFull, ValueError) as exc:
-        print(f"statuary: {exc}", file=sys.stderr)
+        print(f"statuary: {flag_names(exc, FLAGS)}", file=sys.stderr)
         return 2
     except (JobFailed, JobCancelled) as exc:
         print(f"statuary: the job did not finish: {exc}", file=sys.stderr)
         return 1
+
+
+STATUS_CHOICES = ("done", "failed", "interrupted", "cancelled", "not-done")
+
+# The request fields these subcommands set, by the flags that set them (vary's --strength is
+# the request's variation_strength).
+FLAGS = {"variation_strength": "strength", "variation_seed": "variation-seed"}
 
 
 def _print_result(result: Any, original: Any = None) -> None:
@@ -124,7 +137,11 @@ def cmd_verify(args: argparse.Namespace, ctx: Any) -> int:
 
 def cmd_info(args: argparse.Namespace, ctx: Any) -> int:
     path = Path(args.target)
-    if path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError:  # a name too long for a file name (an id pasted with a paragraph, say): not a file
+        is_file = False
+    if is_file:
         info = pngmeta.read_recipe(path)
         if args.json:
             print(json.dumps(info, indent=2, sort_keys=True))
@@ -163,6 +180,17 @@ def _print_request(d: dict[str, Any], extra: dict[str, Any]) -> None:
 
 
 def cmd_history(args: argparse.Namespace, ctx: Any) -> int:
+    if args.status != "done":
+        from storage.store import ENDED_UNDONE
+
+        statuses = ENDED_UNDONE if args.status == "not-done" else (args.status,)
+        jobs = ctx.store().jobs(statuses, owner=args.owner, query=args.query, page=args.page, per_page=args.per_page)
+        for job in jobs.items:
+            prompt = job.request["prompt"].replace("\n", " ")
+            print(f"{job.id}  {job.created:%Y-%m-%d %H:%M}  {job.owner.display_name or job.owner.user_id:<12.12}  "
+                  f"{job.status:<11}  {prompt[:40]}  -- {(job.reason or 'no reason recorded').replace(chr(10), ' ')}")
+        print(f"page {jobs.page} of {jobs.pages}, {jobs.total} {args.status} jobs", file=sys.stderr)
+        return 0
     page = ctx.store().history(owner=args.owner, query=args.query, page=args.page, per_page=args.per_page,
                                include_verify=args.include_verify)
     for rec in page.items:

@@ -27,6 +27,15 @@ def normalize(text: str) -> str | None:
     return s
 
 
+SHOWN_MAX = 20  # a typed id is echoed at most this long: a message never repeats a pasted essay
+
+
+def shown(text: object) -> str:
+    """A typed id as messages echo it: printable, and cut to SHOWN_MAX characters with its length."""
+    s = "".join(c if c.isprintable() else "?" for c in str(text).strip())
+    return s if len(s) <= SHOWN_MAX else f"{s[:SHOWN_MAX - 1]}… ({len(s)} characters)"
+
+
 GENERATION_LENGTH = 12  # generation ids are longer, so one is never taken for an image id
 
 

@@ -24,12 +24,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 import core
-from core.jobs import ImageResult, JobHandle, JobResult, JobService, Owner
-from core.request import GenerationRequest
+from core.jobs import ImageResult, JobHandle, JobResult, JobService, LimitReached, Owner, Quota
+from core.request import FieldError, GenerationRequest
 from storage import db, ids, pngmeta
 from storage.files import (KINDS, FileStore, atomic_write, decode_frames, encode_gif, encode_timeline, image_extension,
                            remove_stale_temp_files)
-from storage.models import UNFINISHED, DeletedId, Generation, Image, utcnow
+from storage.models import STATUSES, UNFINISHED, DeletedId, Generation, Image, utcnow
 from storage.pngmeta import BadMetadata
 
 # The request's fields, as to_dict() names them (images by sha256): one column each.
@@ -37,6 +37,8 @@ REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(GenerationRequest) if 
     "init_image_sha256", "mask_sha256")
 _FLOAT_FIELDS = ("guidance", "variation_strength", "strength")
 PARENT_CHAIN_MAX = 100
+ENDED_UNDONE = ("failed", "interrupted", "cancelled")  # jobs that ended without images
+PAGE_MAX = 1_000_000  # history pages: beyond it an offset overflows the database's integers long before any data
 FOREIGN_JOB_STALE_AFTER = dt.timedelta(hours=6)
 # A file no row names is removed at start-up only when older than this: younger, it may belong
 # to a job another process (web UI, CLI, bot sharing the data dir) is about to commit.
@@ -214,7 +216,7 @@ class Store:
     # ---- Recorder --------------------------------------------------------------------------
 
     def job_queued(self, job_id: str, request: GenerationRequest, owner: Owner, parent_id: str | None,
-                   kind: str, fingerprint: dict[str, Any]) -> str:
+                   kind: str, fingerprint: dict[str, Any], *, quota: Quota | None = None) -> str:
         if request.seed is None or request.width is None or request.height is None:
             raise ValueError("job_queued needs a resolved request (seed and size decided)")
         with self._write() as s:
@@ -235,6 +237,8 @@ class Store:
                 **canonical_request(request.to_dict()))
             try:
                 with self._write() as s, s.begin():
+                    if quota:
+                        self._reserve(s, owner, quota)  # counted and recorded in one transaction
                     for key in sorted({sha for _data, sha, _rel in inputs}):
                         self._lock_content(s, key)
                     s.add(row)
@@ -246,6 +250,27 @@ class Store:
                     atomic_write(self.files.path(rel), data)
             return gid
         raise RuntimeError("could not find a free generation id")
+
+    def _reserve(self, s: Session, owner: Owner, quota: Quota) -> None:
+        """Raise LimitReached when `owner` has used up `quota`. Called inside the write transaction
+        that records the job, so the count and the new row are one atomic step: SQLite's BEGIN
+        IMMEDIATE serialises every writer, and PostgreSQL takes an advisory lock per owner."""
+        if s.get_bind().dialect.name == "postgresql":
+            key = int(hashlib.sha256(f"quota:{owner.source}:{owner.user_id}".encode()).hexdigest()[:15], 16)
+            s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        mine = [Generation.owner_source == owner.source, Generation.owner_user_id == str(owner.user_id)]
+        active = 0
+        if quota.max_active is not None:
+            active = s.scalar(select(func.count(Generation.id)).where(*mine, Generation.status.in_(UNFINISHED))) or 0
+        last_hour = 0
+        if quota.max_per_hour is not None:
+            cond = mine + [Generation.created_at >= utcnow() - dt.timedelta(hours=1)]
+            if owner.guild_id is not None:
+                cond.append(Generation.owner_guild_id == owner.guild_id)
+            last_hour = s.scalar(select(func.count(Generation.id)).where(*cond)) or 0
+        refusal = quota.refusal(active, last_hour)
+        if refusal:
+            raise LimitReached(refusal)
 
     def job_started(self, generation_id: str) -> None:
         with self._write() as s, s.begin():
@@ -387,40 +412,48 @@ class Store:
         with self._read() as s:
             g = s.get(Generation, str(generation_id).strip().lower())
             if g is None:
-                raise NotFound(f"no generation with id {generation_id!r}", generation_id)
-            return GenerationRecord(
-                id=g.id, job_id=g.job_id, kind=g.kind, status=g.status, reason=g.reason, error_type=g.error_type,
-                request=_request_dict(g), owner=_owner(g), parent_id=g.parent_id, fingerprint=dict(g.fingerprint),
-                image_ids=tuple(i.id for i in g.images), created=g.created_at, started_at=g.started_at,
-                finished_at=g.finished_at, seconds=g.seconds)
+                raise NotFound(f"no generation with id '{ids.shown(generation_id)}'", str(generation_id)[:ids.SHOWN_MAX])
+            return _generation_record(g)
 
     def history(self, owner: Owner | str | None = None, query: str | None = None, page: int = 1,
                 per_page: int = 20, include_verify: bool = False) -> Page:
         """Images newest first, optionally one owner's and/or those whose prompt has every word of `query`.
 
         `owner` is an Owner, or text: a user id, a display name, or 'source:user_id'."""
-        if page < 1 or not 1 <= per_page <= 500:
-            raise ValueError(f"page must be 1 or more and per_page from 1 to 500, not {page} and {per_page}")
-        cond = [Generation.status == "done"]
-        if not include_verify:
-            cond.append(Generation.kind != "verify")
-        if isinstance(owner, Owner):
-            cond += [Generation.owner_source == owner.source, Generation.owner_user_id == str(owner.user_id)]
-        elif owner:
-            src, sep, uid = owner.partition(":")
-            alts = [Generation.owner_user_id == owner, Generation.owner_display_name == owner]
-            if sep:
-                alts.append((Generation.owner_source == src) & (Generation.owner_user_id == uid))
-            cond.append(or_(*alts))
-        for word in (query or "").split():
-            escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            cond.append(Generation.prompt.ilike(f"%{escaped}%", escape="\\"))
+        if not 1 <= page <= PAGE_MAX:
+            raise ValueError(str(FieldError("page", page, f"use a whole number from 1 to {PAGE_MAX}")))
+        if not 1 <= per_page <= 500:
+            raise ValueError(str(FieldError("per_page", per_page, "use a whole number from 1 to 500")))
+        cond = [Generation.status == "done"] + _conditions(owner, query, include_verify)
         with self._read() as s:
             total = s.scalar(select(func.count(Image.id)).join(Image.generation).where(*cond)) or 0
             rows = s.scalars(select(Image).join(Image.generation).where(*cond)
                              .order_by(Generation.created_at.desc(), Generation.id, Image.index)
                              .offset((page - 1) * per_page).limit(per_page)).all()
             return Page([self._record(s, r) for r in rows], total, page, per_page)
+
+    def was_deleted(self, image_id: str) -> bool:
+        """Whether `image_id` names an image that was deleted (its id stays taken)."""
+        iid = ids.normalize(image_id)
+        with self._read() as s:
+            return iid is not None and s.get(DeletedId, iid) is not None
+
+    def jobs(self, statuses: tuple[str, ...] = ENDED_UNDONE, owner: Owner | str | None = None,
+             query: str | None = None, page: int = 1, per_page: int = 20) -> Page:
+        """Jobs (GenerationRecords, newest first) in one of `statuses` -- by default those that ended
+        without images: failed, interrupted, cancelled, each with its reason. Filters as history()."""
+        unknown = set(statuses) - set(STATUSES)
+        if unknown or not statuses:
+            raise ValueError(str(FieldError("status", ", ".join(sorted(unknown)) or "nothing",
+                                            "use one of " + ", ".join(STATUSES))))
+        if not 1 <= page <= PAGE_MAX:
+            raise ValueError(str(FieldError("page", page, f"use a whole number from 1 to {PAGE_MAX}")))
+        cond = [Generation.status.in_(statuses)] + _conditions(owner, query, include_verify=True)
+        with self._read() as s:
+            total = s.scalar(select(func.count(Generation.id)).where(*cond)) or 0
+            rows = s.scalars(select(Generation).where(*cond).order_by(Generation.created_at.desc(), Generation.id)
+                             .offset((page - 1) * per_page).limit(per_page)).all()
+            return Page([_generation_record(g) for g in rows], total, page, per_page)
 
     def request_for(self, image_id: str) -> GenerationRequest:
         """The request that makes exactly this image again, init image and mask bytes loaded."""
@@ -477,20 +510,20 @@ class Store:
 
     # ---- operations every front-end offers --------------------------------------------------
 
-    def reproduce(self, image_id: str, service: JobService, owner: Owner) -> JobHandle:
+    def reproduce(self, image_id: str, service: JobService, owner: Owner, *, quota: Quota | None = None) -> JobHandle:
         """Run the image's own request again; the new generation's parent is that image."""
         request = self.request_for(image_id)
-        return service.submit(request, owner, parent_id=ids.normalize(image_id), kind="reproduce")
+        return service.submit(request, owner, parent_id=ids.normalize(image_id), kind="reproduce", quota=quota)
 
     def vary(self, image_id: str, service: JobService, owner: Owner, strength: float,
-             variation_seed: int | None = None, count: int = 1) -> JobHandle:
+             variation_seed: int | None = None, count: int = 1, *, quota: Quota | None = None) -> JobHandle:
         """Variations of the image: its seed, mixed with `variation_seed` (random when None) at
         `strength` (0 = the image again, 1 = a new picture). A batch of `count` uses
         variation_seed, +1, +2, ... . Varying an image that is itself a variation builds on it:
         its variations so far stay in the request's variation_chain, so strength 0 gives exactly
         that image."""
         request = self.request_for(image_id).varied(strength, variation_seed, count)
-        return service.submit(request, owner, parent_id=ids.normalize(image_id), kind="vary")
+        return service.submit(request, owner, parent_id=ids.normalize(image_id), kind="vary", quota=quota)
 
     def verify(self, image_id: str, service: JobService, owner: Owner | None = None,
                timeout: float | None = None) -> VerifyResult:
@@ -538,8 +571,8 @@ class Store:
     def _image(self, s: Session, image_id: str) -> Image:
         iid = ids.normalize(image_id)
         if iid is None:
-            raise NotFound(f"{image_id!r} is not an image id: ids are {ids.LENGTH} characters of "
-                           f"{ids.ALPHABET}", str(image_id))
+            raise NotFound(f"'{ids.shown(image_id)}' is not an image id: ids are {ids.LENGTH} characters of "
+                           f"{ids.ALPHABET}", str(image_id)[:ids.SHOWN_MAX])
         img = s.get(Image, iid)
         if img is None:
             if s.get(DeletedId, iid) is not None:
@@ -621,6 +654,33 @@ def _noise_source(fp: dict[str, Any]) -> str:
 
 def _request_dict(g: Generation) -> dict[str, Any]:
     return canonical_request({k: getattr(g, k) for k in REQUEST_FIELDS})
+
+
+def _generation_record(g: Generation) -> GenerationRecord:
+    return GenerationRecord(
+        id=g.id, job_id=g.job_id, kind=g.kind, status=g.status, reason=g.reason, error_type=g.error_type,
+        request=_request_dict(g), owner=_owner(g), parent_id=g.parent_id, fingerprint=dict(g.fingerprint),
+        image_ids=tuple(i.id for i in g.images), created=g.created_at, started_at=g.started_at,
+        finished_at=g.finished_at, seconds=g.seconds)
+
+
+def _conditions(owner: Owner | str | None, query: str | None, include_verify: bool) -> list[Any]:
+    """history()'s and jobs()' filters: one owner's, prompts with every word of `query`, no verify runs."""
+    cond: list[Any] = []
+    if not include_verify:
+        cond.append(Generation.kind != "verify")
+    if isinstance(owner, Owner):
+        cond += [Generation.owner_source == owner.source, Generation.owner_user_id == str(owner.user_id)]
+    elif owner:
+        src, sep, uid = owner.partition(":")
+        alts = [Generation.owner_user_id == owner, Generation.owner_display_name == owner]
+        if sep:
+            alts.append((Generation.owner_source == src) & (Generation.owner_user_id == uid))
+        cond.append(or_(*alts))
+    for word in (query or "").split():
+        escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        cond.append(Generation.prompt.ilike(f"%{escaped}%", escape="\\"))
+    return cond
 
 
 def _owner(g: Generation) -> Owner:

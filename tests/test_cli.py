@@ -88,3 +88,95 @@ def test_hub_id_loads_from_the_local_hugging_face_cache_offline(tmp_path, tiny_m
                        HF_HUB_CACHE=str(tmp_path / "hub"))
     assert missing.returncode == 2 and "Could not load hub model 'statuary-test/not-there'" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_a_16_bit_init_image_is_scaled_not_whitened_and_a_float_one_is_refused(tmp_path, tiny_model_dir):
+    import numpy as np
+
+    ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")  # 16-bit greyscale: Pillow's mode I;16
+    Image.fromarray(np.round(ramp / 257).astype(np.uint8)).save(tmp_path / "flat.png")  # the same, 8-bit
+    outs = []
+    for name in ("deep", "flat"):
+        out = tmp_path / f"out-{name}.png"
+        r = statuary(["--model", str(tiny_model_dir), "generate", "a ramp", "--seed", "5", "--steps", "2",
+                      "--init-image", str(tmp_path / f"{name}.png"), "--strength", "0.3", "--out", str(out)], tmp_path)
+        assert r.returncode == 0, r.stderr
+        outs.append(np.asarray(Image.open(out).convert("RGB"), dtype=np.int16))
+    assert np.abs(outs[0] - outs[1]).max() == 0  # the 16-bit picture was read as the 8-bit one
+
+    Image.fromarray(ramp.astype(np.float32) / 65535).save(tmp_path / "float.tif")
+    r = statuary(["--model", str(tiny_model_dir), "generate", "a ramp", "--init-image", str(tmp_path / "float.tif")],
+                 tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "init-image: 'a 32-bit float (F) image' is not allowed; use an 8-bit or 16-bit RGB, RGBA or greyscale" \
+           in r.stderr  # called by its flag, --init-image
+
+
+def test_every_command_records_one_owner_and_says_what_is_wrong_in_request_words(tmp_path, tiny_model_dir):
+    env = {"USER": "alice", "LOGNAME": "alice-login"}  # two names for one person
+    model = ["--model", str(tiny_model_dir)]
+    r = statuary([*model, "generate", "a kite", "--seed", "4", "--steps", "2"], tmp_path, **env)
+    assert r.returncode == 0, r.stderr
+    iid = r.stdout.split("id ")[1].split()[0]
+    r = statuary([*model, "reproduce", iid], tmp_path, **env)
+    assert r.returncode == 0, r.stderr
+    mine = statuary(["history", "--owner", "cli:alice-login"], tmp_path, **env)
+    assert mine.stdout.count("a kite") == 2 and "2 images" in mine.stderr
+
+    r = statuary([*model, "vary", iid, "--strength", "5"], tmp_path, **env)  # the flag's name, not the field's
+    assert r.returncode == 2 and "strength: 5.0 is not allowed; use a finite number from 0 to 1." in r.stderr
+    assert "variation_strength" not in r.stderr
+    for args, sentence in ((["generate", "a kite", "--steps", "1e6"],
+                            "steps: '1e6' is not allowed; use a whole number from 1 to 150."),
+                           (["generate", "a kite", "--width", "abc"], "width: 'abc' is not allowed; use a multiple of 8"),
+                           (["vary", iid, "--strength", "lots"], "strength: 'lots' is not allowed; use a finite number"),
+                           (["history", "--page", "1180591620717411303424"],
+                            "page: 1180591620717411303424 is not allowed; use a whole number from 1 to 1000000."),
+                           (["info", "k" * 300], "'kkkkkkkkkkkkkkkkkkk… (300 characters)' is not an image id"),
+                           (["reproduce", "k" * 300], "(300 characters)' is not an image id")):
+        r = statuary(args, tmp_path, **env)
+        assert r.returncode == 2 and sentence in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr and "usage:" not in r.stderr and len(r.stderr) < 300, r.stderr
+
+
+def test_a_truncated_safetensors_file_is_a_sentence(tmp_path, tiny_model_dir):
+    import shutil
+
+    folder = tmp_path / "cut-model"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = next((folder / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a download that stopped
+    single = tmp_path / "cut.safetensors"
+    shutil.copyfile(weights, single)
+    for model in (folder, single):
+        r = statuary(["--model", str(model), "generate", "a cat", "--steps", "2"], tmp_path)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "is not a safetensors file: it is truncated" in r.stderr
+
+
+def test_history_lists_failed_interrupted_and_cancelled_jobs_with_their_reasons(tmp_path, settings_factory):
+    from core.jobs import Owner
+    from core.request import GenerationRequest
+    from storage import open_store
+
+    store = open_store(settings_factory())  # the same data dir the subprocess uses
+    me = Owner("cli", "ann", "ann")
+    req = GenerationRequest("a stormy sea", seed=1, width=64, height=64)
+    for status, reason in (("failed", "OutOfMemory: the GPU ran out of memory"), ("cancelled", None),
+                           ("interrupted", "the process running it stopped while it was running")):
+        gid = store.job_queued(f"j-{status}", req, me, None, "generate", {"model_id": "m"})
+        if status == "failed":
+            store.job_failed(gid, reason, "OutOfMemory")
+        elif status == "cancelled":
+            store.job_cancelled(gid)
+        else:
+            store._finish(gid, "interrupted", reason, None)
+    store.close()
+    r = statuary(["history", "--status", "not-done"], tmp_path)
+    assert r.returncode == 0 and "3 not-done jobs" in r.stderr, r.stderr
+    assert "ran out of memory" in r.stdout and "cancelled before it finished" in r.stdout
+    assert "stopped while it was running" in r.stdout and r.stdout.count("a stormy sea") == 3
+    r = statuary(["history", "--status", "failed"], tmp_path)
+    assert r.stdout.count("a stormy sea") == 1 and "failed" in r.stdout
+    assert statuary(["history"], tmp_path).stdout == ""  # images only, as before

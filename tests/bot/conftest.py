@@ -28,13 +28,16 @@ class Discord:
     service: Any
     task: asyncio.Task | None = None
 
-    async def restart(self, **bot_kwargs: Any) -> None:
-        """Stop the bot and start a new one on the same service and store (a process restart)."""
+    async def restart(self, between: Callable[[], Awaitable[None]] | None = None, **bot_kwargs: Any) -> None:
+        """Stop the bot and start a new one on the same service and store (a process restart);
+        `between()` runs while no bot is connected."""
         from bot.client import StatuaryBot
 
         await self.bot.close()
         if self.task is not None:
             await asyncio.wait_for(self.task, 10)
+        if between is not None:
+            await between()
         bot_kwargs.setdefault("progress_interval", 0.1)
         bot_kwargs.setdefault("guild_ready_timeout", 0.05)  # the stand-in sends no GUILD_CREATE to wait for
         self.bot = StatuaryBot(self.service, self.store, **bot_kwargs)

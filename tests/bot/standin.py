@@ -32,6 +32,7 @@ from aiohttp import WSMsgType, web
 
 DISCORD_EPOCH_MS = 1420070400000
 BOT_TOKEN = "standin-bot-token"
+CONTENT_MAX = 2000  # Discord's limit on a message's text
 
 
 def snowflake(at: float | None = None, _counter=itertools.count(1)) -> str:
@@ -349,15 +350,20 @@ class DiscordStandin:
         too_big = [a for a in msg["attachments"] if a["size"] > self.attachment_size_limit]
         msg["too_big"] = bool(too_big)
 
-    def _check_size(self, files: dict[str, bytes]) -> web.Response | None:
+    def _check_size(self, files: dict[str, bytes], payload: dict[str, Any] | None = None) -> web.Response | None:
         if any(len(d) > self.attachment_size_limit for d in files.values()):
             return self._json({"message": "Request entity too large", "code": 40005}, status=413)
+        content = ((payload or {}).get("data") or payload or {}).get("content") or ""
+        if len(content) > CONTENT_MAX:  # Discord refuses the whole message: the user sees no answer
+            return self._json({"message": "Invalid Form Body", "code": 50035, "errors": {"content": {"_errors": [
+                {"code": "BASE_TYPE_MAX_LENGTH", "message": f"Must be {CONTENT_MAX} or fewer in length."}]}}},
+                status=400)
         return None
 
     async def _callback(self, request: web.Request) -> web.Response:
         payload, files = await self._read(request)
         await self._log(request, 200, payload, files)
-        if (bad := self._check_size(files)) is not None:
+        if (bad := self._check_size(files, payload)) is not None:
             return bad
         iid, token = request.match_info["iid"], request.match_info["token"]
         rtype = payload["type"]
@@ -369,6 +375,8 @@ class DiscordStandin:
             message = self._new_message(channel_id, {**data, "flags": flags}, files, webhook=True,
                                         interaction={"id": iid})
             self.originals[token] = message["id"]
+        elif rtype == 6 and token in self._token_clicked:  # deferred update: @original is the clicked message
+            self.originals[token] = self._token_clicked[token]
         elif rtype == 7:  # update the clicked message
             mid = self._token_clicked.get(token)
             if mid in self.messages:
@@ -386,7 +394,7 @@ class DiscordStandin:
     async def _followup(self, request: web.Request) -> web.Response:
         payload, files = await self._read(request)
         await self._log(request, 200, payload, files)
-        if (bad := self._check_size(files)) is not None:
+        if (bad := self._check_size(files, payload)) is not None:
             return bad
         token = request.match_info["token"]
         msg = self._new_message(self._interaction_channel(token), payload, files, webhook=True)
@@ -411,7 +419,7 @@ class DiscordStandin:
             await self._log(request, 404, payload, files)
             return self._json({"message": "Unknown Message", "code": 10008}, status=404)
         await self._log(request, 200, payload, files)
-        if (bad := self._check_size(files)) is not None:
+        if (bad := self._check_size(files, payload)) is not None:
             return bad
         self._apply(msg, payload, files)
         msg["edited_timestamp"] = "2024-01-01T00:00:01+00:00"
@@ -430,7 +438,7 @@ class DiscordStandin:
     async def _channel_send(self, request: web.Request) -> web.Response:
         payload, files = await self._read(request)
         await self._log(request, 200, payload, files)
-        if (bad := self._check_size(files)) is not None:
+        if (bad := self._check_size(files, payload)) is not None:
             return bad
         msg = self._new_message(request.match_info["cid"], payload, files, webhook=False)
         await self._changed_now()
@@ -443,6 +451,8 @@ class DiscordStandin:
             await self._log(request, 404, payload, files)
             return self._json({"message": "Unknown Message", "code": 10008}, status=404)
         await self._log(request, 200, payload, files)
+        if (bad := self._check_size(files, payload)) is not None:
+            return bad
         self._apply(msg, payload, files)
         await self._changed_now()
         return self._json(msg)

@@ -235,9 +235,9 @@ def test_reproduce_gives_identical_bytes_and_vary_info_delete_commands(discord_r
 
 
 def test_history_is_own_images_ephemeral_and_paged(discord_run, monkeypatch):
-    import bot.client
+    import bot.cogs.images
 
-    monkeypatch.setattr(bot.client, "HISTORY_PER_PAGE", 2)
+    monkeypatch.setattr(bot.cogs.images, "HISTORY_PER_PAGE", 2)
 
     async def scenario(d):
         st = d.standin
@@ -340,7 +340,7 @@ def test_a_result_after_the_token_expired_is_a_channel_message_mentioning_the_us
         assert f"<@{ALICE}>" in msg["content"] and "a long wait" in msg["content"]
         assert not is_final(st.original(it))  # the expired token was not used for the result
         send = st.calls_to("POST", f"/channels/{st.channel_id}/messages")[-1]
-        assert send.payload["allowed_mentions"]["parse"] == ["users"]  # never @everyone or roles
+        assert send.payload["allowed_mentions"] == {"parse": [], "users": [int(ALICE)]}  # the requester alone
 
     discord_run(scenario, clock=lambda: time.time() + offset[0])
 
@@ -419,7 +419,7 @@ def test_community_controls_need_manage_server_and_are_applied(discord_run):
 
         await admin("limits", per_hour=1)
         await imagine(st, prompt="one is fine")
-        await st.slash("imagine", prompt="two is too many")
+        await st.slash("imagine", prompt="two is too many", steps=2)  # else the default 20 > max_steps 10 answers first
         assert "1 per hour" in (await st.wait_message(lambda m: "in the last hour" in m["content"]))["content"]
 
         # the settings are in the database: a new process sees them
@@ -559,9 +559,9 @@ def test_delete_copes_with_posts_already_gone_or_out_of_reach(discord_run):
 
 
 def test_history_pages_still_turn_after_a_restart(discord_run, monkeypatch):
-    import bot.client
+    import bot.cogs.images
 
-    monkeypatch.setattr(bot.client, "HISTORY_PER_PAGE", 2)
+    monkeypatch.setattr(bot.cogs.images, "HISTORY_PER_PAGE", 2)
 
     async def scenario(d):
         st = d.standin

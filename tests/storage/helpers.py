@@ -41,7 +41,7 @@ class FakeService:
         self.limits = ModelLimits(native_size=64, max_side=256)
         self.submitted: list[Any] = []
 
-    def submit(self, request, owner, *, parent_id=None, kind="generate"):
+    def submit(self, request, owner, *, parent_id=None, kind="generate", quota=None):
         from core.jobs import Done, ImageResult, JobHandle, JobResult
 
         resolved = request.resolve(self.limits)

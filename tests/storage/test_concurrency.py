@@ -120,3 +120,36 @@ def test_sigkill_mid_job_leaves_an_interrupted_row(make_settings, db_url, tmp_pa
     if db_url.startswith("sqlite"):
         with sqlite3.connect(settings.data_dir / "statuary.db") as conn:
             assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+
+
+def test_a_quota_is_one_atomic_check_and_reserve_across_stores(make_settings, store):
+    """Eight submits at once, through four stores on one database (as four processes would):
+    a quota of 3 per hour lets exactly 3 in, and 'at once' limits the unfinished ones the same way."""
+    from core.jobs import LimitReached, Quota
+    from tests.storage.helpers import FAKE_FINGERPRINT
+
+    stores = [open_store(make_settings()) for _ in range(4)]
+    req = GenerationRequest("quota", seed=1, width=64, height=64)
+    member = Owner("discord", "77", "m", "guild-1", "chan-1")
+    for quota, admitted in ((Quota(max_per_hour=3), 3), (Quota(max_active=5), 2)):  # 3 unfinished already
+        barrier = threading.Barrier(8)
+        outcomes: list[str] = []
+
+        def submit(k: int) -> None:
+            barrier.wait()
+            try:
+                stores[k % 4].job_queued(f"j{k}", req, member, None, "generate", FAKE_FINGERPRINT, quota=quota)
+                outcomes.append("queued")
+            except LimitReached as exc:
+                outcomes.append(str(exc))
+
+        threads = [threading.Thread(target=submit, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert outcomes.count("queued") == admitted, outcomes
+        assert all(o == "queued" or "this server allows" in o for o in outcomes)
+    assert _counts(store)[0] == 5  # 3, then 2 more up to 5 unfinished
+    for s in stores:
+        s.close()

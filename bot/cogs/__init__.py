@@ -1,0 +1,2 @@
+"""The bot's commands, one cog per group: making pictures (making.py), looking at and deleting
+them (images.py), the queue and preferences (queue.py), and a server's rules (server.py)."""

@@ -1,0 +1,262 @@
+"""Making pictures: /imagine, /reproduce, /vary and the result buttons (U, V, V strong, re-roll),
+with the server's rules (channels, blocked words, per-member limits, defaults) checked first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import logging
+from typing import TYPE_CHECKING, Any, Callable
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import render
+from bot.buttons import ID_MAX, result_view
+from bot.community import GuildRules
+from bot.delivery import Target, image_file
+from bot.text import echo
+from core.jobs import JobHandle, Owner, QueueFull, Quota
+from core.request import COUNT_MAX, SAMPLERS, SEED_MAX, STEPS_MAX, FieldError, GenerationRequest, InvalidRequest
+
+if TYPE_CHECKING:
+    from bot.client import StatuaryBot
+
+log = logging.getLogger(__name__)
+
+SUBTLE, STRONG = 0.2, 0.6  # variation strengths of the V and 'V strong' buttons
+ASPECT_VALUES = tuple(label.split()[0] for label, _, _ in render.ASPECTS)
+ASPECT_CHOICES = [app_commands.Choice(name=label, value=label.split()[0]) for label, _, _ in render.ASPECTS]
+SIZE_MIN, SIZE_MAX = 64, 4096
+SAMPLER_CHOICES = [app_commands.Choice(name=s, value=s) for s in SAMPLERS]
+
+
+class Making(commands.Cog):
+    def __init__(self, bot: "StatuaryBot"):
+        self.bot = bot
+
+    # ---- the commands ---------------------------------------------------------------------------
+
+    @app_commands.command(name="imagine")
+    @app_commands.describe(
+        prompt="What to draw, in a few words", negative="What the picture should not show",
+        seed="Number that fixes the noise (same seed + prompt = same picture); random if empty",
+        steps="Denoising steps: more is slower and finer", guidance="How closely to follow the prompt (CFG scale)",
+        aspect="Shape of the picture", count="How many pictures (a 2×2 grid for four)",
+        sampler="Denoising method", size="Picture size: the side of a square of the same area, in pixels")
+    @app_commands.choices(aspect=ASPECT_CHOICES, sampler=SAMPLER_CHOICES)
+    async def imagine(self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 1000],
+                      negative: app_commands.Range[str, 1, 1000] | None = None,
+                      seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
+                      steps: app_commands.Range[int, 1, STEPS_MAX] | None = None,
+                      guidance: app_commands.Range[float, 0.0, 30.0] = 7.0, aspect: str = "1:1",
+                      count: app_commands.Range[int, 1, COUNT_MAX] | None = None, sampler: str | None = None,
+                      size: app_commands.Range[int, SIZE_MIN, SIZE_MAX] | None = None) -> None:
+        """Carve a picture out of noise from your prompt"""
+        bot = self.bot
+
+        def submit(owner: Owner, quota: Quota) -> JobHandle:  # runs in a thread, after the defer
+            rules = bot.community.guild(interaction.guild_id)
+            request = self.build_request(rules, prompt=prompt, negative=negative or "", seed=seed, steps=steps,
+                                         guidance=guidance, aspect=aspect, count=count, sampler=sampler, size=size)
+            return bot.service.submit(request, owner, quota=quota)
+
+        await self.start(interaction, [prompt, negative or ""], submit, f"**{echo(prompt, 300)}**")
+
+    @app_commands.command(name="reproduce")
+    @app_commands.describe(id="The image's id (8 characters, shown under every result)")
+    async def reproduce_command(self, interaction: discord.Interaction, id: app_commands.Range[str, 1, ID_MAX]) -> None:
+        """Make an image again from its stored recipe: the same pixels"""
+        await self.reproduce(interaction, id)
+
+    @app_commands.command(name="vary")
+    @app_commands.describe(id="The image's id", strength="0.05 = nearly the same picture, 1 = a new one",
+                           seed="Variation seed (random if empty)")
+    async def vary_command(self, interaction: discord.Interaction, id: app_commands.Range[str, 1, ID_MAX],
+                           strength: app_commands.Range[float, 0.01, 1.0] = SUBTLE,
+                           seed: app_commands.Range[int, 0, SEED_MAX] | None = None) -> None:
+        """Variations of an image: its seed, mixed with another"""
+        await self.vary(interaction, id, strength, seed)
+
+    # ---- the result buttons -----------------------------------------------------------------------
+
+    async def on_result_button(self, interaction: discord.Interaction, action: str, ids: list[str]) -> None:
+        images = self.bot.get_cog("Images")
+        if action in ("v", "vs"):
+            strength = SUBTLE if action == "v" else STRONG
+            await self.vary(interaction, ids[0], strength, None)
+        elif action == "rr":
+            await self.reroll(interaction, ids)
+        elif action == "u":
+            await self.upscale(interaction, ids[0])
+        elif action == "i":
+            await images.info(interaction, ids[0])
+        elif action == "t":
+            await images.timeline(interaction, ids)
+        elif action == "x":
+            await images.delete(interaction, ids, from_button=True)
+
+    async def _load(self, interaction: discord.Interaction, read: Callable[[], Any]) -> Any:
+        """Acknowledge first (the database may be slow), then read; None after saying why not."""
+        from bot.client import storage_errors
+
+        if not await self.bot.ack(interaction, ephemeral=self.bot.wants_dm(interaction)):
+            return None
+        try:
+            return await asyncio.to_thread(read)
+        except storage_errors() as exc:
+            await self.bot.refuse(interaction, f"⚠️ {exc}")
+            return None
+
+    async def vary(self, interaction: discord.Interaction, image_id: str, strength: float, seed: int | None) -> None:
+        if (rec := await self._load(interaction, lambda: self.bot.store.get(image_id))) is None:
+            return
+        header = f"**{echo(rec.image_request.get('prompt', ''), 300)}** — variation of `{rec.id}` " \
+                 f"(strength {strength:g})"
+        await self.start(interaction, _texts(rec.image_request),
+                         lambda owner, quota: self.bot.store.vary(rec.id, self.bot.service, owner, strength, seed,
+                                                                  quota=quota), header)
+
+    async def reproduce(self, interaction: discord.Interaction, image_id: str) -> None:
+        if (rec := await self._load(interaction, lambda: self.bot.store.get(image_id))) is None:
+            return
+        header = f"**{echo(rec.image_request.get('prompt', ''), 300)}** — reproducing `{rec.id}`"
+        await self.start(interaction, _texts(rec.image_request),
+                         lambda owner, quota: self.bot.store.reproduce(rec.id, self.bot.service, owner, quota=quota),
+                         header)
+
+    async def reroll(self, interaction: discord.Interaction, ids: list[str]) -> None:
+        if (request := await self._load(interaction, lambda: self.bot.store.request_for(ids[0]))) is None:
+            return
+        request = dataclasses.replace(request, seed=None, count=len(ids), variation_seed=None, variation_strength=0.0)
+        header = f"**{echo(request.prompt, 300)}** — re-roll"
+        await self.start(interaction, [request.prompt, request.negative_prompt],
+                         lambda owner, quota: self.bot.service.submit(request, owner, quota=quota), header)
+
+    async def upscale(self, interaction: discord.Interaction, image_id: str) -> None:
+        """Post one image alone, at full size, with its id and its buttons."""
+        from bot.client import DEFAULT_FILESIZE, storage_errors
+
+        bot = self.bot
+        if not await bot.ack(interaction, ephemeral=bot.wants_dm(interaction)):
+            return
+        try:
+            rec = await asyncio.to_thread(bot.store.get, image_id)
+        except storage_errors() as exc:
+            return await bot.refuse(interaction, f"⚠️ {exc}")
+        limit = interaction.filesize_limit or DEFAULT_FILESIZE
+        data, name = await asyncio.to_thread(image_file, rec.path, None, rec.id, limit)
+        content = render.recipe_line(rec.image_request, [rec.id])
+        target = Target(interaction.user, interaction.channel_id, limit, interaction=interaction)
+        if bot.wants_dm(interaction):
+            try:
+                message = await interaction.user.send(content, file=discord.File(io.BytesIO(data), filename=name),
+                                                      view=result_view([rec.id]))
+            except discord.HTTPException:
+                return await bot.edit_original(interaction, "I cannot DM you; allow DMs or use `/private off`.")
+            await bot.retractor.remember(message, [rec.id])
+            return await bot.edit_original(interaction, f"📬 Image `{rec.id}` sent by DM.")
+        message = await bot.delivery.deliver(target, content, files=[(data, name)], view=result_view([rec.id]),
+                                             final=True)
+        await bot.retractor.remember(message, [rec.id])
+
+    # ---- admission and submitting ----------------------------------------------------------------------
+
+    def admit(self, interaction: discord.Interaction, *texts: str) -> tuple[str | None, Quota]:
+        """Why this member may not start a job here (or None), and the server's per-member Quota,
+        which `submit` checks and reserves atomically with the job's record. `texts`: the prompt
+        and negative prompt, both checked for blocked words. Runs in a thread."""
+        rules = self.bot.community.guild(interaction.guild_id)
+        if interaction.guild_id is not None and not rules.channel_allowed(interaction.channel_id):
+            allowed = ", ".join(f"<#{c}>" for c in rules.allowed_channels)
+            return f"Pictures are made only in {allowed} on this server.", Quota()
+        for text in texts:
+            word = rules.blocked_word_in(text)
+            if word is not None:
+                return f"This server does not allow “{word}” in prompts. Change the prompt and try again.", Quota()
+        return None, Quota(max_active=rules.max_queued, max_per_hour=rules.max_per_hour)
+
+    async def start(self, interaction: discord.Interaction, texts: list[str],
+                    submit: Callable[[Owner, Quota], JobHandle], header: str) -> None:
+        """Acknowledge, check the community's rules, submit, then follow the job to its end."""
+        from bot.client import DEFAULT_FILESIZE, storage_errors
+
+        bot = self.bot
+        dm = bot.wants_dm(interaction)
+        if not await bot.ack(interaction, ephemeral=dm):
+            return
+        owner = bot.owner(interaction)
+        refusal, quota = await asyncio.to_thread(self.admit, interaction, *texts)
+        if refusal:
+            return await bot.refuse(interaction, refusal)
+        target = Target(interaction.user, interaction.channel_id, interaction.filesize_limit or DEFAULT_FILESIZE,
+                        interaction=interaction)
+        if dm:
+            try:
+                target.message = await interaction.user.send(f"{header}\n⏳ Submitting…")
+            except discord.HTTPException:
+                return await bot.refuse(interaction, "You asked for results by DM (`/private`), but I cannot "
+                                                     "message you. Allow DMs from this server or use `/private off`.")
+            target.dm, target.channel_id = True, target.message.channel.id
+            target.filesize_limit = min(target.filesize_limit, DEFAULT_FILESIZE)
+            await bot.edit_original(interaction, "📬 Working on it — the result comes by DM.")
+        try:
+            handle = await asyncio.to_thread(submit, owner, quota)
+        except (InvalidRequest, QueueFull, ValueError) as exc:
+            return await self._fail_before_start(interaction, target, str(exc))
+        except storage_errors() as exc:
+            return await self._fail_before_start(interaction, target, str(exc))
+        await bot.delivery.owe(handle, target, header)
+        bot.spawn(bot.delivery.follow(handle, target, header))  # close() stops following; the job goes on
+
+    async def _fail_before_start(self, interaction: discord.Interaction, target: Target, text: str) -> None:
+        if target.message is not None:
+            await self.bot.delivery.deliver(target, f"⚠️ {text}", final=True)
+            await self.bot.edit_original(interaction, f"⚠️ {text}")
+        else:
+            await self.bot.refuse(interaction, f"⚠️ {text}")
+
+    def build_request(self, rules: GuildRules, *, prompt: str, negative: str = "", seed: int | None = None,
+                      steps: int | None = None, guidance: float = 7.0, aspect: str = "1:1", count: int | None = None,
+                      sampler: str | None = None, size: int | None = None) -> GenerationRequest:
+        """A request from /imagine's options and the server's defaults; ValueError names what is too much."""
+        limits = self.bot.service.limits
+        # Discord's own choices and ranges can be bypassed (an old client, a raw API call): check again.
+        errors = []
+        if aspect not in ASPECT_VALUES:
+            errors.append(FieldError("aspect", aspect, "use one of " + ", ".join(ASPECT_VALUES)))
+        if size is not None and not (isinstance(size, int) and SIZE_MIN <= size <= SIZE_MAX):
+            errors.append(FieldError("size", size, f"use a whole number from {SIZE_MIN} to {SIZE_MAX}"))
+        if errors:
+            raise InvalidRequest(errors)
+        steps = rules.default_steps if steps is None else steps
+        count = rules.default_count if count is None else count
+        size = size or rules.default_size or limits.native_size
+        problems = []
+        if steps > rules.max_steps:
+            problems.append(f"{steps} steps is more than this server allows ({rules.max_steps})")
+        if count > min(rules.max_count, COUNT_MAX):
+            problems.append(f"{count} images is more than this server allows ({min(rules.max_count, COUNT_MAX)})")
+        max_size = min(rules.max_size or limits.max_side, limits.max_side)
+        if size > max_size:
+            problems.append(f"size {size} is more than {'this server' if rules.max_size else 'the model'} allows "
+                            f"({max_size})")
+        if problems:
+            raise ValueError("; ".join(problems).capitalize() + ".")
+        width, height = render.aspect_size(aspect, limits, size)
+        if max(width, height) > max_size:  # a wide aspect's long side may pass the cap
+            scale = max_size / max(width, height)
+            width, height = render.aspect_size(aspect, limits, int(size * scale))
+        request = GenerationRequest(prompt=prompt, negative_prompt=negative or "", seed=seed, count=count,
+                                    steps=steps, guidance=guidance, width=width, height=height,
+                                    sampler=sampler or GenerationRequest.sampler)
+        request.validate(limits)
+        return request
+
+
+def _texts(request: dict) -> list[str]:
+    """A stored request's prompt and negative prompt: what blocked words are checked in."""
+    return [request.get("prompt", ""), request.get("negative_prompt", "")]
