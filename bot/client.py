@@ -89,6 +89,10 @@ class StatuaryBot(commands.Bot):
         for cog in (making.Making(self), images.Images(self), queue.Queue(self), server.Server(self)):
             await self.add_cog(cog)
         self.add_dynamic_items(ResultButton, HistoryButton)
+        vocab = getattr(self.service, "vocabulary", None)
+        if vocab is not None:   # the default model: name a few of its words where people type the prompt
+            # discord.py has no public setter for an option's description; it is read when syncing.
+            self.tree.get_command("imagine")._params["prompt"].description = making.prompt_description(vocab)
         if self.sync_commands and not self.synced:
             await self.tree.sync()
             self.synced += 1

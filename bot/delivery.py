@@ -46,6 +46,7 @@ class Target:
     dm: bool = False
     gone: bool = False  # the message was deleted: no more progress edits
     header: str = ""
+    note: str = ""  # a line kept under the result too (e.g. what the default model draws)
     generation_id: str | None = None  # set once submitted: the bot owes it a message (bot/pending.py)
     webhook: discord.Webhook | None = None  # after a restart: the interaction's token, without the interaction
     token_created: float | None = None  # when the interaction (and its token) was made
@@ -260,6 +261,8 @@ class Delivery:
     async def finish(self, target: Target, result: JobResult) -> None:
         ids = [img.id for img in result.images if img.id]
         content = render.recipe_line(result.request.to_dict(), ids)
+        if target.note:
+            content += f"\n{target.note}"
         files = await asyncio.to_thread(self.result_files, result, target.filesize_limit)
         message = await self.deliver(target, content, files=files, view=result_view(ids) if ids else None,
                                      final=True)

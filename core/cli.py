@@ -234,7 +234,11 @@ def cmd_generate(args, ctx: Context) -> int:
     try:
         request = request_from_args(args)
         request.validate()  # the model-independent checks, before loading anything
-        handle = ctx.service().submit(request, cli_owner())
+        service = ctx.service()
+        handle = service.submit(request, cli_owner())
+        vocab = getattr(service, "vocabulary", None)
+        if vocab is not None and not vocab.knows(request.prompt):   # it still runs
+            print(f"statuary: {vocab.hint()}", file=sys.stderr)
         result = print_progress(handle)
     except (InvalidRequest, QueueFull) as exc:
         print(f"statuary: {flag_names(exc, GENERATE_FLAGS)}", file=sys.stderr)
@@ -292,7 +296,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("generate", help="make images from a prompt and write PNGs")
-    p.add_argument("prompt", help="what to draw")
+    p.add_argument("prompt", help="what to draw; the embedded default model draws emoji, and the words it knows "
+                                  "are listed in models/default/VOCABULARY.md (e.g. \"cat, 3d style\")")
     add_request_arguments(p)
     p.add_argument("--out", help="PNG file to write (numbered when --count > 1); default: only the store")
     p.set_defaults(func=cmd_generate)

@@ -180,3 +180,22 @@ def test_history_lists_failed_interrupted_and_cancelled_jobs_with_their_reasons(
     r = statuary(["history", "--status", "failed"], tmp_path)
     assert r.stdout.count("a stormy sea") == 1 and "failed" in r.stdout
     assert statuary(["history"], tmp_path).stdout == ""  # images only, as before
+
+
+def test_generate_help_says_where_the_words_are_and_an_unknown_prompt_gets_one_line(tmp_path, tiny_model_dir):
+    import json
+    import shutil
+
+    r = statuary(["generate", "--help"], tmp_path)
+    assert r.returncode == 0 and "models/default/VOCABULARY.md" in r.stdout.replace("\n", " ").replace("  ", " ")
+    folder = tmp_path / "with-words"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "vocabulary.json").write_text(json.dumps({"format": 1, "subjects": ["cat"], "emoji": [
+        {"label": "cat face", "names": ["cat face", "cat"]}]}))
+    r = statuary(["--model", str(folder), "generate", "a lighthouse", "--seed", "1", "--steps", "2"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert [line for line in r.stderr.splitlines() if "draws emoji" in line] == [
+        "statuary: This model draws emoji and knows none of the words in that prompt; try a subject from its word "
+        "list (models/default/VOCABULARY.md), e.g. cat."]
+    r = statuary(["--model", str(folder), "generate", "two cats", "--seed", "1", "--steps", "2"], tmp_path)
+    assert r.returncode == 0 and "draws emoji" not in r.stderr

@@ -24,6 +24,7 @@ from core.request import COUNT_MAX, SAMPLERS, SEED_MAX, STEPS_MAX, FieldError, G
 
 if TYPE_CHECKING:
     from bot.client import StatuaryBot
+    from core.vocabulary import ModelVocabulary
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,17 @@ ASPECT_VALUES = tuple(label.split()[0] for label, _, _ in render.ASPECTS)
 ASPECT_CHOICES = [app_commands.Choice(name=label, value=label.split()[0]) for label, _, _ in render.ASPECTS]
 SIZE_MIN, SIZE_MAX = 64, 4096
 SAMPLER_CHOICES = [app_commands.Choice(name=s, value=s) for s in SAMPLERS]
+
+
+def prompt_description(vocab: "ModelVocabulary") -> str:
+    """/imagine's prompt option for a model with a word list: a few of its words (Discord allows 100 characters)."""
+    words = list(vocab.subjects[:6])
+    while words:
+        text = f"What to draw, e.g. {', '.join(words)}, with 3d/flat/cartoon style"
+        if len(text) <= 100:
+            return text
+        words.pop()
+    return "What to draw: an emoji subject, with 3d/flat/cartoon style"
 
 
 class Making(commands.Cog):
@@ -64,7 +76,9 @@ class Making(commands.Cog):
                                          guidance=guidance, aspect=aspect, count=count, sampler=sampler, size=size)
             return bot.service.submit(request, owner, quota=quota)
 
-        await self.start(interaction, [prompt, negative or ""], submit, f"**{echo(prompt, 300)}**")
+        vocab = getattr(bot.service, "vocabulary", None)
+        note = f"💡 {vocab.hint()}" if vocab is not None and not vocab.knows(prompt) else ""  # it still runs
+        await self.start(interaction, [prompt, negative or ""], submit, f"**{echo(prompt, 300)}**", note)
 
     @app_commands.command(name="reproduce")
     @app_commands.describe(id="The image's id (8 characters, shown under every result)")
@@ -180,8 +194,9 @@ class Making(commands.Cog):
         return None, Quota(max_active=rules.max_queued, max_per_hour=rules.max_per_hour)
 
     async def start(self, interaction: discord.Interaction, texts: list[str],
-                    submit: Callable[[Owner, Quota], JobHandle], header: str) -> None:
-        """Acknowledge, check the community's rules, submit, then follow the job to its end."""
+                    submit: Callable[[Owner, Quota], JobHandle], header: str, note: str = "") -> None:
+        """Acknowledge, check the community's rules, submit, then follow the job to its end. `note`:
+        one line shown under the header while it runs and under the result."""
         from bot.client import DEFAULT_FILESIZE, storage_errors
 
         bot = self.bot
@@ -193,7 +208,9 @@ class Making(commands.Cog):
         if refusal:
             return await bot.refuse(interaction, refusal)
         target = Target(interaction.user, interaction.channel_id, interaction.filesize_limit or DEFAULT_FILESIZE,
-                        interaction=interaction)
+                        interaction=interaction, note=note)
+        if note:
+            header = f"{header}\n{note}"
         if dm:
             try:
                 target.message = await interaction.user.send(f"{header}\n⏳ Submitting…")
