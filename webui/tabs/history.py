@@ -1,8 +1,10 @@
-"""The History tab: every stored image, newest first, searchable; the selected one's recipe and actions."""
+"""The History tab: every stored image, newest first, searchable; the selected one's recipe and actions;
+and the jobs that ended without images (failed, interrupted, cancelled), with their reasons."""
 
 from __future__ import annotations
 
 import asyncio
+import html
 from types import SimpleNamespace
 
 import gradio as gr
@@ -11,6 +13,8 @@ from webui.recipes import UserError, error_html, record_markdown, status_html
 from webui.shared import WebUI, owner_of, whole
 
 PER_PAGE = 20
+UNDONE = {"Failed, interrupted or cancelled": ("failed", "interrupted", "cancelled"), "Failed": ("failed",),
+          "Interrupted": ("interrupted",), "Cancelled": ("cancelled",)}
 
 
 def build(ui: WebUI) -> SimpleNamespace:
@@ -48,6 +52,10 @@ def build(ui: WebUI) -> SimpleNamespace:
                 status = gr.HTML(status_html(""), elem_id="h-status")
                 result = gr.Image(label="Reproduction", interactive=False, height=160, visible=False,
                                   type="filepath", elem_id="h-result", elem_classes=["st-pixelated", "st-fit"])
+        with gr.Accordion("Jobs that ended without images", open=False, elem_id="h-undone"):
+            undone_kind = gr.Radio(list(UNDONE), value=next(iter(UNDONE)), show_label=False, container=False,
+                                   elem_id="h-undone-kind", elem_classes="st-chips")
+            undone = gr.Markdown(elem_id="h-undone-list")
         ids = gr.State([])
         selected = gr.State(None)
 
@@ -75,6 +83,24 @@ def build(ui: WebUI) -> SimpleNamespace:
 
     def history_here(query_, page_, mine_, request: gr.Request):
         return history(query_, page_, mine_, request)
+
+    def jobs_without_images(query_, mine_, kind, request: gr.Request):
+        """The newest jobs that ended without images, with why; the same search and "Only mine"."""
+        owner = owner_of(request) if mine_ else None
+        found = ui.store.jobs(UNDONE.get(kind, UNDONE[next(iter(UNDONE))]), owner=owner, query=query_ or None,
+                              per_page=PER_PAGE)
+        if not found.total:
+            return "No such jobs" + (" of yours" if mine_ else "") + (f" matching “{html.escape(query_)}”" if query_ else "") + "."
+        rows = ["| when (UTC) | status | prompt | why |", "|---|---|---|---|"]
+        for job in found.items:
+            prompt = html.escape(str(job.request.get("prompt", ""))[:60]).replace("|", "&#124;")
+            why = html.escape((job.reason or "no reason was recorded").replace("\n", " ")[:160]).replace("|", "&#124;")
+            rows.append(f"| {job.created:%Y-%m-%d %H:%M} | {job.status} | {prompt} | {why} |")
+        shown = f"the newest {len(found.items)} of {found.total}" if found.total > len(found.items) else f"{found.total}"
+        return f"{shown} job{'s' if found.total != 1 else ''}\n\n" + "\n".join(rows)
+
+    for trigger in (undone_kind.input, search.click, query.submit, mine.input, tab.select):
+        trigger(jobs_without_images, [query, mine, undone_kind], undone, api_visibility="private", queue=False)
 
     list_outputs = [gallery, ids, page, count]
     # One list query at a time, in the order they were asked: otherwise a slow earlier one (the
