@@ -402,7 +402,7 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path):
     text.load_state_dict(T._unprefixed("text", flat))
     unet.load_state_dict(T._unprefixed("unet", flat))
     line = T.ConditioningProbe(tok, "cpu", 8, 0)(text, unet)
-    assert line.startswith("conditioning: text spread") and "cat vs pizza" in line
+    assert line.startswith("conditioning: text spread") and "prompt vs prompt" in line
 
 
 def test_sample_grid_draws_the_required_subjects(smoke_run, pack_dir):
