@@ -48,13 +48,7 @@ class Prefetch:
                  workers: int = 0, depth: int = 16):
         self.q: queue.Queue = queue.Queue(maxsize=depth)
         self.sampler, self.batch, self.workers, self.depth = sampler, batch, workers, depth
-        self.encode = None
-        if tokenizer is not None:
-            fast = tokenizer.backend_tokenizer
-            fast.enable_truncation(tokenizer.model_max_length)
-            fast.enable_padding(length=tokenizer.model_max_length, pad_id=tokenizer.pad_token_id,
-                                pad_token=tokenizer.pad_token)
-            self.encode = lambda caps: torch.tensor([e.ids for e in fast.encode_batch(caps)], dtype=torch.long)
+        self.encode = _encoder(tokenizer) if tokenizer is not None else None
         self.error: BaseException | None = None
         self.stopping, self.pool = threading.Event(), None
         self.t = threading.Thread(target=self._run, args=(start, stop), daemon=True)
@@ -110,6 +104,8 @@ class Prefetch:
 
 
 POOL_CHUNK = 1024
+
+
 def _encoder(tokenizer):
     """captions -> [N, max_tokens] token ids (padded with the pad token), via the Rust tokenizer."""
     fast = tokenizer.backend_tokenizer

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.vocabulary import normalise
+
 # ---------------------------------------------------------------------------- sources
 
 
@@ -138,8 +140,8 @@ def _codepoints(stem: str) -> tuple[int, ...]:
     return tuple(c for c in cps if c not in (0xFE0F, 0xE007F))
 
 
-def _words(s: str) -> str:
-    return " ".join(s.replace("_", " ").replace("-", " ").lower().split())
+# The captions' normal form of a name: the one core.vocabulary matches prompts in.
+_words = normalise
 
 
 def _read_members(tgz: Path, prefix: str, exts: tuple[str, ...]) -> dict[str, bytes]:

@@ -495,13 +495,9 @@ class Run:
                 log(f"pool: {k} of {n_chunks} chunks; stopping, run again to go on")
                 return None
             b = sampler.train_batch(30_000_000 + k, chunk)
-            lat = []
             with torch.no_grad(), self.autocast():
-                for j in range(0, chunk, 64):
-                    sub = D.Batch(**{f: getattr(b, f)[j:j + 64] for f in ("image", "scale", "centre", "angle", "background",
-                                                                            "emoji", "style", "colour")},
-                                  captions=b.captions[j:j + 64])
-                    lat.append(vae.encode(renderer(sub)).latent_dist.mean.float().cpu().half())
+                x = renderer(b)
+                lat = [vae.encode(x[j:j + 64]).latent_dist.mean.float().cpu().half() for j in range(0, chunk, 64)]
             tmp = path.with_suffix(".tmp")
             save_file({"latents": torch.cat(lat).contiguous(), "ids": encode(b.captions).to(torch.int16).contiguous(),
                        "emoji": torch.as_tensor(b.emoji, dtype=torch.int16), "style": torch.as_tensor(b.style, dtype=torch.int8)},

@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.vocabulary import normalise as words  # the captions' form of any name
+
 # Learned whole (emoji-datasource subcategories).
 SUBGROUPS: tuple[str, ...] = (
     "animal-mammal", "animal-bird", "animal-amphibian", "animal-reptile", "animal-marine", "animal-bug",
@@ -92,10 +94,6 @@ good morning eye eyes feels bae bestest dinner behind burn cardiac romantic kiss
 """.split())
 ALIAS_RE = re.compile(r"[a-z][a-z' ]*[a-z]")
 
-
-def words(s: str) -> str:
-    """Lower case, '_' and '-' as spaces, single spaces (the captions' form of any name)."""
-    return " ".join(s.replace("_", " ").replace("-", " ").lower().split())
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from playwright.sync_api import expect
 
@@ -20,7 +22,6 @@ def test_history_shows_cancelled_jobs_with_their_reason_and_filters_them(page, s
     for _ in range(100):   # the record is written by the service's thread
         if server.store.jobs(("cancelled",)).total:
             break
-        import time
         time.sleep(0.1)
 
     open_tab(page, "History")

@@ -9,11 +9,13 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from storage.store import ENDED_UNDONE
+
 from webui.recipes import UserError, error_html, record_markdown, status_html
 from webui.shared import WebUI, owner_of, whole
 
 PER_PAGE = 20
-UNDONE = {"Failed, interrupted or cancelled": ("failed", "interrupted", "cancelled"), "Failed": ("failed",),
+UNDONE = {"Failed, interrupted or cancelled": ENDED_UNDONE, "Failed": ("failed",),
           "Interrupted": ("interrupted",), "Cancelled": ("cancelled",)}
 
 
@@ -87,7 +89,7 @@ def build(ui: WebUI) -> SimpleNamespace:
     def jobs_without_images(query_, mine_, kind, request: gr.Request):
         """The newest jobs that ended without images, with why; the same search and "Only mine"."""
         owner = owner_of(request) if mine_ else None
-        found = ui.store.jobs(UNDONE.get(kind, UNDONE[next(iter(UNDONE))]), owner=owner, query=query_ or None,
+        found = ui.store.jobs(UNDONE.get(kind, ENDED_UNDONE), owner=owner, query=query_ or None,
                               per_page=PER_PAGE)
         if not found.total:
             return "No such jobs" + (" of yours" if mine_ else "") + (f" matching “{html.escape(query_)}”" if query_ else "") + "."
