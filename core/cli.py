@@ -146,7 +146,8 @@ def flag_names(exc: Exception, names: dict[str, str]) -> str:
 
 
 GENERATE_FLAGS = {"negative_prompt": "negative", "variation_seed": "variation-seed",
-                  "variation_strength": "variation-strength", "init_image": "init-image"}
+                  "variation_strength": "variation-strength", "init_image": "init-image",
+                  "loras": "lora", "prompt_syntax": "prompt-syntax"}
 
 
 def _read_file(path: str | None, what: str) -> bytes | None:
@@ -182,17 +183,24 @@ def add_request_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strength", type=number("strength", 0, 1), default=0.75,
                    help="img2img/inpaint: how much of the init image to repaint")
     p.add_argument("--mask", default=None, help="inpaint: white = repaint, black = keep; same size as --init-image")
+    p.add_argument("--lora", action="append", default=[], metavar="NAME:WEIGHT",
+                   help="a LoRA from STATUARY_LORA_DIR by file name, weight -2 to 2 (default 1); repeat for more; "
+                        "<lora:name:0.8> in the prompt does the same")
+    p.add_argument("--prompt-syntax", choices=("a1111", "plain"), default="a1111",
+                   help="a1111 (default): (word:1.3), (word), [word], BREAK, long prompts in chunks; "
+                        "plain: the words as written, cut at the text encoder's window")
 
 
 def request_from_args(args: argparse.Namespace):
-    from core.request import GenerationRequest
+    from core.request import GenerationRequest, parse_lora
 
     return GenerationRequest(
         prompt=args.prompt, negative_prompt=args.negative, seed=args.seed, count=args.count, steps=args.steps,
         guidance=args.guidance, width=args.width, height=args.height, sampler=args.sampler,
         variation_seed=args.variation_seed, variation_strength=args.variation_strength,
         init_image=_read_file(args.init_image, "init image"), strength=args.strength,
-        mask=_read_file(args.mask, "mask"))
+        mask=_read_file(args.mask, "mask"), prompt_syntax=args.prompt_syntax,
+        loras=tuple(parse_lora(text) for text in args.lora))
 
 
 def print_progress(handle) -> Any:
@@ -206,7 +214,12 @@ def print_progress(handle) -> Any:
             print("started", file=sys.stderr)
         elif isinstance(event, Progress) and (event.step == event.total or event.step % 5 == 0):
             print(f"step {event.step}/{event.total}", file=sys.stderr)
-    return handle.result()
+    result = handle.result()
+    from core.prompts import result_notes
+
+    for note in result_notes(result.fingerprint):  # a prompt cut at the text encoder's window
+        print(f"statuary: {note}", file=sys.stderr)
+    return result
 
 
 def write_outputs(result, out: str | None) -> None:

@@ -25,6 +25,8 @@ import torch
 from PIL import Image
 
 from core.loader import LoadedModel
+from core.lora import LoraSwitch
+from core.prompts import PromptEncoder
 from core.request import GenerationRequest
 from core.samplers import make_scheduler
 
@@ -138,6 +140,8 @@ class Generator:
         self.model = model
         self.device = model.device
         self.channels_last = False  # set by speed_up(); the UNet's input is then made channels_last too
+        self.prompts = PromptEncoder(model)  # prompt weights, BREAK and long prompts (core/prompts.py)
+        self.loras = LoraSwitch(model)  # LoRA adapters (core/lora.py); the service gives it the folder
 
     def speed_up(self, *, attention: str = "sdpa", channels_last: bool = False,
                  compile_unet: bool = False) -> dict[str, str]:
@@ -169,6 +173,20 @@ class Generator:
     def encode(self, request: GenerationRequest) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
         m = self.model
         guided = request.guidance > 1.0
+        self.loras.activate(request.loras)  # a LoRA may change the text encoder too
+        if self.prompts.needs_compel(request):  # weights, BREAK or a prompt longer than the window
+            embeds, pooled = self.prompts.encode(request, guided)
+            if m.kind != "sdxl":
+                return embeds, None
+            time_ids = torch.tensor([[request.height, request.width, 0, 0, request.height, request.width]],
+                                    dtype=m.dtype, device=self.device)
+            return embeds, {"text_embeds": pooled, "time_ids": time_ids.repeat(embeds.shape[0], 1)}
+        with self.prompts.lock:
+            return self._encode_plain(request, guided)
+
+    def _encode_plain(self, request: GenerationRequest, guided: bool):
+        """The pipeline's own encoder: the words as written, cut at the text encoder's window."""
+        m = self.model
         if m.kind == "sdxl":
             pe, ne, pooled, neg_pooled = m.pipeline.encode_prompt(
                 request.prompt, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=guided,
@@ -277,6 +295,9 @@ class Generator:
             active.append(traj)
         if not active:
             return failed
+        if len({LoraSwitch.key(t.request.loras) for t in active}) > 1:
+            raise ValueError("one UNet call cannot mix LoRA sets; group trajectories by LoraSwitch.key first")
+        self.loras.activate(active[0].request.loras)
         x = torch.cat([i[0] for i in inputs])
         ts = torch.cat([i[1] for i in inputs])
         embeds = torch.cat([i[2] for i in inputs])

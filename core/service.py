@@ -36,7 +36,8 @@ from core.generator import Cancelled as _LoopCancelled
 from core.generator import Generator, Trajectory
 from core.jobs import (Cancelled, Done, Failed, ImageResult, JobHandle, JobResult, JobService, LimitReached, Owner,
                        Progress, QueueFull, Queued, Quota, Recorder, Started)
-from core.request import GenerationRequest, ModelLimits
+from core.lora import LoraLibrary, LoraSwitch
+from core.request import FieldError, GenerationRequest, InvalidRequest, ModelLimits
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,11 @@ def _reason(exc: BaseException) -> tuple[str, str]:
         return ("The GPU ran out of memory for this job. Try fewer images, a smaller size, "
                 "or wait until fewer jobs are running."), "OutOfMemory"
     return f"{name}: {exc}", name
+
+
+def _group(traj: Trajectory) -> tuple:
+    """Trajectories that may share one UNet call have the same key."""
+    return (tuple(traj.latents.shape[-2:]), int(traj.embeds.shape[1]), LoraSwitch.key(traj.request.loras))
 
 
 def keep_frame_steps(total: int, frames: int) -> set[int]:
@@ -80,11 +86,13 @@ class InProcessJobService(JobService):
     def __init__(self, generator: Generator, recorder: Recorder | None = None, *, queue_max: int = 64,
                  queue_per_owner: int = 4, preview_frames: int = 8, preview_side: int = 128,
                  batch_max: int = 1, batch_memory_mb: int = 0, decode_chunk: int = 1,
-                 fingerprint_extra: dict[str, Any] | None = None):
+                 fingerprint_extra: dict[str, Any] | None = None, loras: "LoraLibrary | None" = None):
         if batch_max < 1 or decode_chunk < 1:
             raise ValueError("batch_max and decode_chunk must be at least 1")
         self._gen = generator
         self._recorder = recorder
+        self._loras = loras  # the LoRA folder (core/lora.py); None: requests with LoRAs are refused
+        generator.loras.library = loras
         self.queue_max = queue_max
         self.queue_per_owner = queue_per_owner
         self.preview_frames = preview_frames
@@ -128,9 +136,19 @@ class InProcessJobService(JobService):
         return dict(self._fingerprint, kind=self._gen.model.kind, native_size=self.limits.native_size,
                     max_side=self.limits.max_side, inpainting_unet=self._gen.model.inpainting_unet)
 
+    def lora_catalog(self) -> list[dict[str, Any]]:
+        return self._loras.catalog() if self._loras is not None else []
+
     def submit(self, request: GenerationRequest, owner: Owner, *, parent_id: str | None = None,
                kind: str = "generate", quota: Quota | None = None) -> JobHandle:
         resolved = request.resolve(self.limits)  # raises InvalidRequest: nothing queued
+        if resolved.loras:  # each LoRA exists, is safetensors and fits this model; its sha256 recorded
+            if self._loras is None:
+                raise InvalidRequest([FieldError("loras", resolved.loras[0][0],
+                                                 "this service has no LoRA folder")])
+            resolved = self._loras.resolve(resolved)
+        notes = self._gen.prompts.notes(resolved)  # a cut prompt, chunks of a long one: said in the result
+        fingerprint = dict(self._fingerprint) | notes
         with self._submit_lock:
             with self._lock:
                 if self._closed:
@@ -146,11 +164,12 @@ class InProcessJobService(JobService):
                 if quota and self._recorder is None:  # no record to count in: this process's own memory
                     self._reserve_locked(owner, quota)
             handle = JobHandle(f"job-{next(self._counter)}-{uuid.uuid4().hex[:8]}", resolved, owner, self)
+            handle.notes = notes
             if self._recorder is not None:
                 # With a quota, the recorder counts the owner's jobs and records this one in one
                 # transaction (raising LimitReached): atomic across every process sharing the record.
                 handle.generation_id = self._recorder.job_queued(handle.job_id, resolved, owner, parent_id, kind,
-                                                                 dict(self._fingerprint),
+                                                                 fingerprint,
                                                                  **({"quota": quota} if quota else {}))
             with self._lock:
                 if owner.key not in self._waiting:
@@ -348,7 +367,7 @@ class InProcessJobService(JobService):
                                       variation_seed=handle.request.image_variation_seed(index),
                                       image=image, frames=kept))
         result = JobResult(job_id=handle.job_id, generation_id=handle.generation_id, request=handle.request,
-                           images=images, fingerprint=dict(self._fingerprint),
+                           images=images, fingerprint=dict(self._fingerprint) | handle.notes,
                            seconds=time.monotonic() - started)
         if self._recorder is not None and handle.generation_id is not None:
             stored = self._record("job_done", handle, result)
@@ -386,13 +405,15 @@ class InProcessJobService(JobService):
                 self._record("job_cancelled", job.handle)
                 job.handle._emit(Cancelled())
 
-            # 2. one step for every running image of one latent size (sizes take turns)
+            # 2. one step for every running image of one group (groups take turns): one latent size,
+            # one prompt-embedding length (long prompts have more chunks) and one LoRA set, so no
+            # image is padded or sees another request's LoRA
             running = [(j, t) for j in jobs for t in j.trajectories if not t.done]
             if running:
-                sizes = sorted({tuple(t.latents.shape[-2:]) for _, t in running})
-                size = sizes[self._rr % len(sizes)]
+                groups = sorted({_group(t) for _, t in running})
+                key = groups[self._rr % len(groups)]
                 self._rr += 1
-                group = [(j, t) for j, t in running if tuple(t.latents.shape[-2:]) == size]
+                group = [(j, t) for j, t in running if _group(t) == key]
                 for chunk in self._chunks(group):
                     self._step(chunk, jobs, decodes)
 
@@ -590,7 +611,7 @@ def create_service(settings, recorder: Recorder | None = None, *, model_config: 
     """Load the configured model and start the service around it (the only place that does both)."""
     import torch
 
-    from core.loader import load_model
+    from core.loader import HashCache, load_model
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -599,7 +620,8 @@ def create_service(settings, recorder: Recorder | None = None, *, model_config: 
     generator = Generator(model)
     notes = generator.speed_up(attention=settings.attention, channels_last=settings.channels_last,
                                compile_unet=settings.compile)
+    loras = LoraLibrary(settings.lora_folder, model, HashCache(settings.data_dir / "cache" / "lora-hashes.json"))
     return InProcessJobService(generator, recorder, queue_max=settings.queue_max,
                                queue_per_owner=settings.queue_per_owner, preview_frames=settings.preview_frames,
                                batch_max=settings.batch_max, batch_memory_mb=settings.batch_memory_mb,
-                               decode_chunk=settings.decode_chunk, fingerprint_extra=notes)
+                               decode_chunk=settings.decode_chunk, fingerprint_extra=notes, loras=loras)

@@ -30,6 +30,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STATUARY_DTYPE", "auto", "Weights dtype: auto (float16 on cuda/mps, float32 on cpu), float32, float16 or bfloat16."),
     Setting("STATUARY_THREADS", "0", "CPU threads for torch; 0 leaves torch's default (all cores)."),
     Setting("STATUARY_DATA_DIR", "data", "Folder for the database, image files and caches (relative to the working directory)."),
+    Setting("STATUARY_LORA_DIR", "", "Folder of LoRA files (.safetensors only), used as <lora:name:0.8> in prompts; empty means DATA_DIR/loras."),
     Setting("DATABASE_URL", "", "SQLAlchemy URL of the database; empty means SQLite at DATA_DIR/statuary.db. PostgreSQL: postgresql+psycopg://user:pass@host/db"),
     Setting("STATUARY_QUEUE_MAX", "64", "Jobs waiting in the queue at most; past it, submit answers 'queue full'."),
     Setting("STATUARY_QUEUE_PER_OWNER", "4", "Jobs one owner (a browser session, a Discord user) may have waiting at once."),
@@ -82,6 +83,11 @@ class Settings:
     attention: str = "sdpa"
     channels_last: bool = False
     compile: bool = False
+    lora_dir: Path | None = None  # None: data_dir / "loras"
+
+    @property
+    def lora_folder(self) -> Path:
+        return self.lora_dir or self.data_dir / "loras"
 
     @property
     def model_spec(self) -> str:
@@ -158,6 +164,7 @@ def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | os.P
         attention=attention,
         channels_last=_bool(values, "STATUARY_CHANNELS_LAST"),
         compile=_bool(values, "STATUARY_COMPILE"),
+        lora_dir=Path(values["STATUARY_LORA_DIR"].strip()).expanduser().resolve() if values["STATUARY_LORA_DIR"].strip() else None,
     )
 
 

@@ -170,10 +170,12 @@ def cmd_info(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def _print_request(d: dict[str, Any], extra: dict[str, Any]) -> None:
-    from core.request import variation_text
+    from core.request import lora_text, variation_text
 
     shown = {k: v for k, v in d.items() if k not in ("variation_seed", "variation_strength", "variation_chain")}
     shown["variations"] = variation_text(d)  # the whole chain, oldest first
+    shown["loras"] = lora_text(d.get("loras"))  # name, weight and file sha256 of each
+    shown["prompt_syntax"] = d.get("prompt_syntax") or "plain"
     for k, v in {**shown, **extra}.items():
         if v is not None and v != "":
             print(f"  {k}: {v}")

@@ -144,6 +144,11 @@ def canonical_request(d: dict[str, Any]) -> dict[str, Any]:
     chain = out.pop("variation_chain") or []
     if chain:  # absent when empty, as in to_dict(): older recipes keep their exact bytes
         out["variation_chain"] = [[int(seed), float(strength)] for seed, strength in chain]
+    loras = out.pop("loras") or []
+    if loras:  # absent when none, and the syntax absent when "plain", as in to_dict()
+        out["loras"] = [[str(e[0]), float(e[1]), *e[2:]] for e in loras]
+    if out.get("prompt_syntax") in (None, "plain"):
+        out.pop("prompt_syntax", None)
     return out
 
 
@@ -544,6 +549,11 @@ class Store:
         old_fp, new_fp = original.fingerprint, dict(result.fingerprint)
         changed = {k: (old_fp.get(k), new_fp.get(k)) for k in sorted(set(old_fp) | set(new_fp))
                    if old_fp.get(k) != new_fp.get(k)}
+        # A LoRA file changed since (same name, other content): its sha256 then and now.
+        then = {str(e[0]).lower(): e[2] if len(e) > 2 else None for e in original.request.get("loras") or []}
+        for entry in result.request.loras:
+            if len(entry) > 2 and then.get(str(entry[0]).lower()) != entry[2]:
+                changed[f"lora {entry[0]} sha256"] = (then.get(str(entry[0]).lower()), entry[2])
         return VerifyResult(original.id, "exact" if diff == 0 else "drifted", diff, changed, new.id,
                             new.sha256 == original.sha256)
 
