@@ -20,6 +20,7 @@ from bot.buttons import result_view
 from bot.text import clip
 from bot.pending import Owed
 from core.jobs import Cancelled, Done, Failed, JobHandle, JobResult, Owner, Progress, Queued, Started
+from core.prompts import result_notes
 
 if TYPE_CHECKING:
     from bot.client import StatuaryBot
@@ -261,6 +262,8 @@ class Delivery:
     async def finish(self, target: Target, result: JobResult) -> None:
         ids = [img.id for img in result.images if img.id]
         content = render.recipe_line(result.request.to_dict(), ids)
+        for cut in result_notes(result.fingerprint):  # a prompt cut at the text encoder's window
+            content += f"\n✂️ {cut}"
         if target.note:
             content += f"\n{target.note}"
         files = await asyncio.to_thread(self.result_files, result, target.filesize_limit)

@@ -9,8 +9,10 @@ two files must make the same picture.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 import torch
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -60,3 +62,25 @@ def make_lora(model_dir: str | Path, path: str | Path, fmt: str = "peft", seed: 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=metadata or {})
     return path
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory, tiny_model_dir):
+    """pix (diffusers/PEFT keys), pixk (the same numbers under kohya's names), ink (another
+    LoRA), tagged (trigger words in its metadata)."""
+    folder = tmp_path_factory.mktemp("loras")
+    make_lora(tiny_model_dir, folder / "pix.safetensors", "peft", seed=1)
+    make_lora(tiny_model_dir, folder / "pixk.safetensors", "kohya", seed=1)
+    make_lora(tiny_model_dir, folder / "ink.safetensors", "peft", seed=2)
+    make_lora(tiny_model_dir, folder / "tagged.safetensors", "kohya", seed=3, metadata={
+        "ss_tag_frequency": json.dumps({"10_set": {"pixelart": 12, "cat": 3, "outline": 7}})})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lora_generator(tiny_model_dir):
+    """A generator of its own: adapters stay loaded on its model, so the other tests' model never sees one."""
+    from core.generator import Generator
+    from core.loader import load_model
+
+    return Generator(load_model(str(tiny_model_dir), device="cpu"))

@@ -4,14 +4,12 @@ reproduced exactly; `verify` says when a file changed and `reproduce` which one 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 from core.jobs import Owner
 from core.request import GenerationRequest, InvalidRequest
-from tests.lora_fixture import make_lora
+from tests.lora_fixture import lora_dir, lora_generator, make_lora  # noqa: F401 -- fixtures
 
 ANA = Owner("cli", "ana", "Ana")
 BEN = Owner("cli", "ben", "Ben")
@@ -20,28 +18,6 @@ TIMEOUT = 120
 
 def pixels(result) -> np.ndarray:
     return np.asarray(result.images[0].image.convert("RGB"), dtype=np.int16)
-
-
-@pytest.fixture(scope="module")
-def lora_dir(tmp_path_factory, tiny_model_dir):
-    """pix (diffusers/PEFT keys), pixk (the same numbers under kohya's names), ink (another
-    LoRA), tagged (trigger words in its metadata)."""
-    folder = tmp_path_factory.mktemp("loras")
-    make_lora(tiny_model_dir, folder / "pix.safetensors", "peft", seed=1)
-    make_lora(tiny_model_dir, folder / "pixk.safetensors", "kohya", seed=1)
-    make_lora(tiny_model_dir, folder / "ink.safetensors", "peft", seed=2)
-    make_lora(tiny_model_dir, folder / "tagged.safetensors", "kohya", seed=3, metadata={
-        "ss_tag_frequency": json.dumps({"10_set": {"pixelart": 12, "cat": 3, "outline": 7}})})
-    return folder
-
-
-@pytest.fixture(scope="module")
-def lora_generator(tiny_model_dir):
-    """A generator of its own: adapters stay loaded on its model, so the other tests' model never sees one."""
-    from core.generator import Generator
-    from core.loader import load_model
-
-    return Generator(load_model(str(tiny_model_dir), device="cpu"))
 
 
 @pytest.fixture

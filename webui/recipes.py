@@ -10,7 +10,8 @@ import logging
 from typing import Any
 
 from core.jobs import JobCancelled, JobFailed, QueueFull
-from core.request import InvalidRequest, variation_text
+from core.prompts import result_notes
+from core.request import InvalidRequest, lora_text, variation_text
 from core.samplers import LABELS
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,9 @@ def recipe_rows(d: dict[str, Any]) -> list[tuple[str, str]]:
         ("Size", f"{d.get('width')} × {d.get('height')}"),
         ("Sampler", LABELS.get(d.get("sampler"), str(d.get("sampler")))),
     ]
+    loras = lora_text(d.get("loras"))
+    if loras:
+        rows.append(("LoRA", loras))
     if (d.get("count") or 1) > 1:
         rows.append(("Images", str(d["count"])))
     if d.get("init_image_sha256"):
@@ -211,6 +215,8 @@ def record_markdown(rec: Any) -> str:
     model = str(model).rstrip("/").split("/")[-1]
     rows = recipe_rows(rec.image_request)
     rows.append(("Model", f"{model} ({str(rec.fingerprint.get('model_sha256', ''))[:10]})"))
+    for note in result_notes(rec.fingerprint):
+        rows.append(("Prompt cut", note))
     return "\n\n".join(lines) + "\n\n" + rows_markdown(rows)
 
 

@@ -20,7 +20,8 @@ from bot.community import GuildRules
 from bot.delivery import Target, image_file
 from bot.text import echo
 from core.jobs import JobHandle, Owner, QueueFull, Quota
-from core.request import COUNT_MAX, SAMPLERS, SEED_MAX, STEPS_MAX, FieldError, GenerationRequest, InvalidRequest
+from core.request import (COUNT_MAX, SAMPLERS, SEED_MAX, STEPS_MAX, FieldError, GenerationRequest, InvalidRequest,
+                          parse_lora)
 
 if TYPE_CHECKING:
     from bot.client import StatuaryBot
@@ -46,6 +47,21 @@ def prompt_description(vocab: "ModelVocabulary") -> str:
     return "What to draw: an emoji subject, with 3d/flat/cartoon style"
 
 
+def lora_suggestions(catalog: list[dict[str, Any]], current: str, most: int = 25) -> list[app_commands.Choice[str]]:
+    """Autocomplete for /imagine's lora option: files whose name holds what was typed before any
+    ':weight', with that weight kept; trigger words (when the file names them) in the label."""
+    typed, _, weight = (current or "").partition(":")
+    out = []
+    for item in catalog:
+        if typed.strip().lower() not in item["name"].lower():
+            continue
+        value = f"{item['name']}:{weight.strip()}" if weight.strip() else item["name"]
+        words = ", ".join(item.get("trigger_words") or [])
+        label = f"{value} — {words}" if words else value
+        out.append(app_commands.Choice(name=label[:100], value=value[:100]))
+    return out[:most]
+
+
 class Making(commands.Cog):
     def __init__(self, bot: "StatuaryBot"):
         self.bot = bot
@@ -58,7 +74,8 @@ class Making(commands.Cog):
         seed="Number that fixes the noise (same seed + prompt = same picture); random if empty",
         steps="Denoising steps: more is slower and finer", guidance="How closely to follow the prompt (CFG scale)",
         aspect="Shape of the picture", count="How many pictures (a 2×2 grid for four)",
-        sampler="Denoising method", size="Picture size: the side of a square of the same area, in pixels")
+        sampler="Denoising method", size="Picture size: the side of a square of the same area, in pixels",
+        lora="A LoRA from the server's folder, as name or name:weight (weight -2 to 2, default 1)")
     @app_commands.choices(aspect=ASPECT_CHOICES, sampler=SAMPLER_CHOICES)
     async def imagine(self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 1000],
                       negative: app_commands.Range[str, 1, 1000] | None = None,
@@ -66,14 +83,16 @@ class Making(commands.Cog):
                       steps: app_commands.Range[int, 1, STEPS_MAX] | None = None,
                       guidance: app_commands.Range[float, 0.0, 30.0] = 7.0, aspect: str = "1:1",
                       count: app_commands.Range[int, 1, COUNT_MAX] | None = None, sampler: str | None = None,
-                      size: app_commands.Range[int, SIZE_MIN, SIZE_MAX] | None = None) -> None:
+                      size: app_commands.Range[int, SIZE_MIN, SIZE_MAX] | None = None,
+                      lora: app_commands.Range[str, 1, 120] | None = None) -> None:
         """Carve a picture out of noise from your prompt"""
         bot = self.bot
 
         def submit(owner: Owner, quota: Quota) -> JobHandle:  # runs in a thread, after the defer
             rules = bot.community.guild(interaction.guild_id)
             request = self.build_request(rules, prompt=prompt, negative=negative or "", seed=seed, steps=steps,
-                                         guidance=guidance, aspect=aspect, count=count, sampler=sampler, size=size)
+                                         guidance=guidance, aspect=aspect, count=count, sampler=sampler, size=size,
+                                         lora=lora)
             return bot.service.submit(request, owner, quota=quota)
 
         vocab = getattr(bot.service, "vocabulary", None)
@@ -177,6 +196,11 @@ class Making(commands.Cog):
                                              final=True)
         await bot.retractor.remember(message, [rec.id])
 
+    @imagine.autocomplete("lora")
+    async def lora_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        """The LoRA folder's files matching what was typed (a typed :weight is kept)."""
+        return await asyncio.to_thread(lora_suggestions, self.bot.service.lora_catalog(), current)
+
     # ---- admission and submitting ----------------------------------------------------------------------
 
     def admit(self, interaction: discord.Interaction, *texts: str) -> tuple[str | None, Quota]:
@@ -238,7 +262,8 @@ class Making(commands.Cog):
 
     def build_request(self, rules: GuildRules, *, prompt: str, negative: str = "", seed: int | None = None,
                       steps: int | None = None, guidance: float = 7.0, aspect: str = "1:1", count: int | None = None,
-                      sampler: str | None = None, size: int | None = None) -> GenerationRequest:
+                      sampler: str | None = None, size: int | None = None,
+                      lora: str | None = None) -> GenerationRequest:
         """A request from /imagine's options and the server's defaults; ValueError names what is too much."""
         limits = self.bot.service.limits
         # Discord's own choices and ranges can be bypassed (an old client, a raw API call): check again.
@@ -269,7 +294,8 @@ class Making(commands.Cog):
             width, height = render.aspect_size(aspect, limits, int(size * scale))
         request = GenerationRequest(prompt=prompt, negative_prompt=negative or "", seed=seed, count=count,
                                     steps=steps, guidance=guidance, width=width, height=height,
-                                    sampler=sampler or GenerationRequest.sampler)
+                                    sampler=sampler or GenerationRequest.sampler,
+                                    loras=(parse_lora(lora),) if lora else ())
         request.validate(limits)
         return request
 

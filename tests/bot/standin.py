@@ -86,6 +86,7 @@ class DiscordStandin:
         self.identifies = 0
         self._token_channel: dict[str, str] = {}  # interaction token -> its channel
         self._token_clicked: dict[str, str] = {}  # component interaction token -> the clicked message
+        self.autocompleted: dict[str, list[dict[str, Any]]] = {}  # autocomplete token -> the choices offered
         self.faults: list[Fault] = []
         self._ws: web.WebSocketResponse | None = None
         self._seq = 0
@@ -208,6 +209,22 @@ class DiscordStandin:
         data["data"] = {"custom_id": button["custom_id"], "component_type": 2}
         await self.dispatch("INTERACTION_CREATE", data)
         return data
+
+    async def autocomplete(self, name: str, option: str, typed: str, *, user_id: str = "1001",
+                           user_name: str = "alice", **options: Any) -> list[dict[str, Any]]:
+        """Someone types `typed` into /name's `option` (other options already filled); returns the
+        choices the bot offered ({"name", "value"} each)."""
+        command = next((c for c in self.commands if c["name"] == name), None)
+        assert command is not None, f"/{name} was not synced"
+        opts = [{"name": k, "type": _option_type(v), "value": v} for k, v in options.items() if v is not None]
+        opts.append({"name": option, "type": 3, "value": typed, "focused": True})
+        data = self._base_interaction(4, user_id, user_name, dm=False, channel_id=None, manage_guild=False,
+                                      created=None)
+        data["data"] = {"id": command["id"], "name": name, "type": 1, "options": opts, "guild_id": None}
+        await self.dispatch("INTERACTION_CREATE", data)
+        return (await self.wait_for(lambda: (data["token"] in self.autocompleted,
+                                             self.autocompleted.get(data["token"]))[0] and
+                                    [self.autocompleted[data["token"]]]))[0]
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         assert self._ws is not None, "the bot is not connected"
@@ -375,6 +392,8 @@ class DiscordStandin:
             message = self._new_message(channel_id, {**data, "flags": flags}, files, webhook=True,
                                         interaction={"id": iid})
             self.originals[token] = message["id"]
+        elif rtype == 8:  # autocomplete choices
+            self.autocompleted[token] = list(data.get("choices") or [])
         elif rtype == 6 and token in self._token_clicked:  # deferred update: @original is the clicked message
             self.originals[token] = self._token_clicked[token]
         elif rtype == 7:  # update the clicked message

@@ -9,6 +9,7 @@ import gradio as gr
 
 from core.request import COUNT_MAX, GUIDANCE_MAX, SAMPLERS, STEPS_MAX, GenerationRequest
 from core.samplers import LABELS
+from webui import lora_picker
 from webui.recipes import ASPECTS, aspect_size, error_html, fit_recipe, status_html
 from webui.shared import WebUI, owner_of, parse_seed, whole
 
@@ -33,6 +34,7 @@ def build(ui: WebUI) -> SimpleNamespace:
                     hint = gr.HTML(visible=False, elem_id="g-hint")
                     negative = gr.Textbox(label="Negative prompt", lines=1, max_lines=4,
                                           elem_id="g-negative", placeholder="what the image should not show")
+                    lora_slot = gr.Column(elem_id="g-lora-slot")  # the LoRA picker (webui/lora_picker.py)
                     with gr.Row(elem_classes="st-go-row"):
                         go = gr.Button("Generate", variant="primary", elem_id="g-go", scale=3)
                         cancel = gr.Button("Cancel", variant="stop", elem_id="g-cancel", scale=1, min_width=90)
@@ -88,6 +90,8 @@ def build(ui: WebUI) -> SimpleNamespace:
                     repro = gr.Button("Reproduce", size="sm", elem_id="g-reproduce")
                     download = gr.DownloadButton("Download", size="sm", elem_id="g-download", interactive=False)
                 recipe = gr.Markdown(elem_id="g-recipe")
+        with lora_slot:
+            lora_picker.build(ui, prompt, status)
         ids = gr.State([])
         selected = gr.State(None)
         last_seed = gr.State(None)
