@@ -170,7 +170,7 @@ class WebUI:
                     cut = result_notes(r.fingerprint)  # a prompt cut at the text encoder's window
                     yield {status: status_html(
                         f"Done in {r.seconds:.1f} s: " + ", ".join(i.id or "?" for i in r.images)
-                        + "".join(f" {note}" for note in cut), None, "info" if cut else "ok")}, r
+                        + "".join(f" {note}" for note in cut), None, "ok")}, r
                 elif isinstance(ev, Failed):
                     raise JobFailed(ev.reason, ev.error_type)
                 elif isinstance(ev, Cancelled):
