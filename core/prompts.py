@@ -215,6 +215,17 @@ class PromptEncoder:
                 pooled = provider.get_pooled_embeddings(texts=["".join(fragments)], device=self.model.device)
         return torch.cat(parts, dim=1), pooled
 
+    def _same_length(self, *embeds):
+        """Pad each to the longest with empty-prompt chunks (A1111 does the same). compel has this for
+        one text encoder only (pad_conditioning_tensors_to_same_length fails on SDXL's two)."""
+        import torch
+
+        longest = max(e.shape[1] for e in embeds)
+        if all(e.shape[1] == longest for e in embeds):
+            return embeds
+        empty = self._embed("")[0]
+        return tuple(torch.cat([e, *[empty] * ((longest - e.shape[1]) // empty.shape[1])], dim=1) for e in embeds)
+
     def encode(self, request, guided: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(embeddings, SDXL's pooled embeddings or None) with compel, negative rows first when
         guided. The prompt and negative are brought to one length with empty-prompt chunks."""
@@ -230,6 +241,6 @@ class PromptEncoder:
                 ne, neg_pooled = torch.zeros_like(pe), torch.zeros_like(pooled)
             else:
                 ne, neg_pooled = self._embed(request.negative_prompt)
-            pe, ne = self._get_compel().pad_conditioning_tensors_to_same_length([pe, ne])
+            pe, ne = self._same_length(pe, ne)
             both = torch.cat([neg_pooled, pooled]).to(dtype) if pooled is not None else None
             return torch.cat([ne, pe]).to(dtype), both

@@ -144,3 +144,29 @@ def test_weighted_and_long_prompts_are_stored_shown_and_reproduced_byte_identica
         v = store.verify(first.id, svc)
         assert (v.verdict, v.fingerprint_diff) == ("exact", {})
     store.close()
+
+
+def test_sdxl_weights_long_prompts_and_its_own_lora_with_two_text_encoders(tmp_path):
+    """SDXL's two text encoders go through compel too (pooled text from the first chunk); an
+    SDXL LoRA loads on it; the same request twice is the same picture."""
+    from core.generator import Generator
+    from core.loader import load_model
+    from core.lora import LoraLibrary
+    from core.service import InProcessJobService
+    from tests.lora_fixture import make_lora
+    from tests.tiny_model import build_tiny_sdxl
+
+    folder = build_tiny_sdxl(tmp_path / "tiny-sdxl")
+    make_lora(folder, tmp_path / "loras" / "xl.safetensors", "peft")
+    model = load_model(str(folder), device="cpu")
+    svc = InProcessJobService(Generator(model), None, loras=LoraLibrary(tmp_path / "loras", model))
+    try:
+        req = GenerationRequest(LONG + " BREAK (apple:1.4)", negative_prompt="[blue]", seed=2, steps=2)
+        first, again = (svc.submit(req, ANA).result(TIMEOUT) for _ in range(2))
+        assert np.array_equal(pixels(first), pixels(again))
+        assert "in 3 chunks" in first.fingerprint["prompt_chunks"]
+        plain = svc.submit(GenerationRequest("red cat", seed=2, steps=2), ANA).result(TIMEOUT)
+        with_lora = svc.submit(GenerationRequest("red cat <lora:xl:1>", seed=2, steps=2), ANA).result(TIMEOUT)
+        assert with_lora.request.loras[0][0] == "xl" and not np.array_equal(pixels(plain), pixels(with_lora))
+    finally:
+        svc.close()

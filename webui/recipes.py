@@ -239,7 +239,7 @@ def png_fields(data: bytes) -> tuple[str, dict[str, Any], str]:
         rec = info["recipe"]
         d = dict(rec["request"])
         fields = {k: d.get(k) for k in ("prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height",
-                                         "sampler", "variation_seed", "variation_strength", "variation_chain")}
+                                         "sampler", "variation_seed", "variation_strength", "variation_chain", "loras")}
         rows = recipe_rows(d) + [("Model", f"{rec.get('model', '')} ({str(rec.get('model_sha256', ''))[:10]})"),
                                  ("Software", f"statuary {rec.get('software_version', '')}")]
         return "statuary", fields, "**A Statuary image.** Its full recipe:\n\n" + rows_markdown(rows)

@@ -199,7 +199,8 @@ def build(ui: WebUI) -> SimpleNamespace:
         if not fields_:
             return {note_to: status_html("Nothing to send yet.", None, "error")}
         fields_, notes = fit_recipe(fields_, lim)
-        out = {prompt: fields_.get("prompt", ""), negative: fields_.get("negative_prompt", ""), count: 1}
+        tags = "".join(f" <lora:{e[0]}:{float(e[1]):g}>" for e in fields_.get("loras") or [])  # its LoRAs
+        out = {prompt: fields_.get("prompt", "") + tags, negative: fields_.get("negative_prompt", ""), count: 1}
         if fields_.get("seed") is not None:
             out[seed] = fields_["seed"]
         for key, comp in (("steps", steps), ("guidance", guidance), ("width", width), ("height", height)):
