@@ -162,13 +162,25 @@ class PromptEncoder:
             label = field.replace("_", " ")
             if request.prompt_syntax == "plain" and n > room:
                 out[f"{field}_cut"] = (f"The {label} was cut: the text encoder used {room} of its {n} tokens "
-                                       "(this recipe reads prompts as written, before prompt weights existed).")
-            elif request.prompt_syntax == "a1111":
-                chunks = sum(max(1, math.ceil(self.count("".join(t for t, _ in seg)) / room))
-                             for seg in parse(text).segments)
+                                       "(prompt syntax 'plain', as images made before prompt weights, reads "
+                                       "the words as written and cuts them at the window).")
+            elif request.prompt_syntax == "a1111" and self.needs_compel(request):
+                chunks = self.chunks(text)
                 if chunks > 1:
                     out[f"{field}_chunks"] = f"{n} tokens in {chunks} chunks of up to {room}"
         return out
+
+    def chunks(self, text: str) -> int:
+        """How many text-encoder windows compel splits `text` into (tokenizer only, no encoder)."""
+        with self.lock:
+            provider = self._get_compel().conditioning_provider
+            providers = getattr(provider, "embedding_providers", None) or [provider]  # SDXL: one per encoder
+            total = 0
+            for seg in parse(text).segments:
+                ids, _, _ = providers[0].get_token_ids_and_expand_weights(
+                    [t for t, _ in seg] or [""], [w for _, w in seg] or [1.0], device="cpu")
+                total += max(1, len(ids) // self.window)
+            return total
 
     def needs_compel(self, request) -> bool:
         """False when the pipeline's own encoder gives the same thing (no weights, no BREAK, fits)."""
@@ -182,6 +194,10 @@ class PromptEncoder:
         return False
 
     def _get_compel(self):
+        with self.lock:  # made once, by whichever thread needs it first
+            return self._make_compel()
+
+    def _make_compel(self):
         if self._compel is None:
             from compel import Compel, ReturnedEmbeddingsType
             from compel.embeddings_provider import SplitLongTextMode
