@@ -294,6 +294,19 @@ def cmd_serve(args, ctx: Context, with_bot: bool = True, with_webui: bool = True
     return 2 if (not with_webui and bot_thread is not None and bot_thread.error) else 0
 
 
+def cmd_loras(args, ctx: Context) -> int:
+    from core.lora import folder_catalog
+
+    folder = ctx.settings.lora_folder
+    catalog = folder_catalog(folder)
+    for item in catalog:
+        words = ", ".join(item["trigger_words"])
+        print(f"{item['name']}" + (f"  trigger words: {words}" if words else ""))
+    print(f"{len(catalog)} LoRA files in {folder}; use one as <lora:NAME:0.8> in a prompt or --lora NAME:0.8",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_train(args, ctx: Context) -> int:
     from training.train import main as train_main
 
@@ -327,6 +340,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
 
     p = sub.add_parser("bot", help="run the Discord bot alone")
     p.set_defaults(func=lambda a, c: cmd_serve(a, c, with_webui=False))
+
+    p = sub.add_parser("loras", help="list the LoRA files in STATUARY_LORA_DIR with their trigger words")
+    p.set_defaults(func=cmd_loras)
 
     p = sub.add_parser("train", help="train the default model (python -m training.train --help)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -25,6 +25,7 @@ import logging
 import re
 import struct
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,25 @@ def trigger_words(meta: dict[str, str], most: int = 8) -> list[str]:
     return [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if t][:most]
 
 
+def folder_names(folder: Path) -> list[str]:
+    """The LoRA names in `folder`: its .safetensors files without the suffix."""
+    if not Path(folder).is_dir():
+        return []
+    return sorted((p.stem for p in Path(folder).glob("*.safetensors") if p.is_file()), key=str.lower)
+
+
+def folder_catalog(folder: Path) -> list[dict[str, Any]]:
+    """Every LoRA in `folder` with its trigger words (from its metadata; [] when it has none)."""
+    out = []
+    for name in folder_names(folder):
+        try:
+            words = trigger_words(read_metadata(Path(folder) / f"{name}.safetensors"))
+        except (OSError, ValueError, struct.error):
+            words = []
+        out.append({"name": name, "trigger_words": words})
+    return out
+
+
 class LoraLibrary:
     """The LoRA folder, and the checks a request's LoRAs pass at submit."""
 
@@ -91,9 +111,7 @@ class LoraLibrary:
         self._layers = _layer_shapes(model)
 
     def names(self) -> list[str]:
-        if not self.folder.is_dir():
-            return []
-        return sorted((p.stem for p in self.folder.glob("*.safetensors") if p.is_file()), key=str.lower)
+        return folder_names(self.folder)
 
     def path(self, name: str) -> Path | None:
         """The file named `name` (letter case aside); None when there is none."""
@@ -103,15 +121,7 @@ class LoraLibrary:
         return None
 
     def catalog(self) -> list[dict[str, Any]]:
-        """Every LoRA with its trigger words (from its metadata; [] when it has none)."""
-        out = []
-        for name in self.names():
-            try:
-                words = trigger_words(read_metadata(self.folder / f"{name}.safetensors"))
-            except (OSError, ValueError, struct.error):
-                words = []
-            out.append({"name": name, "trigger_words": words})
-        return out
+        return folder_catalog(self.folder)
 
     def resolve(self, request: GenerationRequest) -> GenerationRequest:
         """The request with each LoRA's file name as spelled in the folder and its sha256; raises
@@ -281,7 +291,9 @@ class LoraSwitch:
             raise RuntimeError(f"LoRA {path.name} changed after this job was queued; submit it again")
         self._evict()
         try:
-            self.model.pipeline.load_lora_weights(str(path), adapter_name=adapter)
+            with warnings.catch_warnings():  # "multiple adapters in the model": intended, one per file
+                warnings.filterwarnings("ignore", message=".*peft_config.*")
+                self.model.pipeline.load_lora_weights(str(path), adapter_name=adapter)
         except Exception as exc:
             raise RuntimeError(f"LoRA {path.name} does not fit the loaded model: {_short(exc)}") from exc
         self._loaded[adapter] = sha

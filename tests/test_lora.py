@@ -142,6 +142,9 @@ def test_the_cli_takes_lora_name_weight_and_info_shows_it(tmp_path, tiny_model_d
     from tests.test_cli import statuary
 
     env = {"STATUARY_LORA_DIR": str(lora_dir)}
+    listed = statuary(["loras"], tmp_path, **env)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.splitlines() == ["ink", "pix", "pixk", "tagged  trigger words: pixelart, outline, cat"]
     r = statuary(["--model", str(tiny_model_dir), "generate", "red cat", "--lora", "pix:0.8", "--seed", "3",
                   "--steps", "2"], tmp_path, **env)
     assert r.returncode == 0, r.stderr
