@@ -11,7 +11,7 @@ import pytest
 from core.jobs import Owner
 from core.request import GenerationRequest
 
-from tests.bot.test_bot import EPHEMERAL, final_of, ids_in, imagine
+from tests.bot.test_bot import EPHEMERAL, answer, final_of, ids_in, imagine
 from tests.lora_fixture import lora_dir, lora_generator  # noqa: F401 -- fixtures
 
 LONG = ", ".join(["red cat on the blue background"] * 12)
@@ -40,6 +40,8 @@ def test_lora_option_autocompletes_from_the_folder_and_reaches_the_recipe(discor
         (name, weight, sha), = rec.request["loras"]
         assert (name, weight, len(sha)) == ("pix", 0.7, 64) and rec.request["prompt_syntax"] == "a1111"
         assert "LoRA: pix 0.7" in final["content"]
+        info = await answer(d.standin, await d.standin.click(final, "Info"), "LoRA:")
+        assert f"**LoRA:** pix at 0.7 (sha256 {sha[:12]})" in info["content"]
 
         for lora, sentence in (("nothing-here", "there is no nothing-here.safetensors in the LoRA folder"),
                                ("pix:7", "'pix:7' is not allowed; use a LoRA weight from -2 to 2")):
