@@ -13,8 +13,9 @@ Two ways to run jobs, chosen by `batch_max` (STATUARY_BATCH_MAX):
   at a time, so every reproduction is bit-identical.
 - more than 1 (a GPU): step-level batching. Every running image -- whatever its job, sampler,
   step count or guidance -- is a trajectory; each step, one UNet call advances all the
-  trajectories of one latent size (sizes take turns), and each trajectory's own scheduler
-  takes its slice. A waiting job joins at the next step when the batch has room (owners take
+  trajectories of one group (groups take turns: one latent size, one prompt-embedding length,
+  one LoRA set, so nothing is padded or switched for another request), and each trajectory's
+  own scheduler takes its slice. A waiting job joins at the next step when the batch has room (owners take
   turns to fill free slots, as in the queue); a finished image leaves at once and is decoded
   between steps, a few at a time, so the others do not wait for it. Cancelling or a failure in
   one job touches that job only.
