@@ -16,7 +16,7 @@ from discord.ext import commands
 
 from bot import render
 from bot.buttons import ID_MAX, result_view
-from bot.community import GuildRules
+from bot.community import GuildRules, MemberDefaults
 from bot.delivery import Target, image_file
 from bot.text import echo
 from core.jobs import JobHandle, Owner, QueueFull, Quota
@@ -64,7 +64,7 @@ class Making(commands.Cog):
                       negative: app_commands.Range[str, 1, 1000] | None = None,
                       seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
                       steps: app_commands.Range[int, 1, STEPS_MAX] | None = None,
-                      guidance: app_commands.Range[float, 0.0, 30.0] = 7.0, aspect: str = "1:1",
+                      guidance: app_commands.Range[float, 0.0, 30.0] = 7.0, aspect: str | None = None,
                       count: app_commands.Range[int, 1, COUNT_MAX] | None = None, sampler: str | None = None,
                       size: app_commands.Range[int, SIZE_MIN, SIZE_MAX] | None = None) -> None:
         """Carve a picture out of noise from your prompt"""
@@ -73,7 +73,8 @@ class Making(commands.Cog):
         def submit(owner: Owner, quota: Quota) -> JobHandle:  # runs in a thread, after the defer
             rules = bot.community.guild(interaction.guild_id)
             request = self.build_request(rules, prompt=prompt, negative=negative or "", seed=seed, steps=steps,
-                                         guidance=guidance, aspect=aspect, count=count, sampler=sampler, size=size)
+                                         guidance=guidance, aspect=aspect, count=count, sampler=sampler, size=size,
+                                         member=bot.community.member(interaction.user.id))
             return bot.service.submit(request, owner, quota=quota)
 
         vocab = getattr(bot.service, "vocabulary", None)
@@ -237,10 +238,18 @@ class Making(commands.Cog):
             await self.bot.refuse(interaction, f"⚠️ {text}")
 
     def build_request(self, rules: GuildRules, *, prompt: str, negative: str = "", seed: int | None = None,
-                      steps: int | None = None, guidance: float = 7.0, aspect: str = "1:1", count: int | None = None,
-                      sampler: str | None = None, size: int | None = None) -> GenerationRequest:
-        """A request from /imagine's options and the server's defaults; ValueError names what is too much."""
+                      steps: int | None = None, guidance: float = 7.0, aspect: str | None = None,
+                      count: int | None = None, sampler: str | None = None, size: int | None = None,
+                      member: MemberDefaults | None = None) -> GenerationRequest:
+        """A request from /imagine's options, the member's own defaults (/settings) and the server's
+        defaults, in that order; ValueError names what is too much."""
         limits = self.bot.service.limits
+        member = member or MemberDefaults()
+        mine = {k for k, given in (("steps", steps), ("count", count)) if given is None and getattr(member, k)}
+        aspect = aspect or member.aspect or "1:1"
+        sampler = sampler or member.sampler
+        steps = member.steps if steps is None else steps
+        count = member.count if count is None else count
         # Discord's own choices and ranges can be bypassed (an old client, a raw API call): check again.
         errors = []
         if aspect not in ASPECT_VALUES:
@@ -253,10 +262,13 @@ class Making(commands.Cog):
         count = rules.default_count if count is None else count
         size = size or rules.default_size or limits.native_size
         problems = []
+        yours = " (your /settings default)"
         if steps > rules.max_steps:
-            problems.append(f"{steps} steps is more than this server allows ({rules.max_steps})")
+            problems.append(f"{steps} steps{yours if 'steps' in mine else ''} is more than this server allows "
+                            f"({rules.max_steps})")
         if count > min(rules.max_count, COUNT_MAX):
-            problems.append(f"{count} images is more than this server allows ({min(rules.max_count, COUNT_MAX)})")
+            problems.append(f"{count} images{yours if 'count' in mine else ''} is more than this server allows "
+                            f"({min(rules.max_count, COUNT_MAX)})")
         max_size = min(rules.max_size or limits.max_side, limits.max_side)
         if size > max_size:
             problems.append(f"size {size} is more than {'this server' if rules.max_size else 'the model'} allows "
