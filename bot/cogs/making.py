@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import render
-from bot.buttons import ID_MAX, result_view
+from bot.buttons import ID_MAX
 from bot.community import GuildRules, MemberDefaults
 from bot.delivery import Target, image_file
 from bot.text import echo
@@ -113,6 +113,10 @@ class Making(commands.Cog):
             await images.timeline(interaction, ids)
         elif action == "x":
             await images.delete(interaction, ids, from_button=True)
+        elif action == "e":
+            await self.bot.get_cog("Remix").edit_prompt(interaction, ids)
+        elif action == "h":
+            await self.bot.get_cog("Upscale").upscale_2x(interaction, ids[0])
 
     async def _load(self, interaction: discord.Interaction, read: Callable[[], Any]) -> Any:
         """Acknowledge first (the database may be slow), then read; None after saying why not."""
@@ -169,12 +173,12 @@ class Making(commands.Cog):
         if bot.wants_dm(interaction):
             try:
                 message = await interaction.user.send(content, file=discord.File(io.BytesIO(data), filename=name),
-                                                      view=result_view([rec.id]))
+                                                      view=bot.result_view([rec.id]))
             except discord.HTTPException:
                 return await bot.edit_original(interaction, "I cannot DM you; allow DMs or use `/private off`.")
             await bot.retractor.remember(message, [rec.id])
             return await bot.edit_original(interaction, f"📬 Image `{rec.id}` sent by DM.")
-        message = await bot.delivery.deliver(target, content, files=[(data, name)], view=result_view([rec.id]),
+        message = await bot.delivery.deliver(target, content, files=[(data, name)], view=bot.result_view([rec.id]),
                                              final=True)
         await bot.retractor.remember(message, [rec.id])
 

@@ -86,6 +86,7 @@ class DiscordStandin:
         self.identifies = 0
         self._token_channel: dict[str, str] = {}  # interaction token -> its channel
         self._token_clicked: dict[str, str] = {}  # component interaction token -> the clicked message
+        self.modals: dict[str, dict[str, Any]] = {}  # interaction token -> the modal it answered with
         self.faults: list[Fault] = []
         self._ws: web.WebSocketResponse | None = None
         self._seq = 0
@@ -206,6 +207,41 @@ class DiscordStandin:
         data["message"] = message
         self._token_clicked[data["token"]] = message["id"]
         data["data"] = {"custom_id": button["custom_id"], "component_type": 2}
+        await self.dispatch("INTERACTION_CREATE", data)
+        return data
+
+    def modal(self, interaction: dict[str, Any]) -> dict[str, Any] | None:
+        """The modal (title, custom_id, components) the bot opened in answer to `interaction`."""
+        return self.modals.get(interaction["token"])
+
+    @staticmethod
+    def text_inputs(modal: dict[str, Any]) -> list[dict[str, Any]]:
+        """A modal's text inputs, in order, whether in action rows (type 1) or labels (type 18)."""
+        out = []
+        for top in modal.get("components", []):
+            inner = top.get("components") or ([top["component"]] if "component" in top else [top])
+            out += [c for c in inner if c.get("type") == 4]
+        return out
+
+    async def submit_modal(self, interaction: dict[str, Any], values: dict[str, str] | None = None, *,
+                           user_id: str = "1001", user_name: str = "alice") -> dict[str, Any]:
+        """Someone submits the modal opened for `interaction`: each text input keeps its pre-filled
+        value unless `values` (by label or custom_id) changes it. Like Discord's client, refuses to
+        submit an empty required field or a value outside min/max length. Returns the interaction."""
+        modal = self.modal(interaction)
+        assert modal is not None, "no modal was opened for this interaction"
+        values = dict(values or {})
+        rows = []
+        for ti in self.text_inputs(modal):
+            value = values.pop(ti.get("label"), values.pop(ti["custom_id"], ti.get("value") or ""))
+            assert not (ti.get("required", True) and not value), f"{ti.get('label')!r} is required"
+            assert ti.get("min_length", 0) <= len(value) <= ti.get("max_length", 4000), ti.get("label")
+            rows.append({"type": 1, "components": [{"type": 4, "custom_id": ti["custom_id"], "value": value}]})
+        assert not values, f"the modal has no field {sorted(values)}"
+        cid = self._token_channel.get(interaction["token"], self.channel_id)
+        dm = cid in self.dm_channels.values()
+        data = self._base_interaction(5, user_id, user_name, dm=dm, channel_id=cid, manage_guild=False, created=None)
+        data["data"] = {"custom_id": modal["custom_id"], "components": rows}
         await self.dispatch("INTERACTION_CREATE", data)
         return data
 
@@ -377,6 +413,10 @@ class DiscordStandin:
             self.originals[token] = message["id"]
         elif rtype == 6 and token in self._token_clicked:  # deferred update: @original is the clicked message
             self.originals[token] = self._token_clicked[token]
+        elif rtype == 9:  # open a modal: nothing is posted; the user sees a form
+            assert data.get("custom_id") and data.get("title") and len(data["title"]) <= 45, data
+            assert 1 <= len(self.text_inputs(data)) <= 5, data
+            self.modals[token] = data
         elif rtype == 7:  # update the clicked message
             mid = self._token_clicked.get(token)
             if mid in self.messages:
