@@ -14,7 +14,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import render
+from bot import attachments, render
 from bot.buttons import ID_MAX
 from bot.community import GuildRules, MemberDefaults
 from bot.delivery import Target, image_file
@@ -58,7 +58,9 @@ class Making(commands.Cog):
         seed="Number that fixes the noise (same seed + prompt = same picture); random if empty",
         steps="Denoising steps: more is slower and finer", guidance="How closely to follow the prompt (CFG scale)",
         aspect="Shape of the picture", count="How many pictures (a 2×2 grid for four)",
-        sampler="Denoising method", size="Picture size: the side of a square of the same area, in pixels")
+        sampler="Denoising method", size="Picture size: the side of a square of the same area, in pixels",
+        image="A picture to start from (PNG, JPEG or WebP); its shape is kept unless you give an aspect",
+        strength="With an image: how much of it is repainted (0.05 = barely, 1 = all)")
     @app_commands.choices(aspect=ASPECT_CHOICES, sampler=SAMPLER_CHOICES)
     async def imagine(self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 1000],
                       negative: app_commands.Range[str, 1, 1000] | None = None,
@@ -66,15 +68,35 @@ class Making(commands.Cog):
                       steps: app_commands.Range[int, 1, STEPS_MAX] | None = None,
                       guidance: app_commands.Range[float, 0.0, 30.0] = 7.0, aspect: str | None = None,
                       count: app_commands.Range[int, 1, COUNT_MAX] | None = None, sampler: str | None = None,
-                      size: app_commands.Range[int, SIZE_MIN, SIZE_MAX] | None = None) -> None:
+                      size: app_commands.Range[int, SIZE_MIN, SIZE_MAX] | None = None,
+                      image: discord.Attachment | None = None,
+                      strength: app_commands.Range[float, 0.05, 1.0] = 0.6) -> None:
         """Carve a picture out of noise from your prompt"""
         bot = self.bot
+        init_image = None
+        if image is not None:  # checked before anything is downloaded or queued
+            try:
+                attachments.check(image)
+                if not (isinstance(strength, (int, float)) and 0.05 <= strength <= 1.0):
+                    raise InvalidRequest([FieldError("strength", strength, "use a number from 0.05 to 1")])
+            except InvalidRequest as exc:
+                return await bot.tell(interaction, f"⚠️ {exc}")
+            if not await bot.ack(interaction, ephemeral=bot.wants_dm(interaction)):
+                return
+            try:
+                init_image = await attachments.read(image)
+            except InvalidRequest as exc:
+                return await bot.refuse(interaction, f"⚠️ {exc}")
 
         def submit(owner: Owner, quota: Quota) -> JobHandle:  # runs in a thread, after the defer
             rules = bot.community.guild(interaction.guild_id)
             request = self.build_request(rules, prompt=prompt, negative=negative or "", seed=seed, steps=steps,
                                          guidance=guidance, aspect=aspect, count=count, sampler=sampler, size=size,
-                                         member=bot.community.member(interaction.user.id))
+                                         member=bot.community.member(interaction.user.id),
+                                         shape=image_shape(init_image))
+            if init_image is not None:
+                request = dataclasses.replace(request, init_image=init_image, strength=strength)
+                request.validate(bot.service.limits)  # the core's image checks, before queueing
             return bot.service.submit(request, owner, quota=quota)
 
         vocab = getattr(bot.service, "vocabulary", None)
@@ -244,12 +266,15 @@ class Making(commands.Cog):
     def build_request(self, rules: GuildRules, *, prompt: str, negative: str = "", seed: int | None = None,
                       steps: int | None = None, guidance: float = 7.0, aspect: str | None = None,
                       count: int | None = None, sampler: str | None = None, size: int | None = None,
-                      member: MemberDefaults | None = None) -> GenerationRequest:
+                      member: MemberDefaults | None = None,
+                      shape: tuple[int, int] | None = None) -> GenerationRequest:
         """A request from /imagine's options, the member's own defaults (/settings) and the server's
-        defaults, in that order; ValueError names what is too much."""
+        defaults, in that order; ValueError names what is too much. `shape`: an attached picture's
+        width and height, kept when no aspect is given."""
         limits = self.bot.service.limits
         member = member or MemberDefaults()
         mine = {k for k, given in (("steps", steps), ("count", count)) if given is None and getattr(member, k)}
+        own_shape = aspect is None and shape is not None and min(shape) > 0
         aspect = aspect or member.aspect or "1:1"
         sampler = sampler or member.sampler
         steps = member.steps if steps is None else steps
@@ -279,6 +304,8 @@ class Making(commands.Cog):
                             f"({max_size})")
         if problems:
             raise ValueError("; ".join(problems).capitalize() + ".")
+        if own_shape:  # the attached picture's shape
+            aspect = f"{shape[0]}:{shape[1]}"
         width, height = render.aspect_size(aspect, limits, size)
         if max(width, height) > max_size:  # a wide aspect's long side may pass the cap
             scale = max_size / max(width, height)
@@ -288,6 +315,20 @@ class Making(commands.Cog):
                                     sampler=sampler or GenerationRequest.sampler)
         request.validate(limits)
         return request
+
+
+def image_shape(data: bytes | None) -> tuple[int, int] | None:
+    """An attached picture's width and height (None without one, or when it does not open: the
+    request's validation then says why)."""
+    if data is None:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 -- any unreadable file: validation refuses it in the core's words
+        return None
 
 
 def _texts(request: dict) -> list[str]:

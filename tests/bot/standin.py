@@ -46,6 +46,18 @@ def user(uid: str, name: str) -> dict[str, Any]:
 
 
 @dataclasses.dataclass
+class Upload:
+    """A file a member attaches to a slash command's attachment option: Discord stores it on its CDN
+    and sends the interaction its id, with size, content type and (for pictures) width and height."""
+
+    data: bytes
+    filename: str = "picture.png"
+    content_type: str | None = "image/png"
+    width: int | None = None  # None: read from the picture (what Discord does); 0: not stated
+    height: int | None = None
+
+
+@dataclasses.dataclass
 class Call:
     method: str
     path: str
@@ -183,16 +195,48 @@ class DiscordStandin:
         """Someone runs /name with options; returns the interaction sent."""
         command = next((c for c in self.commands if c["name"] == name), None)
         assert command is not None, f"/{name} was not synced (have {[c['name'] for c in self.commands]})"
-        opts = [{"name": k, "type": _option_type(v), "value": v} for k, v in options.items() if v is not None]
+        resolved: dict[str, dict[str, Any]] = {}
+        for k, v in list(options.items()):
+            if isinstance(v, Upload):
+                resolved[k] = self._upload(v)
+                options[k] = resolved[k]["id"]
+        opts = [{"name": k, "type": 11 if k in resolved else _option_type(v), "value": v}
+                for k, v in options.items() if v is not None]
         for sub in reversed(subcommand or []):
             opts = [{"name": sub, "type": 1, "options": opts}]
         data = self._base_interaction(2, user_id, user_name, dm=dm, channel_id=channel_id,
                                       manage_guild=manage_guild, created=created)
         data["data"] = {"id": command["id"], "name": name, "type": 1, "options": opts}
+        if resolved:
+            data["data"]["resolved"] = {"attachments": {a["id"]: a for a in resolved.values()}}
         if not dm:
             data["data"]["guild_id"] = None
         await self.dispatch("INTERACTION_CREATE", data)
         return data
+
+    def _upload(self, up: Upload) -> dict[str, Any]:
+        """An attachment object for an upload (its bytes served at its url, like Discord's CDN)."""
+        aid = snowflake()
+        self.attachments[aid] = up.data
+        width, height = up.width, up.height
+        if width is None and (up.content_type or "").startswith("image/"):
+            import io
+
+            from PIL import Image
+
+            try:
+                with Image.open(io.BytesIO(up.data)) as im:
+                    width, height = im.size
+            except Exception:  # noqa: BLE001 -- not a picture: Discord states no size then
+                width = height = None
+        out = {"id": aid, "filename": up.filename, "size": len(up.data), "ephemeral": True,
+               "url": f"{self.url}/attachments/{aid}/{up.filename}",
+               "proxy_url": f"{self.url}/attachments/{aid}/{up.filename}"}
+        if up.content_type:
+            out["content_type"] = up.content_type
+        if width and height:
+            out["width"], out["height"] = width, height
+        return out
 
     async def click(self, message: dict[str, Any], label: str, *, user_id: str = "1001", user_name: str = "alice",
                     created: float | None = None) -> dict[str, Any]:
@@ -513,6 +557,7 @@ class DiscordStandin:
 
     async def _attachment(self, request: web.Request) -> web.Response:
         data = self.attachments.get(request.match_info["aid"])
+        await self._log(request, 200 if data is not None else 404)
         return web.Response(body=data) if data is not None else web.Response(status=404)
 
     # ---- gateway ---------------------------------------------------------------------------------------
