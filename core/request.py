@@ -16,6 +16,11 @@ import secrets
 import unicodedata
 from typing import Any
 
+from core.hires import Hires
+from core.hires import check as check_hires
+from core.hires import from_value as hires_from_value
+from core.hires import to_value as hires_to_value
+
 SEED_MAX = 2**32 - 1
 PROMPT_MAX_CHARS = 1000
 STEPS_MAX = 150
@@ -112,8 +117,10 @@ class GenerationRequest:
     init_image: bytes | None = None  # encoded image file (PNG, JPEG, WebP); resized to width x height
     strength: float = 0.75  # img2img / inpaint: how much of the init image is re-noised
     mask: bytes | None = None  # white = repaint, black = keep; same size as init_image
+    hires: Hires | None = None  # the hires fix: a second, larger pass (core/hires.py); None: off
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "hires", hires_from_value(self.hires))  # JSON gives a dict
         # JSON gives lists: hold the chain as tuples, so requests stay hashable and comparable.
         chain = self.variation_chain
         if isinstance(chain, (list, tuple)) and all(isinstance(p, (list, tuple)) for p in chain):
@@ -144,6 +151,7 @@ class GenerationRequest:
         _check_float(errors, "strength", self.strength, 0.0, 1.0)
         if _is_float(self.strength) and self.init_image is not None and self.strength <= 0:
             errors.append(FieldError("strength", self.strength, "use a value above 0 and up to 1 with an init image"))
+        check_hires(errors, self.hires, self.width, self.height, lim if limits else None, self.mask is not None)
         init_size = _check_image(errors, "init_image", self.init_image)
         if self.mask is not None:
             if self.init_image is None:
@@ -176,7 +184,12 @@ class GenerationRequest:
                 w = h = limits.native_size
             changes.setdefault("width", self.width or w)
             changes.setdefault("height", self.height or h)
-        return dataclasses.replace(self, **changes) if changes else self
+        if self.hires is not None and self.hires.steps is None:  # the recipe says how many it ran
+            changes["hires"] = dataclasses.replace(self.hires, steps=self.steps)
+        resolved = dataclasses.replace(self, **changes) if changes else self
+        if resolved.hires is not None:
+            resolved.validate(limits)  # the larger size, now that the base size is decided
+        return resolved
 
     # ---- derived values ---------------------------------------------------------------------
 
@@ -237,6 +250,9 @@ class GenerationRequest:
         chain = d.pop("variation_chain")
         if chain:  # left out when empty, so every recipe without one reads as it always did
             d["variation_chain"] = [[seed, strength] for seed, strength in chain]
+        d["hires"] = hires_to_value(self.hires)
+        if d["hires"] is None:  # left out when off, so every recipe without it reads as it always did
+            del d["hires"]
         d["init_image_sha256"] = self.init_image_sha256
         d["mask_sha256"] = self.mask_sha256
         return d
