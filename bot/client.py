@@ -84,11 +84,11 @@ class StatuaryBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         # Runs once per login, not on reconnects: the place for one-time work.
-        from bot.cogs import images, making, queue, remix, server, settings
+        from bot.cogs import images, making, queue, remix, server, settings, upscale
 
         await asyncio.to_thread(self.community.preload)  # so no command waits on the database before its ack
         for cog in (making.Making(self), images.Images(self), queue.Queue(self), server.Server(self),
-                    settings.Settings(self), remix.Remix(self)):
+                    settings.Settings(self), remix.Remix(self), upscale.Upscale(self)):
             await self.add_cog(cog)
         self.add_dynamic_items(ResultButton, HistoryButton)
         vocab = getattr(self.service, "vocabulary", None)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from bot.text import clip as _clip
 from bot.text import echo
+from core.hires import text as hires_text
 from core.request import MIN_SIDE, ModelLimits
 
 # Offered in /imagine's `aspect` choice, as (label, width part, height part).
@@ -92,6 +93,8 @@ def recipe_line(request: dict[str, Any], ids: Iterable[str] = ()) -> str:
         seed += f" · variation {request.get('variation_seed')} @ {request['variation_strength']:g}"
     parts.append(" · ".join([seed, f"{request.get('steps')} steps", f"guidance {request.get('guidance', 0):g}",
                              str(request.get("sampler")), f"{request.get('width')}×{request.get('height')}"]))
+    if request.get("hires"):
+        parts.append(f"hires fix {hires_text(request['hires'])}")
     ids = list(ids)
     if ids:
         parts.append("ids: " + " ".join(f"`{i}`" for i in ids))
@@ -112,6 +115,8 @@ def recipe_full(rec: Any) -> str:
         if r.get("variation_strength") else ""))
     lines.append(f"**Steps:** {r.get('steps')} · **guidance** {r.get('guidance'):g} · **sampler** {r.get('sampler')}"
                  f" · **size** {r.get('width')}×{r.get('height')}")
+    if r.get("hires"):
+        lines.append(f"**Hires fix:** {hires_text(r['hires'])}")
     model = fp.get("model_id") or ""
     if model or fp.get("model_sha256"):
         lines.append(f"**Model:** {echo(str(model), 100)} (sha256 {str(fp.get('model_sha256', ''))[:12]})")
