@@ -9,6 +9,7 @@ import io
 import logging
 from typing import Any
 
+from core.hires import text as hires_text
 from core.jobs import JobCancelled, JobFailed, QueueFull
 from core.request import InvalidRequest, variation_text
 from core.samplers import LABELS
@@ -22,6 +23,8 @@ FIELD_LABELS = {
     "variation_seed": "Variation seed", "variation_strength": "Variation strength", "init_image": "Source image",
     "strength": "Strength", "mask": "Mask", "variation_chain": "Earlier variations",
     "page": "Page", "per_page": "Per page",
+    "hires_scale": "Hires scale", "hires_steps": "Hires steps", "hires_strength": "Hires strength",
+    "hires_upscaler": "Hires upscaler",
 }
 
 
@@ -187,6 +190,8 @@ def recipe_rows(d: dict[str, Any]) -> list[tuple[str, str]]:
     if d.get("init_image_sha256"):
         what = "inpaint" if d.get("mask_sha256") else "img2img"
         rows.append(("Source", f"{what} from image sha256 {d['init_image_sha256'][:12]}…, strength {_num(d.get('strength'))}"))
+    if d.get("hires"):
+        rows.append(("Hires fix", hires_text(d["hires"])))
     return rows
 
 

@@ -1,0 +1,53 @@
+"""The hires fix in the web UI (core/hires.py): the Generate tab's "Hires fix" settings and the
+Upscale button under its result, which runs the selected image through the hires fix at the
+model's own settings (a child of that image, kind "upscale").
+
+When the model's folder says the hires fix does not help it (hires.json, "helps": false), both
+are replaced by one line saying so.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import gradio as gr
+
+from core.hires import SCALE_MAX, SCALE_MIN, UPSCALERS, Hires
+from core.request import STEPS_MAX
+from webui.shared import WebUI, whole
+
+
+def controls(ui: WebUI) -> SimpleNamespace:
+    """The settings, in a closed accordion (off until ticked), prefilled with the model's defaults."""
+    defaults = ui.service.hires_defaults
+    h = defaults.hires
+    with gr.Accordion("Hires fix", open=False, elem_id="g-hires", visible=defaults.helps):
+        on = gr.Checkbox(False, label="Make it larger: generate, upscale, then repaint at the larger size",
+                         elem_id="g-hires-on")
+        with gr.Row():
+            scale = gr.Slider(SCALE_MIN, SCALE_MAX, value=h.scale, step=0.05, label="Hires scale",
+                              elem_id="g-hires-scale", min_width=140)
+            strength = gr.Slider(0.05, 1.0, value=h.strength, step=0.05, label="Hires strength",
+                                 elem_id="g-hires-strength", min_width=140)
+        with gr.Row():
+            steps = gr.Slider(0, STEPS_MAX, value=h.steps or 0, step=1, label="Hires steps (0 = as Steps)",
+                              elem_id="g-hires-steps", min_width=140)
+            upscaler = gr.Radio(list(UPSCALERS), value=h.upscaler, label="Upscaler", elem_id="g-hires-upscaler",
+                                elem_classes="st-chips")
+    gr.Markdown(defaults.refusal, visible=not defaults.helps, elem_id="g-hires-note")
+    return SimpleNamespace(inputs=[on, scale, steps, strength, upscaler])
+
+
+def value(on: Any, scale: Any, steps: Any, strength: Any, upscaler: Any) -> Hires | None:
+    """The request's `hires` from the controls (None when off); the request validates the values."""
+    if not on:
+        return None
+    n = whole(steps)
+    return Hires(scale=float(scale), steps=None if n in (0, None) else n, strength=float(strength),
+                 upscaler=str(upscaler or ""))
+
+
+def upscale_button(ui: WebUI) -> gr.Button:
+    """Upscale: hidden when the model says the hires fix does not help (the note above says why)."""
+    return gr.Button("Upscale", size="sm", elem_id="g-upscale", visible=ui.service.hires_defaults.helps)
