@@ -233,7 +233,8 @@ class Delivery:
             content = render.recipe_line(gen.request, gen.image_ids)
             files = await asyncio.to_thread(self._stored_files, list(gen.image_ids), target.filesize_limit)
             message = await self.deliver(target, content, files=files,
-                                         view=self.bot.result_view(list(gen.image_ids)) if gen.image_ids else None, final=True)
+                                         view=self.bot.result_view(list(gen.image_ids)) if gen.image_ids else None,
+                                         final=True)
             await bot.retractor.remember(message, list(gen.image_ids))
         elif gen.status in ("failed", "cancelled", "interrupted"):
             why = {"failed": "❌ The job failed", "cancelled": "🚫 Cancelled",

@@ -200,7 +200,8 @@ def add_hires_arguments(p: argparse.ArgumentParser, prefix: str) -> None:
                    help="hires fix: steps of the second pass (default: the same as --steps)")
     p.add_argument(f"{prefix}strength", type=number(f"{name}strength", 0, 1), default=None,
                    help="hires fix: how much of the upscaled picture to repaint (default 0.5)")
-    p.add_argument(f"{prefix}upscaler", default=None, help="hires fix: " + " or ".join(UPSCALERS) + " (default lanczos)")
+    p.add_argument(f"{prefix}upscaler", default=None,
+                   help="hires fix: " + " or ".join(UPSCALERS) + " (default lanczos)")
 
 
 def hires_from_args(scale, steps, strength, upscaler, defaults=None):

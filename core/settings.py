@@ -138,8 +138,8 @@ def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | os.P
         raise SettingsError(f"STATUARY_ATTENTION={attention!r} is not an attention kind; use sdpa or math.")
     public_url = values["STATUARY_PUBLIC_URL"].strip()
     if public_url and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", public_url):
-        raise SettingsError(f"STATUARY_PUBLIC_URL={public_url!r} is not a web address; use http(s)://host[:port][/path], "
-                            "or leave it empty to hide the bot's 'Vary region' button.")
+        raise SettingsError(f"STATUARY_PUBLIC_URL={public_url!r} is not a web address; use "
+                            "http(s)://host[:port][/path], or leave it empty to hide the bot's 'Vary region' button.")
     data_dir = Path(values["STATUARY_DATA_DIR"]).expanduser().resolve()
     return Settings(
         model=values["STATUARY_MODEL"].strip() or "default",

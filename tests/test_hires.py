@@ -18,7 +18,8 @@ TINY = ModelLimits(native_size=64, max_side=128, multiple=8)
 
 
 def test_bad_settings_are_named_with_what_is_allowed():
-    bad = GenerationRequest("a cat", width=96, height=96, hires=Hires(scale=2.5, steps=0, strength=0, upscaler="bicubic"))
+    bad = GenerationRequest("a cat", width=96, height=96,
+                            hires=Hires(scale=2.5, steps=0, strength=0, upscaler="bicubic"))
     with pytest.raises(InvalidRequest) as e:
         bad.validate(TINY)
     text = str(e.value)
@@ -115,3 +116,17 @@ def test_cli_generate_info_reproduce_and_upscale(tmp_path, tiny_model_dir):
     assert f"parents: {plain_id}" in up_info and "hires fix: 1.5x (lanczos)" in up_info
     again = statuary([*model, "upscale", up_id], tmp_path)
     assert again.returncode == 2 and "made with the hires fix already" in again.stderr
+
+
+def test_png_text_carries_it_and_a1111_files_are_read_back():
+    from storage.pngmeta import a1111_parameters, parse_a1111
+    from webui.recipes import a1111_hires
+
+    hires = Hires(scale=2, steps=8, upscaler="latent")
+    d = GenerationRequest("a fox", seed=1, width=64, height=64, hires=hires).to_dict()
+    text = a1111_parameters(d, "", "")
+    assert "Denoising strength: 0.5, Hires upscale: 2, Hires steps: 8, Hires upscaler: Latent" in text
+    p = parse_a1111(text)
+    assert a1111_hires(p) == ({"scale": 2.0, "steps": 8, "strength": 0.5, "upscaler": "latent"}, "")
+    hires, note = a1111_hires({**p, "Hires upscaler": "R-ESRGAN 4x+"})
+    assert hires["upscaler"] == "lanczos" and "R-ESRGAN 4x+ is not available here; Lanczos stands in" in note

@@ -14,6 +14,7 @@ from typing import Any
 import gradio as gr
 
 from core.hires import SCALE_MAX, SCALE_MIN, UPSCALERS, Hires
+from core.hires import text as hires_text
 from core.request import STEPS_MAX
 from webui.shared import WebUI, whole
 
@@ -22,7 +23,7 @@ def controls(ui: WebUI) -> SimpleNamespace:
     """The settings, in a closed accordion (off until ticked), prefilled with the model's defaults."""
     defaults = ui.service.hires_defaults
     h = defaults.hires
-    with gr.Accordion("Hires fix", open=False, elem_id="g-hires", visible=defaults.helps):
+    with gr.Accordion("Hires fix", open=False, elem_id="g-hires", visible=defaults.helps) as accordion:
         on = gr.Checkbox(False, label="Make it larger: generate, upscale, then repaint at the larger size",
                          elem_id="g-hires-on")
         with gr.Row():
@@ -36,7 +37,7 @@ def controls(ui: WebUI) -> SimpleNamespace:
             upscaler = gr.Radio(list(UPSCALERS), value=h.upscaler, label="Upscaler", elem_id="g-hires-upscaler",
                                 elem_classes="st-chips")
     gr.Markdown(defaults.refusal, visible=not defaults.helps, elem_id="g-hires-note")
-    return SimpleNamespace(inputs=[on, scale, steps, strength, upscaler])
+    return SimpleNamespace(inputs=[on, scale, steps, strength, upscaler], accordion=accordion)
 
 
 def value(on: Any, scale: Any, steps: Any, strength: Any, upscaler: Any) -> Hires | None:
@@ -46,6 +47,21 @@ def value(on: Any, scale: Any, steps: Any, strength: Any, upscaler: Any) -> Hire
     n = whole(steps)
     return Hires(scale=float(scale), steps=None if n in (0, None) else n, strength=float(strength),
                  upscaler=str(upscaler or ""))
+
+
+def fill(ui: WebUI, controls_: SimpleNamespace, hires: dict[str, Any] | None, notes: list[str]) -> dict:
+    """The controls set from a recipe's `hires` (PNG info, History's Send to Generate): on with its
+    values, or off when the recipe has none, so an earlier setting does not stay on unseen."""
+    on, scale, steps, strength, upscaler = controls_.inputs
+    if hires and not ui.service.hires_defaults.helps:
+        notes.append("The recipe's hires fix is left out: " + ui.service.hires_defaults.refusal)
+        return {on: False}
+    if not hires:
+        return {on: False}
+    notes.append(f"With the hires fix: {hires_text(hires)}.")
+    return {controls_.accordion: gr.Accordion(open=True), on: True, scale: hires.get("scale", 2.0),
+            steps: hires.get("steps") or 0,
+            strength: hires.get("strength", 0.5), upscaler: hires.get("upscaler", "lanczos")}
 
 
 def upscale_button(ui: WebUI) -> gr.Button:

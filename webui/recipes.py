@@ -238,7 +238,8 @@ def png_fields(data: bytes) -> tuple[str, dict[str, Any], str]:
         rec = info["recipe"]
         d = dict(rec["request"])
         fields = {k: d.get(k) for k in ("prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height",
-                                         "sampler", "variation_seed", "variation_strength", "variation_chain")}
+                                         "sampler", "variation_seed", "variation_strength", "variation_chain",
+                                         "hires")}
         rows = recipe_rows(d) + [("Model", f"{rec.get('model', '')} ({str(rec.get('model_sha256', ''))[:10]})"),
                                  ("Software", f"statuary {rec.get('software_version', '')}")]
         return "statuary", fields, "**A Statuary image.** Its full recipe:\n\n" + rows_markdown(rows)
@@ -259,8 +260,26 @@ def png_fields(data: bytes) -> tuple[str, dict[str, Any], str]:
             pass
     if p.get("Sampler") in _A1111_TO_OURS:
         fields["sampler"] = _A1111_TO_OURS[p["Sampler"]]
+    note = ""
+    if p.get("Hires upscale"):
+        fields["hires"], note = a1111_hires(p)
     rows = [(k, str(v)) for k, v in p.items() if v not in ("", None)]
-    return "a1111", fields, "**An AUTOMATIC1111-style image.** Its parameters:\n\n" + rows_markdown(rows)
+    return "a1111", fields, "**An AUTOMATIC1111-style image.** Its parameters:\n\n" + rows_markdown(rows) + note
+
+
+def a1111_hires(p: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
+    """A1111's hires fix parameters as a recipe's `hires` (None when they do not parse), and a
+    sentence when its upscaler is not one of ours (ESRGAN and such: Lanczos stands in)."""
+    given = p.get("Hires upscaler", "Latent")
+    try:
+        hires = {"scale": float(p["Hires upscale"]), "steps": int(p.get("Hires steps") or 0) or None,
+                 "strength": float(p.get("Denoising strength", 0.5)),
+                 "upscaler": "latent" if given.lower().startswith("latent") else "lanczos"}
+    except (KeyError, ValueError):
+        return None, ""
+    if given.lower() != "lanczos" and not given.lower().startswith("latent"):
+        return hires, f"\n\nIts hires upscaler {html.escape(given)} is not available here; Lanczos stands in."
+    return hires, ""
 
 
 # ---- images --------------------------------------------------------------------------------------

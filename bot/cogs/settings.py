@@ -50,7 +50,8 @@ def describe(member: MemberDefaults) -> str:
         f"• sampler: {shown(member.sampler)}",
         f"• aspect: {shown(member.aspect)}",
         f"• count: {shown(member.count)}",
-        f"• private: **{'on' if member.private else 'off'}** (results {'by DM' if member.private else 'in the channel'})",
+        f"• private: **{'on' if member.private else 'off'}** "
+        f"(results {'by DM' if member.private else 'in the channel'})",
         "Change one with `/settings steps:30`, or go back to the server's defaults with `/settings reset:True`.",
     ])
 

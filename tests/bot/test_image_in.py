@@ -45,7 +45,7 @@ def test_pictures_beyond_the_core_limits_are_refused_before_queueing(discord_run
             (Upload(b"\x89PNG\r\n\x1a\n not really", "broken.png"), "give a readable PNG, JPEG or WebP image"),
         ]
         for upload, why in cases:
-            it = await st.slash("imagine", prompt="a red barn", image=upload)
+            await st.slash("imagine", prompt="a red barn", image=upload)
             refused = await st.wait_message(lambda m: why in m["content"])
             assert refused["flags"] & EPHEMERAL and "Traceback" not in refused["content"], refused["content"]
         # nothing was queued or recorded; the huge file was never downloaded

@@ -38,7 +38,7 @@ def test_a_remix_with_only_spaces_or_a_blocked_word_is_refused_and_nothing_queue
         before = len(d.store.history().items)
         click = await st.click(final, "Edit prompt")
         await st.wait_for(lambda: st.modal(click))
-        sub = await st.submit_modal(click, {"Prompt": "   "})
+        await st.submit_modal(click, {"Prompt": "   "})
         refused = await st.wait_message(lambda m: "prompt:" in m["content"] and "not allowed" in m["content"])
         assert refused["flags"] & EPHEMERAL and "Traceback" not in refused["content"]
 

@@ -57,7 +57,7 @@ def test_a_default_beyond_the_server_maximum_says_where_it_came_from(discord_run
         it = await st.slash("server", subcommand=["defaults"], manage_guild=True, max_steps=10)
         await answer(st, it)
         before = len(d.store.history().items)
-        it = await st.slash("imagine", prompt="a boat")
+        await st.slash("imagine", prompt="a boat")
         refused = await st.wait_message(lambda m: "more than this server allows" in m["content"])
         assert "your /settings default" in refused["content"] and refused["flags"] & EPHEMERAL
         assert len(d.store.history().items) == before  # nothing queued
@@ -69,9 +69,10 @@ def test_bad_values_are_refused_in_one_sentence(discord_run):
     async def scenario(d):
         st = d.standin
         # Discord's ranges can be bypassed: a raw payload with steps 0 and an unknown aspect
-        it = await st.slash("settings", aspect="5:1")
+        await st.slash("settings", aspect="5:1", steps=0)
         refused = await st.wait_message(lambda m: "aspect" in m["content"] and "not allowed" in m["content"])
         assert "use one of 1:1" in refused["content"] and refused["flags"] & EPHEMERAL
+        assert "steps: 0 is not allowed; use a whole number from 1 to 150." in refused["content"]
         assert d.bot.community.member(ALICE).aspect is None
 
     discord_run(scenario)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 
 from PIL import Image
@@ -30,7 +29,7 @@ def test_u_post_offers_upscale_2x_which_makes_a_hires_child(discord_run):
         assert "hires fix 2x" in up["content"]
         # its recipe already has the hires fix: a second Upscale 2x says so, nothing queued
         before = d.store.history().total
-        click = await st.click(up, "Upscale 2x")
+        await st.click(up, "Upscale 2x")
         refused = await st.wait_message(lambda m: "made with the hires fix already" in m["content"])
         assert refused["flags"] & EPHEMERAL and d.store.history().total == before
 
@@ -45,7 +44,7 @@ def test_a_model_the_hires_fix_does_not_help_gets_no_button_and_a_reason(discord
         d.service.hires_defaults = HiresDefaults(helps=False, note="a 128 vs 256 px grid showed no gain")
         _, single2 = await imagine(st, prompt="a dog")
         assert "Upscale 2x" not in button_labels(single2)
-        click = await st.click(single, "Upscale 2x")  # an old button
+        await st.click(single, "Upscale 2x")  # an old button
         said = await st.wait_message(lambda m: "does not improve this model" in m["content"])
         assert "128 vs 256 px grid" in said["content"] and said["flags"] & EPHEMERAL
 

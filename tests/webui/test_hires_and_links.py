@@ -10,7 +10,7 @@ from bot.buttons import inpaint_link
 from core.hires import HiresDefaults
 from tests.webui.conftest import start_server, stop_server
 from tests.webui.test_browser import make
-from tests.webui.ui import done_ids, generate, open_tab, set_slider, wait_done
+from tests.webui.ui import done_ids, fill, generate, open_tab, select_in_gallery, set_slider, wait_done
 
 pytestmark = pytest.mark.browser
 
@@ -80,3 +80,26 @@ def test_a_model_the_hires_fix_does_not_help_says_so_instead(browser, generator,
         context.close()
     finally:
         stop_server(srv)
+
+
+def test_send_to_generate_carries_the_hires_fix(page, server):
+    from core.hires import Hires
+    from core.jobs import Owner
+    from core.request import GenerationRequest
+
+    img = server.service.submit(GenerationRequest("a plum", seed=3, steps=2, hires=Hires(scale=1.5, steps=3)),
+                                Owner("cli", "x")).result(120).images[0]
+    open_tab(page, "History")
+    fill(page, "h-query", "a plum")
+    page.locator("#h-search").click()
+    expect(page.locator("#h-gallery")).to_contain_text(img.id)
+    select_in_gallery(page, "h-gallery", 0)
+    expect(page.locator("#h-details")).to_contain_text(img.id)
+    expect(page.locator("#h-details")).to_contain_text("1.5x (lanczos)")
+    page.locator("#h-send").click()
+    expect(page.locator("#g-status")).to_contain_text("With the hires fix: 1.5x (lanczos), 3 steps at strength 0.5")
+    expect(page.locator("#g-hires-on input")).to_be_checked()
+    before = page.locator("#g-status .st-status").inner_text()
+    page.locator("#g-go").click()
+    new_id = done_ids(wait_done(page, "g-status", previous=before))[0]
+    assert server.store.get(new_id).image_request["hires"] == server.store.get(img.id).image_request["hires"]

@@ -221,6 +221,7 @@ def build(ui: WebUI) -> SimpleNamespace:
             out[sampler] = fields_["sampler"]
         if (fields_.get("variation_strength") or 0) > 0 or fields_.get("variation_chain"):
             notes.append("The variation seeds and strengths are left out (use Variations for them).")
+        out.update(hx.fill(ui, hires, fields_.get("hires"), notes))
         out[status] = status_html(" ".join(["Recipe loaded. Press Generate.", *notes]), None, "ok")
         return out
 
@@ -228,4 +229,5 @@ def build(ui: WebUI) -> SimpleNamespace:
         return recent_prompts(kept)
 
     return SimpleNamespace(status=status, selected=selected, vary_btn=vary_btn, inpaint_btn=inpaint_btn,
-                           fields=fields, fill_from=fill_from, load=(on_load, prompts, recent))
+                           fields=[*fields, *hires.inputs, hires.accordion], fill_from=fill_from,
+                           load=(on_load, prompts, recent))
