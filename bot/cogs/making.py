@@ -60,7 +60,8 @@ class Making(commands.Cog):
         aspect="Shape of the picture", count="How many pictures (a 2×2 grid for four)",
         sampler="Denoising method", size="Picture size: the side of a square of the same area, in pixels",
         image="A picture to start from (PNG, JPEG or WebP); its shape is kept unless you give an aspect",
-        strength="With an image: how much of it is repainted (0.05 = barely, 1 = all)")
+        strength="With an image: how much of it is repainted (0.05 = barely, 1 = all)",
+        hires="Hires fix: make it this much larger (1-2), repainted at the larger size")
     @app_commands.choices(aspect=ASPECT_CHOICES, sampler=SAMPLER_CHOICES)
     async def imagine(self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 1000],
                       negative: app_commands.Range[str, 1, 1000] | None = None,
@@ -70,7 +71,8 @@ class Making(commands.Cog):
                       count: app_commands.Range[int, 1, COUNT_MAX] | None = None, sampler: str | None = None,
                       size: app_commands.Range[int, SIZE_MIN, SIZE_MAX] | None = None,
                       image: discord.Attachment | None = None,
-                      strength: app_commands.Range[float, 0.05, 1.0] = 0.6) -> None:
+                      strength: app_commands.Range[float, 0.05, 1.0] = 0.6,
+                      hires: app_commands.Range[float, 1.0, 2.0] | None = None) -> None:
         """Carve a picture out of noise from your prompt"""
         bot = self.bot
         init_image = None
@@ -97,6 +99,11 @@ class Making(commands.Cog):
             if init_image is not None:
                 request = dataclasses.replace(request, init_image=init_image, strength=strength)
                 request.validate(bot.service.limits)  # the core's image checks, before queueing
+            if hires is not None:  # the model's own hires settings at this scale (core/hires.py)
+                defaults = bot.service.hires_defaults
+                if not defaults.helps:
+                    raise ValueError(defaults.refusal)
+                request = dataclasses.replace(request, hires=dataclasses.replace(defaults.hires, scale=hires))
             return bot.service.submit(request, owner, quota=quota)
 
         vocab = getattr(bot.service, "vocabulary", None)

@@ -74,3 +74,19 @@ def test_vary_region_is_hidden_without_a_public_url(discord_run):
         assert _link(single, "Vary region") is None and "Upscale 2x" in button_labels(single)
 
     discord_run(scenario)
+
+
+def test_imagine_takes_a_hires_scale_and_says_when_it_is_too_much(discord_run):
+    async def scenario(d):
+        st = d.standin
+        _, final = await imagine(st, prompt="a moon", hires=1.5, seed=6)
+        rec = d.store.get(ids_in(final)[0])
+        assert (rec.width, rec.height) == (96, 96) and rec.image_request["hires"]["scale"] == 1.5
+        assert "hires fix 1.5x (lanczos)" in final["content"]
+        before = d.store.history().total
+        await st.slash("imagine", prompt="a moon", aspect="16:9", hires=2.0)
+        refused = await st.wait_message(lambda m: "hires_scale: 2.0 is not allowed" in m["content"])
+        assert "beyond this model's largest side 128" in refused["content"] and refused["flags"] & EPHEMERAL
+        assert d.store.history().total == before
+
+    discord_run(scenario)
