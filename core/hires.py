@@ -165,7 +165,7 @@ class HiresDefaults:
     def refusal(self) -> str:
         """What to say instead of offering the hires fix when it does not help this model."""
         return ("The hires fix does not improve this model's pictures, so it is not offered"
-                + (f": {self.note}" if self.note else ".") )
+                + (f": {self.note}" if self.note else "."))
 
 
 # ---- the second pass ------------------------------------------------------------------------------------
