@@ -16,7 +16,8 @@ import gradio as gr
 from core.hires import SCALE_MAX, SCALE_MIN, UPSCALERS, Hires
 from core.hires import text as hires_text
 from core.request import STEPS_MAX
-from webui.shared import WebUI, whole
+from webui.recipes import status_html
+from webui.shared import WebUI, owner_of, whole
 
 
 def controls(ui: WebUI) -> SimpleNamespace:
@@ -64,6 +65,25 @@ def fill(ui: WebUI, controls_: SimpleNamespace, hires: dict[str, Any] | None, no
             strength: hires.get("strength", 0.5), upscaler: hires.get("upscaler", "lanczos")}
 
 
-def upscale_button(ui: WebUI) -> gr.Button:
+def upscale_button(ui: WebUI, elem_id: str = "g-upscale") -> gr.Button:
     """Upscale: hidden when the model says the hires fix does not help (the note above says why)."""
-    return gr.Button("Upscale", size="sm", elem_id="g-upscale", visible=ui.service.hires_defaults.helps)
+    return gr.Button("Upscale", size="sm", elem_id=elem_id, visible=ui.service.hires_defaults.helps)
+
+
+def history_upscale(ui: WebUI, status: gr.HTML, result: gr.Image):
+    """History's Upscale handler: the selected image through the hires fix, shown beside it."""
+    async def upscale(sel, request: gr.Request):
+        if not sel:
+            yield {status: status_html("Select an image in the list first.", None, "error")}
+            return
+        owner = owner_of(request)
+        async for update, done in ui.follow(lambda: ui.store.upscale(sel, ui.service, owner), request, "history",
+                                            status):
+            if done is not None:
+                img = done.images[0]
+                update[status] = status_html(f"Upscaled {sel} as {img.id} ({img.image.width}×{img.image.height}).",
+                                             None, "ok")
+                update[result] = gr.Image(value=img.path, visible=True, label=f"Upscaled {img.id}")
+            yield update
+
+    return upscale

@@ -103,3 +103,19 @@ def test_send_to_generate_carries_the_hires_fix(page, server):
     page.locator("#g-go").click()
     new_id = done_ids(wait_done(page, "g-status", previous=before))[0]
     assert server.store.get(new_id).image_request["hires"] == server.store.get(img.id).image_request["hires"]
+
+
+def test_history_upscales_any_stored_image(page, server):
+    src = make(server, prompt="a quince", seed=4)
+    open_tab(page, "History")
+    fill(page, "h-query", "a quince")
+    page.locator("#h-search").click()
+    expect(page.locator("#h-gallery")).to_contain_text(src.id)
+    select_in_gallery(page, "h-gallery", 0)
+    expect(page.locator("#h-details")).to_contain_text(src.id)
+    page.locator("#h-upscale").click()
+    text = wait_done(page, "h-status")
+    assert f"Upscaled {src.id} as" in text and "128×128" in text, text
+    expect(page.locator("#h-result img")).to_be_visible()
+    new_id = [i for i in done_ids("x: " + text) if i != src.id][0]
+    assert server.store.get(new_id).parent_id == src.id
