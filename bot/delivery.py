@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 import discord
 
 from bot import render
-from bot.buttons import result_view
 from bot.text import clip
 from bot.pending import Owed
 from core.jobs import Cancelled, Done, Failed, JobHandle, JobResult, Owner, Progress, Queued, Started
@@ -235,7 +234,8 @@ class Delivery:
             content = render.recipe_line(gen.request, gen.image_ids)
             files = await asyncio.to_thread(self._stored_files, list(gen.image_ids), target.filesize_limit)
             message = await self.deliver(target, content, files=files,
-                                         view=result_view(list(gen.image_ids)) if gen.image_ids else None, final=True)
+                                         view=self.bot.result_view(list(gen.image_ids)) if gen.image_ids else None,
+                                         final=True)
             await bot.retractor.remember(message, list(gen.image_ids))
         elif gen.status in ("failed", "cancelled", "interrupted"):
             why = {"failed": "❌ The job failed", "cancelled": "🚫 Cancelled",
@@ -267,7 +267,7 @@ class Delivery:
         if target.note:
             content += f"\n{target.note}"
         files = await asyncio.to_thread(self.result_files, result, target.filesize_limit)
-        message = await self.deliver(target, content, files=files, view=result_view(ids) if ids else None,
+        message = await self.deliver(target, content, files=files, view=self.bot.result_view(ids) if ids else None,
                                      final=True)
         await self.bot.retractor.remember(message, ids)
 

@@ -147,7 +147,9 @@ def flag_names(exc: Exception, names: dict[str, str]) -> str:
 
 GENERATE_FLAGS = {"negative_prompt": "negative", "variation_seed": "variation-seed",
                   "variation_strength": "variation-strength", "init_image": "init-image",
-                  "loras": "lora", "prompt_syntax": "prompt-syntax"}
+                  "loras": "lora", "prompt_syntax": "prompt-syntax",
+                  "hires_scale": "hires-scale", "hires_steps": "hires-steps", "hires_strength": "hires-strength",
+                  "hires_upscaler": "hires-upscaler"}
 
 
 def _read_file(path: str | None, what: str) -> bytes | None:
@@ -189,6 +191,36 @@ def add_request_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt-syntax", choices=("a1111", "plain"), default="a1111",
                    help="a1111 (default): (word:1.3), (word), [word], BREAK, long prompts in chunks; "
                         "plain: the words as written, cut at the text encoder's window")
+    add_hires_arguments(p, "--hires-")
+
+
+def add_hires_arguments(p: argparse.ArgumentParser, prefix: str) -> None:
+    """The hires fix's flags (core/hires.py): `--hires-scale` turns it on in `generate`; `upscale`
+    takes the same four as --scale, --steps, --strength, --upscaler."""
+    from core.hires import SCALE_MAX, SCALE_MIN, UPSCALERS
+    from core.request import STEPS_MAX
+
+    name = prefix.lstrip("-")  # "hires-" or ""
+    p.add_argument(f"{prefix}scale", type=number(f"{name}scale", SCALE_MIN, SCALE_MAX), default=None,
+                   help=f"hires fix: repaint the picture this much larger, {SCALE_MIN:g}-{SCALE_MAX:g}")
+    p.add_argument(f"{prefix}steps", type=whole(f"{name}steps", 1, STEPS_MAX), default=None,
+                   help="hires fix: steps of the second pass (default: the same as --steps)")
+    p.add_argument(f"{prefix}strength", type=number(f"{name}strength", 0, 1), default=None,
+                   help="hires fix: how much of the upscaled picture to repaint (default 0.5)")
+    p.add_argument(f"{prefix}upscaler", default=None,
+                   help="hires fix: " + " or ".join(UPSCALERS) + " (default lanczos)")
+
+
+def hires_from_args(scale, steps, strength, upscaler, defaults=None):
+    """A Hires from the flags (None when none is given); what is left out comes from `defaults`
+    (the model's, core/hires.py) or the built-in ones."""
+    from core.hires import Hires
+
+    if scale is None and steps is None and strength is None and upscaler is None:
+        return None
+    base = defaults or Hires()
+    return Hires(scale=base.scale if scale is None else scale, steps=base.steps if steps is None else steps,
+                 strength=base.strength if strength is None else strength, upscaler=upscaler or base.upscaler)
 
 
 def request_from_args(args: argparse.Namespace):
@@ -200,7 +232,8 @@ def request_from_args(args: argparse.Namespace):
         variation_seed=args.variation_seed, variation_strength=args.variation_strength,
         init_image=_read_file(args.init_image, "init image"), strength=args.strength,
         mask=_read_file(args.mask, "mask"), prompt_syntax=args.prompt_syntax,
-        loras=tuple(parse_lora(text) for text in args.lora))
+        loras=tuple(parse_lora(text) for text in args.lora),
+        hires=hires_from_args(args.hires_scale, args.hires_steps, args.hires_strength, args.hires_upscaler))
 
 
 def print_progress(handle) -> Any:

@@ -11,6 +11,7 @@ Reading order, as in a diffusers pipeline:
   2. prepare noise and latents     (Generator.start: per image, from its seed)
   3. denoise                       (Generator.denoise: scale, UNet, guidance, scheduler step, inpaint blend)
   4. decode                        (Generator.decode: the VAE, once per finished image)
+  (5. the hires fix: upscale and repaint the decoded picture larger; core/hires.py)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core import hires
 from core.loader import LoadedModel
 from core.lora import LoraSwitch
 from core.prompts import PromptEncoder
@@ -246,21 +248,27 @@ class Generator:
                 mask_small = torch.nn.functional.interpolate(hard, size=shape[-2:]).to(self.device, m.dtype)
                 traj.inpaint_cond = torch.cat([mask_small, masked_latents], dim=1)
 
-        # img2img and inpainting start part-way: strength 1 starts from pure noise.
+        self.begin_at(traj, traj.init_latents, request.strength)
+        return traj
+
+    def begin_at(self, traj: Trajectory, init_latents: torch.Tensor, strength: float) -> None:
+        """Start `traj` part-way from `init_latents`, noised to where `strength` leaves them:
+        img2img, inpainting and the hires fix's second pass. Strength 1 starts from pure noise."""
+        scheduler, steps = traj.scheduler, traj.request.steps
+        traj.init_latents = init_latents
         order = getattr(scheduler, "order", 1)
-        start_steps = min(int(round(request.steps * request.strength)), request.steps)
-        t_start = max(request.steps - start_steps, 0)
-        timesteps = timesteps[t_start * order:]
+        start_steps = min(int(round(steps * strength)), steps)
+        t_start = max(steps - start_steps, 0)
+        timesteps = scheduler.timesteps[t_start * order:]
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(t_start * order)
         if len(timesteps) == 0:
             timesteps = scheduler.timesteps[-1:]
         traj.timesteps = timesteps
-        if request.strength >= 1.0 and m.inpainting_unet:
-            traj.latents = noise * scheduler.init_noise_sigma
+        if strength >= 1.0 and self.model.inpainting_unet:
+            traj.latents = traj.noise * scheduler.init_noise_sigma
         else:
-            traj.latents = scheduler.add_noise(traj.init_latents, noise, timesteps[:1])
-        return traj
+            traj.latents = scheduler.add_noise(init_latents, traj.noise, timesteps[:1])
 
     def _encode_image(self, rgb: np.ndarray) -> torch.Tensor:
         m = self.model
@@ -374,17 +382,24 @@ class Generator:
         encoded = self.encode(request)
         trajectories = [self.start(request, k, encoded) for k in range(request.count)]
         total = sum(t.total for t in trajectories)
+        if request.hires is not None:  # the hires fix's second pass counts in the same progress
+            total += request.count * hires.pass_steps(request.hires, request.steps)
         step = 0
         results = []
         for traj in trajectories:
-            while not traj.done:
-                if should_cancel and should_cancel():
-                    raise Cancelled()
-                self.denoise_step([traj])
-                step += 1
-                if on_step:
-                    on_step(traj, step, total)
-            results.append((traj, self.decode(traj)))
+            image = None
+            while image is None:
+                while not traj.done:
+                    if should_cancel and should_cancel():
+                        raise Cancelled()
+                    self.denoise_step([traj])
+                    step += 1
+                    if on_step:
+                        on_step(traj, step, total)
+                image = self.decode(traj)
+                if traj.request.hires is not None:  # first pass done: repaint it larger
+                    traj, image = hires.second_pass(self, traj, image), None
+            results.append((traj, image))
         return results
 
 

@@ -17,6 +17,10 @@ import secrets
 import unicodedata
 from typing import Any
 
+from core.hires import Hires
+from core.hires import check as check_hires
+from core.hires import from_value as hires_from_value
+from core.hires import to_value as hires_to_value
 from core.prompts import DEFAULT_SYNTAX, SYNTAXES
 from core.prompts import check as check_prompt_weights
 
@@ -132,8 +136,10 @@ class GenerationRequest:
     # LoRAs (core/lora.py): (name, weight) pairs; resolve() adds the prompt's <lora:name:w> tags
     # and the service adds each file's sha256, so a stored request is (name, weight, sha256).
     loras: tuple[tuple[Any, ...], ...] = ()
+    hires: Hires | None = None  # the hires fix: a second, larger pass (core/hires.py); None: off
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "hires", hires_from_value(self.hires))  # JSON gives a dict
         # JSON gives lists: hold the chain as tuples, so requests stay hashable and comparable.
         for name in ("variation_chain", "loras"):
             value = getattr(self, name)
@@ -167,6 +173,7 @@ class GenerationRequest:
         _check_loras(errors, self)
         if _is_float(self.strength) and self.init_image is not None and self.strength <= 0:
             errors.append(FieldError("strength", self.strength, "use a value above 0 and up to 1 with an init image"))
+        check_hires(errors, self.hires, self.width, self.height, lim if limits else None, self.mask is not None)
         init_size = _check_image(errors, "init_image", self.init_image)
         if self.mask is not None:
             if self.init_image is None:
@@ -206,7 +213,12 @@ class GenerationRequest:
                 w = h = limits.native_size
             changes.setdefault("width", self.width or w)
             changes.setdefault("height", self.height or h)
-        return dataclasses.replace(self, **changes) if changes else self
+        if self.hires is not None and self.hires.steps is None:  # the recipe says how many it ran
+            changes["hires"] = dataclasses.replace(self.hires, steps=self.steps)
+        resolved = dataclasses.replace(self, **changes) if changes else self
+        if resolved.hires is not None:
+            resolved.validate(limits)  # the larger size, now that the base size is decided
+        return resolved
 
     # ---- derived values ---------------------------------------------------------------------
 
@@ -272,6 +284,9 @@ class GenerationRequest:
             d["loras"] = [list(entry) for entry in loras]
         if d["prompt_syntax"] == "plain":  # recipes from before prompt syntax read as they always did
             del d["prompt_syntax"]
+        d["hires"] = hires_to_value(self.hires)
+        if d["hires"] is None:  # left out when off, so every recipe without it reads as it always did
+            del d["hires"]
         d["init_image_sha256"] = self.init_image_sha256
         d["mask_sha256"] = self.mask_sha256
         return d

@@ -33,6 +33,7 @@ import traceback
 import uuid
 from typing import Any
 
+from core import hires
 from core.generator import Cancelled as _LoopCancelled
 from core.generator import Generator, Trajectory
 from core.jobs import (Cancelled, Done, Failed, ImageResult, JobHandle, JobResult, JobService, LimitReached, Owner,
@@ -110,6 +111,8 @@ class InProcessJobService(JobService):
         self._closed = False
         self._counter = itertools.count(1)
         self._fingerprint = generator.model.fingerprint() | dict(fingerprint_extra or {})
+        # What the model folder says about the hires fix (core/hires.py); a bad hires.json stops start-up.
+        self.hires_defaults = hires.HiresDefaults.load(generator.model.source)
         self.batch_max = batch_max
         self.decode_chunk = decode_chunk
         self._cap = batch_max  # images per UNet call; halved after an out-of-memory error
@@ -135,7 +138,8 @@ class InProcessJobService(JobService):
     @property
     def model_info(self) -> dict[str, Any]:
         return dict(self._fingerprint, kind=self._gen.model.kind, native_size=self.limits.native_size,
-                    max_side=self.limits.max_side, inpainting_unet=self._gen.model.inpainting_unet)
+                    max_side=self.limits.max_side, inpainting_unet=self._gen.model.inpainting_unet,
+                    hires_helps=self.hires_defaults.helps)
 
     def lora_catalog(self) -> list[dict[str, Any]]:
         return self._loras.catalog() if self._loras is not None else []
@@ -337,11 +341,17 @@ class InProcessJobService(JobService):
         frames: dict[int, list] = collections.defaultdict(list)
         per_image_step: dict[int, int] = collections.defaultdict(int)
 
+        per_image = None  # steps per image, both passes of a hires fix together
+
         def on_step(traj, step: int, total: int) -> None:
+            nonlocal per_image
+            per_image = per_image or total // handle.request.count
             preview = self._gen.preview(traj, self.preview_side)
             per_image_step[traj.index] += 1
-            if per_image_step[traj.index] in keep_frame_steps(traj.total, self.preview_frames):
-                frames[traj.index].append(preview)
+            if per_image_step[traj.index] in keep_frame_steps(per_image, self.preview_frames):
+                kept = frames[traj.index]
+                # the hires pass's previews are larger: one size for the whole timeline
+                kept.append(preview if not kept else preview.resize(kept[0].size, resample=3))
             with self._lock:
                 self._running_step[handle.job_id] = (step, total)
             handle._emit(Progress(step, total, traj.index, preview))
@@ -487,6 +497,8 @@ class InProcessJobService(JobService):
             self._fail(handle, exc)
             return None
         job.total = sum(t.total for t in job.trajectories)
+        if handle.request.hires is not None:  # the second pass counts in the same progress
+            job.total += handle.request.count * hires.pass_steps(handle.request.hires, handle.request.steps)
         return job
 
     def _step(self, chunk: list[tuple[_Job, Trajectory]], jobs: list[_Job],
@@ -525,8 +537,10 @@ class InProcessJobService(JobService):
         for (job, traj), preview in zip(moved, previews):
             job.step += 1
             job.image_steps[traj.index] += 1
-            if job.image_steps[traj.index] in keep_frame_steps(traj.total, self.preview_frames):
-                job.frames[traj.index].append(preview)
+            if job.image_steps[traj.index] in keep_frame_steps(job.total // len(job.trajectories),
+                                                               self.preview_frames):
+                kept = job.frames[traj.index]
+                kept.append(preview if not kept else preview.resize(kept[0].size, resample=3))
             with self._lock:
                 self._running_step[job.handle.job_id] = (job.step, job.total)
             job.handle._emit(Progress(job.step, job.total, traj.index, preview))
@@ -535,7 +549,12 @@ class InProcessJobService(JobService):
 
     def _decode(self, job: _Job, traj: Trajectory, jobs: list[_Job]) -> None:
         try:
-            job.images[traj.index] = self._gen.decode(traj)
+            image = self._gen.decode(traj)
+            if traj.request.hires is not None:  # first pass of a hires fix: the larger pass joins the batch
+                second = hires.second_pass(self._gen, traj, image)
+                job.trajectories[job.trajectories.index(traj)] = second
+                return
+            job.images[traj.index] = image
             if len(job.images) == len(job.trajectories):
                 self._end(job, jobs)
                 self._done(job.handle, job.started, list(job.images.items()), job.frames)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +50,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STATUARY_UPLOAD_MAX_MB", "10", "Largest upload the web UI accepts, in MiB."),
     Setting("STATUARY_SHARE", "0", "1 asks Gradio for a public share link (off by default)."),
     Setting("DISCORD_TOKEN", "", "Discord bot token; when set, `statuary serve` also runs the bot."),
+    Setting("STATUARY_PUBLIC_URL", "", "The web UI's address as people reach it (https://pictures.example.org); the bot's 'Vary region' button links there, and is hidden when this is empty."),
 )
 
 _KNOWN = {s.env for s in SETTINGS}
@@ -88,6 +90,7 @@ class Settings:
     @property
     def lora_folder(self) -> Path:
         return self.lora_dir or self.data_dir / "loras"
+    public_url: str = ""
 
     @property
     def model_spec(self) -> str:
@@ -139,6 +142,10 @@ def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | os.P
     attention = values["STATUARY_ATTENTION"].strip().lower()
     if attention not in ("sdpa", "math"):
         raise SettingsError(f"STATUARY_ATTENTION={attention!r} is not an attention kind; use sdpa or math.")
+    public_url = values["STATUARY_PUBLIC_URL"].strip()
+    if public_url and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", public_url):
+        raise SettingsError(f"STATUARY_PUBLIC_URL={public_url!r} is not a web address; use "
+                            "http(s)://host[:port][/path], or leave it empty to hide the bot's 'Vary region' button.")
     data_dir = Path(values["STATUARY_DATA_DIR"]).expanduser().resolve()
     return Settings(
         model=values["STATUARY_MODEL"].strip() or "default",
@@ -165,6 +172,7 @@ def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | os.P
         channels_last=_bool(values, "STATUARY_CHANNELS_LAST"),
         compile=_bool(values, "STATUARY_COMPILE"),
         lora_dir=Path(values["STATUARY_LORA_DIR"].strip()).expanduser().resolve() if values["STATUARY_LORA_DIR"].strip() else None,
+        public_url=public_url,
     )
 
 

@@ -87,6 +87,7 @@ class Generation(Base):
     init_image_sha256: Mapped[str | None] = mapped_column(String(64))
     strength: Mapped[float] = mapped_column(Float)
     mask_sha256: Mapped[str | None] = mapped_column(String(64))
+    hires: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))  # core/hires.py; NULL: off
 
     # what ran it
     model_id: Mapped[str] = mapped_column(String(1024), default="")

@@ -72,6 +72,14 @@ def a1111_parameters(d: dict[str, Any], model_sha256: str, model_name: str) -> s
         params.append(("Denoising strength", _num(d["strength"])))
     if any(len(e) > 2 and e[2] for e in loras):
         params.append(("Lora hashes", _quote(", ".join(f"{e[0]}: {e[2][:12]}" for e in loras if len(e) > 2))))
+    if d.get("hires"):  # A1111's names; its txt2img hires fix calls the second pass's strength 'Denoising strength'
+        h = d["hires"]
+        if not d.get("init_image_sha256"):
+            params.append(("Denoising strength", _num(h["strength"])))
+        params += [("Hires upscale", _num(h["scale"])), ("Hires steps", str(h["steps"])),
+                   ("Hires upscaler", {"lanczos": "Lanczos", "latent": "Latent"}.get(h["upscaler"], h["upscaler"]))]
+        if d.get("init_image_sha256"):
+            params.append(("Hires denoising strength", _num(h["strength"])))
     lines.append(", ".join(f"{k}: {v}" for k, v in params))
     return "\n".join(lines)
 

@@ -25,7 +25,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import core
 from core.jobs import ImageResult, JobHandle, JobResult, JobService, LimitReached, Owner, Quota
-from core.request import FieldError, GenerationRequest
+from core.hires import from_value as hires_from_value
+from core.hires import to_value as hires_to_value
+from core.hires import Hires
+from core.request import FieldError, GenerationRequest, InvalidRequest
 from storage import db, ids, pngmeta
 from storage.files import (KINDS, FileStore, atomic_write, decode_frames, encode_gif, encode_timeline, image_extension,
                            remove_stale_temp_files)
@@ -149,6 +152,9 @@ def canonical_request(d: dict[str, Any]) -> dict[str, Any]:
         out["loras"] = [[str(e[0]), float(e[1]), *e[2:]] for e in loras]
     if out.get("prompt_syntax") in (None, "plain"):
         out.pop("prompt_syntax", None)
+    hires = out.pop("hires")
+    if hires:  # absent when off, likewise
+        out["hires"] = hires_to_value(hires_from_value(hires))
     return out
 
 
@@ -529,6 +535,21 @@ class Store:
         that image."""
         request = self.request_for(image_id).varied(strength, variation_seed, count)
         return service.submit(request, owner, parent_id=ids.normalize(image_id), kind="vary", quota=quota)
+
+    def upscale(self, image_id: str, service: JobService, owner: Owner, hires: Hires | None = None, *,
+                quota: Quota | None = None) -> JobHandle:
+        """The image again through the hires fix (`hires`, default: the model's): its own recipe,
+        whose first pass is that very picture, then repainted larger. An image that already had
+        the hires fix is refused (its recipe would make the same picture again)."""
+        request = self.request_for(image_id)
+        if request.hires is not None:
+            raise InvalidRequest([FieldError("image", ids.normalize(image_id), "it was made with the hires fix "
+                                             "already; upscale the image it was made from instead")])
+        if hires is None:
+            hires = getattr(service, "hires_defaults", None)
+            hires = hires.hires if hires is not None else Hires()
+        request = dataclasses.replace(request, hires=hires)
+        return service.submit(request, owner, parent_id=ids.normalize(image_id), kind="upscale", quota=quota)
 
     def verify(self, image_id: str, service: JobService, owner: Owner | None = None,
                timeout: float | None = None) -> VerifyResult:

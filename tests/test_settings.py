@@ -40,3 +40,12 @@ def test_bad_settings_are_clear_errors(env, message):
     with pytest.raises(SettingsError) as info:
         load_settings(env, dotenv_path=None)
     assert message in str(info.value)
+
+
+def test_public_url_for_the_bots_vary_region_link(tmp_path):
+    base = {"STATUARY_DATA_DIR": str(tmp_path)}
+    assert load_settings(base, dotenv_path=None).public_url == ""
+    s = load_settings({**base, "STATUARY_PUBLIC_URL": " https://pics.example.org:8443/statuary "}, dotenv_path=None)
+    assert s.public_url == "https://pics.example.org:8443/statuary"
+    with pytest.raises(SettingsError, match="STATUARY_PUBLIC_URL='pics.example.org' is not a web address"):
+        load_settings({**base, "STATUARY_PUBLIC_URL": "pics.example.org"}, dotenv_path=None)

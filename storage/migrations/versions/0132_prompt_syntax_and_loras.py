@@ -5,15 +5,15 @@ or NULL for "plain", the words as written and cut at the text encoder's window, 
 every existing row was made. `loras` lists [name, weight, file sha256] per LoRA; NULL means
 none, which is what every existing row is.
 
-Revision ID: 0104_prompt_syntax_and_loras
-Revises: 0103_discord_deliveries
+Revision ID: 0132_prompt_syntax_and_loras
+Revises: 0131_hires_fix
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0104_prompt_syntax_and_loras"
-down_revision = "0103_discord_deliveries"
+revision = "0132_prompt_syntax_and_loras"
+down_revision = "0131_hires_fix"
 branch_labels = None
 depends_on = None
 
