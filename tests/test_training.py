@@ -369,9 +369,10 @@ def test_vocabulary_names_emoji_by_cldr_label_and_required_words(pack_dir, monke
         V.Vocabulary.build(pack)
 
 
-def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path):
+def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsys):
     """The CPU recipe's levers: latent pool, timesteps leaning to high noise, the text
     encoder's own rate, 64 px-style training at another size than the model's."""
+    from PIL import Image
     from safetensors.torch import load_file
 
     levers = ["--set", "pool=48", "--set", "t_exponent=0.5", "--set", "text_lr=3e-3", "--set", "unet_px=16",
@@ -379,6 +380,13 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path):
     straight, halves = tmp_path / "straight", tmp_path / "halves"
     base = ["--smoke", "--data", str(pack_dir)] + levers
     assert T.main(base + ["--run", str(straight)]) == 0
+    log = capsys.readouterr().err
+    # the VAE's round trip at its own size and at the UNet's: 12 pictures over their reconstructions, x2
+    assert "round trip of 12 training pictures: 16 px L1" in log and "32 px L1" in log
+    for px in (16, 32):
+        assert Image.open(straight / f"vae_round_trip-{px}.png").size == (12 * px * 2, 2 * px * 2)
+    gain = [line for line in log.splitlines() if "caption gain" in line]
+    assert gain and "t=400" in gain[-1] and "t=800" in gain[-1]      # logged with the probe, from the pool
     chunks = sorted((straight / "pool-16").glob("chunk-*.safetensors"))
     assert len(chunks) == 1
     pool = load_file(str(chunks[0]))
@@ -450,3 +458,44 @@ def test_decoder_fine_tuning_keeps_the_latent_space(smoke_run, pack_dir, tmp_pat
     assert T.main(["--smoke", "--data", str(pack_dir), "--run", str(run_dir), "--phase", "vae",
                    "--set", "vae_steps=20"]) == 0
     assert json.loads((run_dir / "vae.json").read_text())["step"] == T.Config.smoke().vae_steps
+
+
+def test_a_unet_phase_can_start_from_another_runs_unet(pack_dir, smoke_run, tmp_path, capsys):
+    """--init-unet: a new run (e.g. at 128 px, after more VAE training) starts its UNet and text
+    encoder from another run's checkpoint, at step 0, only with the same tokenizer."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    src, new = smoke_run / "run", tmp_path / "new"
+    new.mkdir()
+    for f in ("vae.safetensors", "vae.json"):
+        shutil.copy(src / f, new / f)
+    args = ["--smoke", "--data", str(pack_dir), "--phase", "unet", "--init-unet", str(src), "--stop-at", "1"]
+    assert T.main(args + ["--run", str(new)]) == 0
+    assert "unet: starting from" in capsys.readouterr().err
+    assert (new / "tokenizer" / "vocab.json").read_bytes() == (src / "tokenizer" / "vocab.json").read_bytes()
+    assert json.loads((new / "unet.json").read_text())["step"] == 1
+    a, b = load_file(str(src / "unet.safetensors")), load_file(str(new / "unet.safetensors"))
+    run = T.Run(T.Config.smoke(), pack_dir, new, "cpu")
+    fresh = {f"unet.{k}": v for k, v in run.build_denoiser(run.tokenizer())[1].state_dict().items()}
+
+    def dist(x):
+        return sum((x[k].float() - a[k].float()).norm().item() for k in fresh)
+
+    assert dist(b) < 0.2 * dist(fresh)           # one step away from the source, far from a new UNet
+    for k in a:                                  # and the EMA starts from the source's EMA
+        if k.startswith("ema."):
+            assert (b[k] - a[k]).abs().max().item() < 0.05
+    # a run whose tokenizer differs is refused: its token ids would mean other words
+    other = tmp_path / "other"
+    shutil.copytree(new, other)
+    (other / "unet.safetensors").unlink()
+    vocab = json.loads((other / "tokenizer" / "vocab.json").read_text())
+    vocab["zzzz-not-a-word"] = len(vocab)
+    (other / "tokenizer" / "vocab.json").write_text(json.dumps(vocab))
+    with pytest.raises(SystemExit, match="tokenizer differs"):
+        T.main(args + ["--run", str(other)])
+    with pytest.raises(SystemExit, match="no UNet checkpoint"):
+        T.main(["--smoke", "--data", str(pack_dir), "--phase", "unet", "--init-unet", str(tmp_path / "nowhere"),
+                "--run", str(tmp_path / "third")])

@@ -1,8 +1,12 @@
 """Watching a run while it trains: is the prompt starting to matter, and what does it draw?
 
 - `ConditioningProbe`: two numbers logged every 200 steps, from the first minutes.
+- `CaptionGain`: how much the right caption lowers the UNet's loss on pool latents, against
+  another picture's caption (the prompt deciding what is drawn, in the loss's own units).
 - `sample_grid`: the issue's 40 must-draw subjects in all three styles, with the EMA
   weights, written to the run folder at every checkpoint (look at it).
+- `vae_round_trip`: real training pictures beside the VAE's encode + decode of them, at
+  each size the model is trained at. What the VAE cannot give back, no UNet can draw.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from training import model as M
 from training.batches import _encoder
@@ -65,6 +70,57 @@ class ConditioningProbe:
         text.train(was[0]), unet.train(was[1])
         return (f"conditioning: text spread {100 * spread:.1f}%, UNet change at t=900 "
                 f"prompt vs empty {100 * vs_empty:.1f}%, prompt vs prompt {100 * vs_other:.1f}%")
+
+
+class CaptionGain:
+    """The UNet's v-loss on N fixed pool latents (fixed noise) with their own captions, and with
+    the captions rolled by one (each picture gets another's words), at a middle and a high noise
+    step. gain = 1 - right / wrong: 0 when the words do not matter, towards 1 when they decide
+    the picture. Measured on the whole caption (subject, style, background, place): the subject
+    grid and the evaluation say which words have been learned."""
+
+    STEPS = (400, 800)
+
+    def __init__(self, pool: dict[str, torch.Tensor], sf: float, device, seed: int, n: int = 64):
+        n = min(n, len(pool["latents"]))
+        self.z = (pool["latents"][:n].float() * sf).to(device)
+        self.ids = pool["ids"][:n].long().to(device)
+        g = torch.Generator().manual_seed(seed + 901)
+        self.noise = torch.randn(self.z.shape, generator=g).to(device)
+
+    @torch.no_grad()
+    def __call__(self, text, unet, alphas_cumprod: torch.Tensor) -> str:
+        was = text.training, unet.training
+        text.eval(), unet.eval()
+        right, wrong = text(self.ids)[0], text(self.ids.roll(1, 0))[0]
+        parts = []
+        for tv in self.STEPS:
+            t = torch.full((len(self.z),), tv, device=self.z.device)
+            a, s = alphas_cumprod[t].sqrt()[:, None, None, None], (1 - alphas_cumprod[t]).sqrt()[:, None, None, None]
+            noisy, target = a * self.z + s * self.noise, a * self.noise - s * self.z
+            lr = F.mse_loss(unet(noisy, t, encoder_hidden_states=right).sample.float(), target).item()
+            lw = F.mse_loss(unet(noisy, t, encoder_hidden_states=wrong).sample.float(), target).item()
+            parts.append(f"t={tv} {lr:.3f} vs {lw:.3f} ({100 * (1 - lr / max(lw, 1e-12)):.0f}%)")
+        text.train(was[0]), unet.train(was[1])
+        return "caption gain (v-loss, own caption vs another's): " + ", ".join(parts)
+
+
+@torch.no_grad()
+def vae_round_trip(vae, renderer, batch, path: Path) -> float:
+    """Write `path`: the batch's pictures (top row) over the VAE's reconstruction of them
+    (encode to the latent mean, decode), shown twice as large; return the mean L1 on [-1, 1]."""
+    from PIL import Image
+
+    x = renderer(batch)   # (no mode switch: the VAE has GroupNorm only, no dropout or batch norm)
+    y = vae.decode(vae.encode(x).latent_dist.mean).sample.float()
+
+    def row(t):
+        a = ((t.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return np.concatenate(list(a), 1)
+
+    img = np.concatenate([row(x), row(y)], 0)
+    Image.fromarray(img).resize((img.shape[1] * 2, img.shape[0] * 2), Image.NEAREST).save(path)
+    return float((x - y).abs().mean())
 
 
 @contextlib.contextmanager

@@ -44,7 +44,7 @@ from safetensors.torch import load_file, save_file
 from training import data as D
 from training import model as M
 from training.batches import POOL_CHUNK, FreshBatches, PoolBatches, Prefetch, _encoder, _gen  # noqa: F401 (Prefetch: tests)
-from training.monitor import ConditioningProbe, ema_weights, sample_grid
+from training.monitor import CaptionGain, ConditioningProbe, ema_weights, sample_grid, vae_round_trip
 from training.tokenizer import load_tokenizer, train_tokenizer
 from training.vocab import Vocabulary, learned_split
 
@@ -90,9 +90,12 @@ class Config:
 
     @classmethod
     def cpu(cls) -> "Config":
-        """The recipe for a 2-core CPU (see the model card): small batches, VAE on crops."""
-        return cls(batch=32, vae_batch=16, vae_crop=64, vae_steps=1500, vae_lr=5e-4, vae_warmup=100,
-                   ckpt_every=200, vocabulary="common", canonical=0.5, unet_px=64, pool=49152,
+        """The recipe for a 2-core CPU (see the model card): small batches, VAE on crops. The UNet
+        trains at 128 px: at 64 px even the VAE's round trip of real pictures is unrecognisable
+        (vae_round_trip-64.png), so no 64 px UNet can draw an emoji people know. A 64 px run's
+        UNet is a fine start for it (--init-unet)."""
+        return cls(batch=32, vae_batch=16, vae_crop=64, vae_steps=6000, vae_lr=5e-4, vae_warmup=100,
+                   ckpt_every=200, vocabulary="common", canonical=0.5, unet_px=128, pool=49152,
                    t_exponent=0.5, lr=5e-4, text_lr=1e-3, warmup=200, unet_steps=12000, ema=0.999,
                    min_ship_steps=3000)
 
@@ -155,9 +158,10 @@ def lr_at(step: int, base: float, warmup: int, total: int) -> float:
 
 class Run:
     def __init__(self, cfg: Config, data: Path, run: Path, device: str, compile_: bool = False,
-                 stop_at: int | None = None):
+                 stop_at: int | None = None, init_unet: Path | None = None):
         self.cfg, self.run, self.device = cfg, run, torch.device(device)
         self.stop_at = stop_at          # leave the loop (with a checkpoint) at this step
+        self.init_unet = init_unet      # a UNet checkpoint (or its run folder) to start this run's UNet from
         # Processes drawing batch recipes: none on a CPU (tests), several beside a GPU.
         self.workers = max(1, min(8, (os.cpu_count() or 2) - 4)) if self.device.type == "cuda" else 0
         self.size = M.SIZES[cfg.size]
@@ -276,6 +280,8 @@ class Run:
             stop = time.time() > deadline or step == self.stop_at
             if step % cfg.ckpt_every == 0 or step == cfg.vae_steps or stop:
                 save_checkpoint(ckpt, _prefixed("vae", vae), opt, {"step": step, "loss": loss.item()})
+                if step % cfg.sample_every == 0 or step == cfg.vae_steps or stop:
+                    self.round_trips(vae, "vae", step)
             if stop and step < cfg.vae_steps:
                 log(f"vae: stopping at step {step}; run again to resume")
                 break
@@ -293,6 +299,18 @@ class Run:
         g = _gen(torch.device("cpu"), self.cfg.seed, 7, step)
         off = torch.randint(0, x.shape[-1] - c + 1, (x.shape[0], 2), generator=g)
         return torch.stack([im[:, y:y + c, x_:x_ + c] for im, (y, x_) in zip(x, off.tolist())])
+
+    def round_trips(self, vae, phase: str, step: int) -> None:
+        """Twelve fixed training pictures and the VAE's reconstruction of them, at the VAE's
+        training size and at the UNet's (vae_round_trip-<px>.png in the run folder; look at
+        them): the most any UNet trained on this VAE can draw."""
+        batch = self.vae_sampler.train_batch(99_000_000, 12)
+        figures = []
+        for px in sorted({self.size.image_size, self.px}):
+            with self.autocast():
+                l1 = vae_round_trip(vae, self.renderer_at(px), batch, self.run / f"vae_round_trip-{px}.png")
+            figures.append(f"{px} px L1 {l1:.4f}")
+        log(f"{phase} step {step}: round trip of 12 training pictures: {', '.join(figures)} (vae_round_trip-*.png)")
 
     def frozen_vae(self, decoder: bool = True):
         """The trained VAE, frozen; with the fine-tuned decoder (`decoder.safetensors`) when there is one."""
@@ -354,6 +372,8 @@ class Run:
             if step % cfg.ckpt_every == 0 or step == cfg.decoder_steps or stop:
                 tensors = {f"vae.{k}": v for k, v in vae.state_dict().items() if k.startswith(("decoder.", "post_quant_conv."))}
                 save_checkpoint(ckpt, tensors, opt, {"step": step, "loss": loss.item()})
+                if step % cfg.sample_every == 0 or step == cfg.decoder_steps or stop:
+                    self.round_trips(vae, "decoder", step)
             if stop and step < cfg.decoder_steps:
                 log(f"decoder: stopping at step {step}; run again to resume")
                 break
@@ -383,6 +403,7 @@ class Run:
 
     def train_unet(self, deadline: float) -> int:
         cfg, ckpt = self.cfg, self.run / "unet.safetensors"
+        start_from = self._init_source() if not ckpt.exists() and self.init_unet else None
         tok = self.tokenizer()
         vae = self.frozen_vae()
         sf = self.latent_scale(vae)
@@ -405,6 +426,15 @@ class Run:
             for g, base in zip(opt.param_groups, (cfg.text_lr or cfg.lr, cfg.lr)):
                 g["base_lr"] = base           # a resumed run may have changed its rates
             log(f"unet: resumed at step {step}")
+        elif start_from is not None:
+            flat, info = load_checkpoint(start_from)
+            text.load_state_dict(_unprefixed("text", flat))
+            unet.load_state_dict(_unprefixed("unet", flat))
+            ema_sd = _unprefixed("ema", flat)
+            for i, e in enumerate(ema):
+                e.copy_(ema_sd[str(i)])
+            log(f"unet: starting from {start_from} (its step {info['step']} at {info.get('px')} px): weights and "
+                f"EMA; step 0 here, a fresh optimizer")
         if step >= cfg.unet_steps:
             return step
         sched = M.scheduler()
@@ -415,8 +445,9 @@ class Run:
             if pool is None:
                 return step                   # out of time while encoding; the next run goes on
             source = PoolBatches(pool, cfg, tok, self.device)
+            gain = CaptionGain(pool, sf, self.device, cfg.seed)
         else:
-            source = FreshBatches(self, vae, tok, step)
+            source, gain = FreshBatches(self, vae, tok, step), None
         probe = ConditioningProbe(tok, self.device, self.px // self.vae_factor(), cfg.seed)
         log(f"unet: {self.px} px, batch {cfg.batch}, lr {cfg.lr:g} (text {cfg.text_lr or cfg.lr:g}), "
             f"t = 999 u^{cfg.t_exponent:g}, {'pool of ' + str(len(source)) if cfg.pool else 'fresh batches'}")
@@ -453,9 +484,11 @@ class Run:
                 rate = (step - start) * cfg.batch / max(1e-9, time.time() - t0)
                 log(f"unet step {step}/{cfg.unet_steps} loss {mean_loss:.4f} lr {opt.param_groups[1]['lr']:.2e} "
                     f"{rate:.1f} samples/s")
-            if step % 200 == 0:
-                log(probe(text, unet))
             stop = time.time() > deadline or step == self.stop_at
+            if step % 200 == 0 or step == cfg.unet_steps or stop:
+                log(probe(text, unet))
+                if gain is not None:
+                    log(gain(text, unet, acp))
             if step % cfg.ckpt_every == 0 or step == cfg.unet_steps or stop:
                 tensors = {**_prefixed("text", text), **_prefixed("unet", unet),
                            **{f"ema.{i}": e for i, e in enumerate(ema)}}
@@ -469,6 +502,24 @@ class Run:
                 break
         source.close()
         return step
+
+    def _init_source(self) -> Path:
+        """The checkpoint `--init-unet` names (a file, or a run folder holding unet.safetensors),
+        after checking it reads prompts with this run's tokenizer (copied here when this run has
+        none yet): a text encoder is tied to its token ids."""
+        src = Path(self.init_unet)
+        path = src / "unet.safetensors" if src.is_dir() else src
+        if not path.is_file():
+            raise SystemExit(f"--init-unet {src}: no UNet checkpoint there (unet.safetensors)")
+        theirs, mine = path.parent / "tokenizer", self.run / "tokenizer"
+        if not (theirs / "vocab.json").is_file():
+            raise SystemExit(f"--init-unet {src}: its run folder has no tokenizer/ to check the token ids against")
+        if not (mine / "vocab.json").exists():
+            shutil.copytree(theirs, mine, dirs_exist_ok=True)
+        if (theirs / "vocab.json").read_bytes() != (mine / "vocab.json").read_bytes():
+            raise SystemExit(f"--init-unet {src}: its tokenizer differs from this run's ({mine}); its text encoder "
+                             "would read other words. Start from a run with the same tokenizer.")
+        return path
 
     def vae_factor(self) -> int:
         return 2 ** (len(self.size.vae_channels) - 1)
@@ -616,6 +667,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--compile", action="store_true", help="torch.compile the VAE encoder, text encoder and UNet")
     p.add_argument("--shard", default="15MB", help="largest safetensors file in the export")
+    p.add_argument("--init-unet", type=Path, default=None, metavar="RUN_OR_FILE",
+                   help="start this run's UNet and text encoder from another run's checkpoint (same tokenizer), e.g. "
+                        "the 64 px UNet for a 128 px phase; used only while this run has no UNet checkpoint")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a Config value, e.g. --set unet_steps=40000 (unknown keys are errors)")
     args = p.parse_args(argv)
@@ -638,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
         # Pinned on purpose: one thread a core; run it under `nice -n 19` beside other work.
         torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     deadline = time.time() + (args.minutes * 60 if args.minutes else float("inf"))
-    run = Run(cfg, args.data, args.run, device, compile_=args.compile, stop_at=args.stop_at)
+    run = Run(cfg, args.data, args.run, device, compile_=args.compile, stop_at=args.stop_at, init_unet=args.init_unet)
     log(f"device {device}, size {cfg.size}, {len(run.split.train_images)} training images, "
         f"{len(run.split.eval_images)} held out")
     if args.phase in ("all", "vae"):
