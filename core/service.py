@@ -124,12 +124,24 @@ class InProcessJobService(JobService):
         return getattr(self._gen.model, "vocabulary", None)
 
     @property
+    def model(self):
+        """The loaded model (a distributed worker announces its limits and word list)."""
+        return self._gen.model
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        return dict(self._fingerprint)
+
+    @property
     def model_info(self) -> dict[str, Any]:
         return dict(self._fingerprint, kind=self._gen.model.kind, native_size=self.limits.native_size,
                     max_side=self.limits.max_side, inpainting_unet=self._gen.model.inpainting_unet)
 
     def submit(self, request: GenerationRequest, owner: Owner, *, parent_id: str | None = None,
-               kind: str = "generate", quota: Quota | None = None) -> JobHandle:
+               kind: str = "generate", quota: Quota | None = None, generation_id: str | None = None) -> JobHandle:
+        """As JobService.submit. With `generation_id` the job is recorded already -- a distributed
+        worker (core/distributed) claimed that row after the broker applied the limits -- so it is
+        neither recorded again nor counted against the queue limits here."""
         resolved = request.resolve(self.limits)  # raises InvalidRequest: nothing queued
         with self._submit_lock:
             with self._lock:
@@ -137,16 +149,18 @@ class InProcessJobService(JobService):
                     raise QueueFull("The service is shutting down; try again in a moment.")
                 waiting = sum(len(q) for q in self._waiting.values())
                 mine = len(self._waiting.get(owner.key, ()))
-                if waiting >= self.queue_max:
+                if generation_id is None and waiting >= self.queue_max:
                     raise QueueFull(f"The queue is full ({waiting} jobs waiting, the limit is {self.queue_max}). "
                                     "Try again in a minute.")
-                if mine >= self.queue_per_owner:
+                if generation_id is None and mine >= self.queue_per_owner:
                     raise QueueFull(f"You already have {mine} jobs waiting (the limit per person is "
                                     f"{self.queue_per_owner}). Wait for one to finish or cancel one.")
                 if quota and self._recorder is None:  # no record to count in: this process's own memory
                     self._reserve_locked(owner, quota)
             handle = JobHandle(f"job-{next(self._counter)}-{uuid.uuid4().hex[:8]}", resolved, owner, self)
-            if self._recorder is not None:
+            if generation_id is not None:
+                handle.generation_id = generation_id
+            elif self._recorder is not None:
                 # With a quota, the recorder counts the owner's jobs and records this one in one
                 # transaction (raising LimitReached): atomic across every process sharing the record.
                 handle.generation_id = self._recorder.job_queued(handle.job_id, resolved, owner, parent_id, kind,

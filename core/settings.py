@@ -31,6 +31,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STATUARY_THREADS", "0", "CPU threads for torch; 0 leaves torch's default (all cores)."),
     Setting("STATUARY_DATA_DIR", "data", "Folder for the database, image files and caches (relative to the working directory)."),
     Setting("DATABASE_URL", "", "SQLAlchemy URL of the database; empty means SQLite at DATA_DIR/statuary.db. PostgreSQL: postgresql+psycopg://user:pass@host/db"),
+    Setting("STATUARY_BROKER_URL", "", "Redis URL of the job queue shared by several machines (redis://host:6379/0); empty runs jobs in this process. Needs DATABASE_URL (PostgreSQL)."),
     Setting("STATUARY_QUEUE_MAX", "64", "Jobs waiting in the queue at most; past it, submit answers 'queue full'."),
     Setting("STATUARY_QUEUE_PER_OWNER", "4", "Jobs one owner (a browser session, a Discord user) may have waiting at once."),
     Setting("STATUARY_BATCH_MAX", "1", "Most images denoised together in one UNet call (GPU batching; 1 = one image at a time, the CPU default)."),
@@ -82,6 +83,7 @@ class Settings:
     attention: str = "sdpa"
     channels_last: bool = False
     compile: bool = False
+    broker_url: str = ""
 
     @property
     def model_spec(self) -> str:
@@ -134,6 +136,14 @@ def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | os.P
     if attention not in ("sdpa", "math"):
         raise SettingsError(f"STATUARY_ATTENTION={attention!r} is not an attention kind; use sdpa or math.")
     data_dir = Path(values["STATUARY_DATA_DIR"]).expanduser().resolve()
+    broker_url = values["STATUARY_BROKER_URL"].strip()
+    database_url = values["DATABASE_URL"].strip()
+    if broker_url and not broker_url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(f"STATUARY_BROKER_URL={broker_url!r} is not a Redis URL; use redis://host:6379/0 "
+                            "(or leave it empty to run jobs in this process).")
+    if broker_url and (not database_url or database_url.startswith("sqlite")):
+        raise SettingsError("STATUARY_BROKER_URL is set but the database is SQLite, which several machines cannot "
+                            "share; set DATABASE_URL to a PostgreSQL URL (postgresql+psycopg://user:pass@host/db).")
     return Settings(
         model=values["STATUARY_MODEL"].strip() or "default",
         device=device,
@@ -158,6 +168,7 @@ def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | os.P
         attention=attention,
         channels_last=_bool(values, "STATUARY_CHANNELS_LAST"),
         compile=_bool(values, "STATUARY_COMPILE"),
+        broker_url=broker_url,
     )
 
 
