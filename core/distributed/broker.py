@@ -51,7 +51,11 @@ def redis_client(url: str):
 
 
 def unreachable(url: str) -> str:
-    where = url.split("@")[-1]
+    """The one sentence a front-end says when Redis cannot be reached (no password in it)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    where = f"{parts.hostname}:{parts.port or 6379}" if parts.hostname else url.split("@")[-1]
     return (f"The job queue (Redis at {where}) cannot be reached, so nothing was queued; "
             "history still works. Try again in a minute.")
 

@@ -29,7 +29,7 @@ from storage.models import utcnow
 log = logging.getLogger(__name__)
 
 
-def sweep(store, r, app, *, holder: str) -> dict[str, int]:
+def sweep(store, r, app, *, holder: str, stuck_after: float = STUCK_QUEUED_S) -> dict[str, int]:
     """One pass, if no other worker holds the sweep lock. Returns what it did, by kind."""
     done = {"requeued": 0, "failed": 0, "never_queued": 0, "released": 0, "messages": 0}
     if not r.set(key("sweep-lock"), holder, nx=True, ex=SWEEP_EVERY_S):
@@ -60,7 +60,7 @@ def sweep(store, r, app, *, holder: str) -> dict[str, int]:
                 done["requeued"] += 1
         elif row.status == "queued":
             state = line.job(row.job_id).get("state")
-            if state in ("queued", "running") or (now - row.created_at).total_seconds() < STUCK_QUEUED_S:
+            if state in ("queued", "running") or (now - row.created_at).total_seconds() < stuck_after:
                 continue
             reason = ("It was recorded but never reached the job queue (the broker could not be reached); "
                       "nothing ran. Submit it again.")
@@ -71,7 +71,7 @@ def sweep(store, r, app, *, holder: str) -> dict[str, int]:
     for member in r.smembers(key("waiting")):
         job_id = member.decode()
         info = line.job(job_id)
-        if info.get("state", "reserved") == "reserved" and time.time() - float(info.get("created", 0)) > STUCK_QUEUED_S:
+        if info.get("state", "reserved") == "reserved" and time.time() - float(info.get("created", 0)) > stuck_after:
             line.release(job_id, info.get("owner", ""))
             r.srem(key("waiting"), job_id)
             done["released"] += 1
