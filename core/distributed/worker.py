@@ -31,6 +31,7 @@ from core.distributed.sweep import sweep
 from core.jobs import Cancelled, Failed, ImageResult, JobResult, Progress, Queued
 
 log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 0.1
 
 
 class _ClaimRecorder:
@@ -133,10 +134,16 @@ class Worker:
             return
         with self._lock:
             self._running[gid] = (job_id, handle)
+        last = 0.0
         for event in handle.iter_events():
             if isinstance(event, Queued):
                 continue
             if isinstance(event, Progress):
+                # At most one preview per PROGRESS_EVERY_S (and always the last step): a fast GPU
+                # makes dozens of steps a second, more than any front-end shows.
+                if event.step < event.total and time.monotonic() - last < PROGRESS_EVERY_S:
+                    continue
+                last = time.monotonic()
                 self.r.hset(key("job", job_id), mapping={"step": event.step, "total": event.total})
             events.publish(self.r, job_id, event)
 
