@@ -62,8 +62,8 @@ def sweep(store, r, app, *, holder: str, stuck_after: float = STUCK_QUEUED_S) ->
             state = line.job(row.job_id).get("state")
             if state in ("queued", "running") or (now - row.created_at).total_seconds() < stuck_after:
                 continue
-            reason = ("It was recorded but never reached the job queue (the broker could not be reached); "
-                      "nothing ran. Submit it again.")
+            reason = ("It was recorded but never reached the job queue (the broker could not be reached, or "
+                      "lost it in a restart); nothing ran. Submit it again.")
             if claims.finish(store, row.id, "failed", reason, "BrokerUnavailable"):
                 events.publish(r, row.job_id, Failed(reason, "BrokerUnavailable"))
                 line.release(row.job_id, row.owner)
