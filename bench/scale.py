@@ -19,6 +19,7 @@ thread each, 2 workers can at best double the throughput of 1.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -46,7 +47,9 @@ def build_model(which: str) -> str:
     return which
 
 
-def run_jobs(service, n: int, steps: int, tag: str) -> float:
+def run_jobs(service, n: int, steps: int, tag: str, seconds: list[float] | None = None) -> float:
+    """Submit n jobs at once (4 owners), wait for all; the wall time. Each job's own run time
+    (the worker's, from its record) is appended to `seconds`."""
     from core.jobs import Owner
     from core.request import GenerationRequest
 
@@ -54,7 +57,9 @@ def run_jobs(service, n: int, steps: int, tag: str) -> float:
     handles = [service.submit(GenerationRequest(f"cat face {tag} {i}", seed=i, steps=steps), Owner("web", f"o{i % 4}"))
                for i in range(n)]
     for h in handles:
-        h.result(timeout=1800)
+        r = h.result(timeout=1800)
+        if seconds is not None:
+            seconds.append(r.seconds)
     return time.perf_counter() - t0
 
 
@@ -111,16 +116,20 @@ def main() -> int:
             remote_s.append(run_jobs(remote, 1, args.steps, f"r{i}"))
         p50_l, p50_r = statistics.median(local_s), statistics.median(remote_s)
 
-        one = run_jobs(remote, args.jobs, args.steps, "one")
+        load = [os.getloadavg()[0]]
+        per_job: dict[int, list[float]] = {1: [], 2: []}
+        one = run_jobs(remote, args.jobs, args.steps, "one", per_job[1])
         cluster.start_worker()
         cluster.wait_workers(2)
         run_jobs(remote, 2, args.steps, "warm2")
-        two = run_jobs(remote, args.jobs, args.steps, "two")
+        two = run_jobs(remote, args.jobs, args.steps, "two", per_job[2])
+        load.append(os.getloadavg()[0])
 
-        print(f"\n{'workers':>8} {'jobs':>5} {'wall s':>8} {'images/s':>9}")
-        print(f"{1:>8} {args.jobs:>5} {one:>8.2f} {args.jobs / one:>9.2f}")
-        print(f"{2:>8} {args.jobs:>5} {two:>8.2f} {args.jobs / two:>9.2f}")
-        print(f"throughput ratio 2 workers / 1 worker: {one / two:.2f}")
+        print(f"\n{'workers':>8} {'jobs':>5} {'wall s':>8} {'images/s':>9} {'s per job on its worker (p50)':>30}")
+        for n, wall in ((1, one), (2, two)):
+            print(f"{n:>8} {args.jobs:>5} {wall:>8.2f} {args.jobs / wall:>9.2f} {statistics.median(per_job[n]):>30.2f}")
+        print(f"throughput ratio 2 workers / 1 worker: {one / two:.2f}   "
+              f"(machine load average {load[0]:.1f} before, {load[1]:.1f} after, {os.cpu_count()} cores)")
         print(f"\none job, submit to Done, p50 of {args.single}: in-process {p50_l * 1000:.0f} ms, "
               f"broker path {p50_r * 1000:.0f} ms, added {(p50_r - p50_l) * 1000:+.0f} ms "
               f"(ratio {p50_r / p50_l:.3f})")

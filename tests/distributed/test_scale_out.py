@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from core.jobs import Cancelled, Done, Owner, Progress, QueueFull, Started
+from core.jobs import Cancelled, Owner, Progress, QueueFull, Started
 from core.request import GenerationRequest
 from tests.distributed.conftest import ROOT
 
@@ -204,7 +204,7 @@ def test_limits_hold_under_simultaneous_submits_from_two_processes(cluster):
 
 
 def test_broker_down_says_so_and_the_sweep_ends_what_never_reached_it(cluster):
-    from core.distributed.broker import BrokerUnavailable, make_app, redis_client
+    from core.distributed.broker import make_app, redis_client
     from core.distributed.sweep import sweep
 
     cluster.start_worker()
