@@ -94,6 +94,7 @@ class Worker:
         if popped is None:
             return  # a message with no job left for it (the job was cancelled, or a spare message)
         job_id, gid, owner = popped
+        self.r.publish(events.QUEUE_CHANGED, job_id)  # everyone behind it moves up one place
         lease = key("lease", gid)
         if not gid or not self.r.set(lease, self.token, nx=True, ex=LEASE_TTL_S):
             return  # another worker holds it: a duplicate

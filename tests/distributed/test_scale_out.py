@@ -145,7 +145,8 @@ def test_cancel_queued_and_running_from_another_process(cluster):
     cluster.wait_workers(1)
     svc, store = service(cluster)
     owner = Owner("web", "canceller")
-    running = svc.submit(GenerationRequest("runs", seed=1, steps=150), owner)
+    # long enough (4 images of 150 steps at 128 px) to be running still when the other process starts
+    running = svc.submit(GenerationRequest("runs", seed=1, steps=150, count=4, width=128, height=128), owner)
     waiting = svc.submit(GenerationRequest("waits", seed=2, steps=2), owner)
     for event in running.iter_events(timeout=120):
         if isinstance(event, Progress):
