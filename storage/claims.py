@@ -56,7 +56,8 @@ def requeue(store, generation_id: str, runner: str | None) -> bool:
     with store._write() as s, s.begin():
         cond = [Generation.id == generation_id, Generation.status == "running"]
         cond.append(Generation.runner.is_(None) if runner is None else Generation.runner == runner)
-        return s.execute(update(Generation).where(*cond).values(status="queued", started_at=None)).rowcount == 1
+        return s.execute(update(Generation).where(*cond).values(status="queued", started_at=None,
+                                                                runner=None)).rowcount == 1
 
 
 def finish(store, generation_id: str, status: str, reason: str | None, error_type: str | None = None, *,
@@ -64,8 +65,8 @@ def finish(store, generation_id: str, status: str, reason: str | None, error_typ
     """End an unfinished job (failed, cancelled); with `runner`, only while that worker holds it.
     False if it had ended (or was not that worker's)."""
     cond = [Generation.id == generation_id, Generation.status.in_(UNFINISHED)]
-    if runner is not None:
-        cond.append(Generation.runner == runner)
+    if runner is not None:  # a worker ends only the run it holds (not one the sweep gave back)
+        cond += [Generation.status == "running", Generation.runner == runner]
     with store._write() as s, s.begin():
         return s.execute(update(Generation).where(*cond)
                          .values(status=status, reason=reason, error_type=error_type,

@@ -24,8 +24,9 @@ import time
 from typing import Any
 
 from core.distributed import events
-from core.distributed.broker import (LEASE_RENEW_S, LEASE_TTL_S, QUEUE, SWEEP_EVERY_S, WORKER_ALIVE_TTL_S, announcement,
-                                     key, make_app, publish_announcement, redis_client, worker_name)
+from core.distributed.broker import (LEASE_RENEW_S, LEASE_TTL_S, QUEUE, SWEEP_EVERY_S, WORKER_ALIVE_TTL_S, BrokerUnavailable,
+                                     announcement, key, make_app, publish_announcement, redis_client, unreachable,
+                                     worker_name)
 from core.distributed.quota import Line
 from core.distributed.sweep import sweep
 from core.jobs import Cancelled, Failed, ImageResult, JobResult, Progress, Queued
@@ -70,11 +71,18 @@ class Worker:
         from storage import open_store
         from storage.store import runner_token
 
+        import redis
+
         self.settings = settings
         self.name = worker_name()
         self.token = runner_token()
-        self.store = open_store(settings)
         self.r = redis_client(settings.broker_url)
+        try:  # before the model loads: a worker with no queue to take jobs from says so at once
+            self.r.ping()
+        except (redis.RedisError, OSError):
+            raise BrokerUnavailable(unreachable(settings.broker_url).split(", so")[0]
+                                    + "; start Redis (or fix STATUARY_BROKER_URL) and then the worker.") from None
+        self.store = open_store(settings)
         self.line = Line(self.r)
         self.app = make_app(settings.broker_url)
         self.service = create_service(settings, recorder=_ClaimRecorder(self.store, self.token),
@@ -146,6 +154,9 @@ class Worker:
                     continue
                 last = time.monotonic()
                 self.r.hset(key("job", job_id), mapping={"step": event.step, "total": event.total})
+            if isinstance(event, Failed) and event.error_type == "Superseded":
+                log.warning("job %s: its lease lapsed and another worker runs it now; this run is dropped", job_id)
+                return  # the worker that holds it now tells the front-end how it ends
             events.publish(self.r, job_id, event)
 
     # ---- background: leases, liveness, cancel requests, the sweep ------------------------------------

@@ -92,6 +92,9 @@ def test_exactly_one_claim_wins_and_requeue_needs_the_holder(pg_server, tmp_path
     holder = claims.row(store, gid).runner
     assert not claims.requeue(store, gid, "someone-else")
     assert claims.requeue(store, gid, holder) and claims.row(store, gid).status == "queued"
+    # the slow worker whose job was given back cannot end it (it would fail a queued job)
+    assert not claims.finish(store, gid, "failed", "superseded", runner=holder)
+    assert claims.row(store, gid).status == "queued"
     assert claims.claim(store, gid, "w9") == 2  # attempts counted
     assert not claims.finish(store, gid, "failed", "x", runner="w1")  # only the holder may end it
     assert claims.finish(store, gid, "failed", "x", runner="w9")

@@ -259,3 +259,14 @@ def test_status_command_shows_workers_and_queue(cluster):
     assert out.returncode == 1 and out.stderr.startswith("statuary: The job queue (Redis at 127.0.0.1:")
     assert "Traceback" not in out.stderr
     cluster.redis.start()
+
+
+def test_a_worker_without_redis_says_so_in_one_sentence(cluster):
+    from tests.storage.conftest import _free_port
+
+    env = cluster.env(STATUARY_BROKER_URL=f"redis://127.0.0.1:{_free_port()}/0")
+    out = subprocess.run([sys.executable, "-m", "core.cli", "worker"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.startswith("statuary: The job queue (Redis at 127.0.0.1:") and "start Redis" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
