@@ -120,9 +120,12 @@ class Worker:
         finally:
             with self._lock:
                 self._running.pop(gid, None)
-            self.line.release(job_id, owner)
-            self.r.delete(lease, key("cancel", job_id))
-            self.r.publish(events.QUEUE_CHANGED, job_id)
+            now = claims.row(self.store, gid)
+            # Unless the sweep gave it to another worker meanwhile (its place, lease and events are that one's):
+            if now is None or now.status not in ("queued", "running") or now.runner == self.token:
+                self.line.release(job_id, owner)
+                self.r.delete(lease, key("cancel", job_id))
+                self.r.publish(events.QUEUE_CHANGED, job_id)
 
     def _run(self, job_id: str, gid: str, owner: str, attempt: int) -> None:
         from storage import claims
