@@ -140,6 +140,42 @@ def test_a_killed_workers_job_finishes_on_the_other_recorded_once(cluster):
     store.close()
 
 
+def test_a_stalled_worker_that_wakes_up_after_its_job_moved_records_nothing(cluster):
+    """SIGSTOP a worker mid-job past its lease: the job moves to the other worker; when the first
+    wakes up and finishes its run, the claim keeps it from recording the job a second time,
+    failing it, or telling the front-end anything."""
+    w1 = cluster.start_worker()
+    w2 = cluster.start_worker()
+    cluster.wait_workers(2)
+    svc, store = service(cluster)
+    handle = svc.submit(GenerationRequest("a stalled cat", seed=9, steps=60, count=2), Owner("web", "stall"))
+    for event in handle.iter_events(timeout=120):
+        if isinstance(event, Progress) and event.step >= 3:
+            break
+    pid = int(svc._line.job(handle.job_id)["worker"].rsplit(":", 1)[1])
+    stalled = w1 if w1.pid == pid else w2
+    os.kill(stalled.pid, signal.SIGSTOP)
+    try:
+        starts = 0
+        for event in handle.iter_events(timeout=120):
+            starts += isinstance(event, Started)
+            if starts == 2:
+                break  # running on the other worker now
+    finally:
+        os.kill(stalled.pid, signal.SIGCONT)
+    result = handle.result(timeout=120)
+    time.sleep(8)  # the woken worker finishes its own run of it meanwhile
+    gens, images = rows(store)
+    assert gens[handle.generation_id][:2] == ("done", 2)
+    assert len(images) == 2 and len(result.images) == 2  # recorded once
+    assert handle.final_event is not None and type(handle.final_event).__name__ == "Done"
+    assert "lease lapsed and another worker runs it now" in (cluster.logs / f"worker-{cluster.workers.index(stalled)}.log").read_text()
+    assert stalled.poll() is None  # and it goes on taking jobs
+    assert svc.submit(GenerationRequest("after", seed=1, steps=2), Owner("web", "stall")).result(60).images
+    svc.close()
+    store.close()
+
+
 def test_cancel_queued_and_running_from_another_process(cluster):
     cluster.start_worker()
     cluster.wait_workers(1)
