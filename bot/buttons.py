@@ -13,10 +13,10 @@ import discord
 
 PREFIX = "statuary"
 # action: u = upscale (post alone), v = subtle variation, vs = strong variation, rr = re-roll,
-#         i = info, t = timeline, x = delete
-ACTIONS = ("u", "v", "vs", "rr", "i", "t", "x")
+#         i = info, t = timeline, x = delete, e = edit prompt (remix), h = upscale 2x (hires fix)
+ACTIONS = ("u", "v", "vs", "rr", "i", "t", "x", "e", "h")
 ID_MAX = 32  # the longest id option Discord lets through (ids are 8 characters; room for stray spaces)
-TEMPLATE = re.compile(PREFIX + r":(?P<action>u|vs|v|rr|i|t|x):(?P<ids>[0-9a-z]{1,16}(?:\.[0-9a-z]{1,16}){0,3})")
+TEMPLATE = re.compile(PREFIX + r":(?P<action>u|vs|v|rr|i|t|x|e|h):(?P<ids>[0-9a-z]{1,16}(?:\.[0-9a-z]{1,16}){0,3})")
 
 
 def custom_id(action: str, ids: list[str]) -> str:
@@ -43,8 +43,15 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE)
         await interaction.client.on_result_button(interaction, self.action, self.ids)
 
 
-def result_view(ids: list[str]) -> discord.ui.View:
-    """U1-U4 and V1-V4 (subtle and strong) for a batch, then re-roll, info, timeline, delete."""
+def inpaint_link(public_url: str, image_id: str) -> str:
+    """The web UI's Inpaint tab with `image_id` loaded (webui/app.py reads `?inpaint=`)."""
+    return f"{public_url.rstrip('/')}/?inpaint={image_id}"
+
+
+def result_view(ids: list[str], *, public_url: str = "", upscale: bool = False) -> discord.ui.View:
+    """U1-U4 and V1-V4 (subtle and strong) for a batch, then re-roll, info, timeline, delete and
+    edit prompt. One image also gets Upscale 2x (`upscale`: the model's hires fix is offered)
+    and Vary region, a link to the web UI's Inpaint tab (only with a `public_url`)."""
     view = discord.ui.View(timeout=None)
     ids = list(ids)[:4]
     if len(ids) > 1:
@@ -58,11 +65,17 @@ def result_view(ids: list[str]) -> discord.ui.View:
     else:
         view.add_item(ResultButton("v", ids, label="Vary (subtle)", row=0))
         view.add_item(ResultButton("vs", ids, label="Vary (strong)", row=0))
+        if upscale:
+            view.add_item(ResultButton("h", ids, emoji="🔍", label="Upscale 2x", row=0))
+        if public_url:
+            view.add_item(discord.ui.Button(label="Vary region", emoji="🖌️", url=inpaint_link(public_url, ids[0]),
+                                            row=0))
         row = 1
     view.add_item(ResultButton("rr", ids, emoji="🔄", label="Re-roll", row=row))
     view.add_item(ResultButton("i", ids, emoji="ℹ️", label="Info", row=row))
     view.add_item(ResultButton("t", ids, emoji="🎞️", label="Timeline", row=row))
     view.add_item(ResultButton("x", ids, emoji="❌", label="Delete", style=discord.ButtonStyle.danger, row=row))
+    view.add_item(ResultButton("e", ids, emoji="✏️", label="Edit prompt", row=row))
     return view
 
 

@@ -30,7 +30,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.buttons import HistoryButton, ResultButton
+from bot.buttons import HistoryButton, ResultButton, result_view
 from bot.community import Community
 from bot.delivery import Delivery
 from bot.pending import Pending
@@ -55,7 +55,7 @@ def storage_errors() -> tuple[type[Exception], ...]:
 
 class StatuaryBot(commands.Bot):
     def __init__(self, service, store, *, community: Community | None = None, clock: Callable[[], float] = time.time,
-                 progress_interval: float = 1.5, sync_commands: bool = True, **options: Any):
+                 progress_interval: float = 1.5, sync_commands: bool = True, public_url: str = "", **options: Any):
         # Slash commands and buttons need no privileged intents; `guilds` (not privileged) keeps
         # discord.py's guild cache, which it expects. No prefix commands: only slash commands.
         options.setdefault("intents", discord.Intents(guilds=True))
@@ -74,6 +74,7 @@ class StatuaryBot(commands.Bot):
         self.clock = clock
         self.progress_interval = progress_interval
         self.sync_commands = sync_commands
+        self.public_url = public_url  # STATUARY_PUBLIC_URL: the web UI for 'Vary region'; empty hides it
         self.tree.on_error = self._on_tree_error
         self.synced = 0  # how many times commands were synced (once per process)
         self.ready_count = 0
@@ -83,10 +84,11 @@ class StatuaryBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         # Runs once per login, not on reconnects: the place for one-time work.
-        from bot.cogs import images, making, queue, server
+        from bot.cogs import images, making, queue, remix, server, settings, upscale
 
         await asyncio.to_thread(self.community.preload)  # so no command waits on the database before its ack
-        for cog in (making.Making(self), images.Images(self), queue.Queue(self), server.Server(self)):
+        for cog in (making.Making(self), images.Images(self), queue.Queue(self), server.Server(self),
+                    settings.Settings(self), remix.Remix(self), upscale.Upscale(self)):
             await self.add_cog(cog)
         self.add_dynamic_items(ResultButton, HistoryButton)
         vocab = getattr(self.service, "vocabulary", None)
@@ -139,6 +141,11 @@ class StatuaryBot(commands.Bot):
         await self.get_cog("Images").on_history_button(interaction, page, query)
 
     # ---- what every command shares ------------------------------------------------------------------
+
+    def result_view(self, ids: list[str]) -> discord.ui.View:
+        """The buttons under a result, with what this deployment offers (Upscale 2x, Vary region)."""
+        hires = getattr(self.service, "hires_defaults", None)
+        return result_view(ids, public_url=self.public_url, upscale=bool(hires and hires.helps))
 
     def owner(self, interaction: discord.Interaction) -> Owner:
         user = interaction.user

@@ -4,6 +4,7 @@
     rules = community.guild(guild_id)          # GuildRules: channels, limits, blocked words, defaults
     community.update_guild(guild_id, by=user_id, max_per_hour=10)
     community.set_private(user_id, True)       # /private: results by DM only
+    community.member(user_id)                  # MemberDefaults: /settings, used by /imagine
 
 The tables live on storage's declarative Base, so one Alembic chain creates them
 (storage/migrations/versions/0100_discord_community.py). Reads are cached in memory and the
@@ -56,7 +57,26 @@ class UserPrefs(Base):
 
     user_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     private: Mapped[bool] = mapped_column(Boolean, default=False)  # results by DM only
+    # /settings: the member's own /imagine defaults; NULL: the server's (migration 0130)
+    steps: Mapped[int | None] = mapped_column(Integer)
+    sampler: Mapped[str | None] = mapped_column(String(32))
+    aspect: Mapped[str | None] = mapped_column(String(8))
+    count: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[dt.datetime]
+
+
+MEMBER_FIELDS = ("steps", "sampler", "aspect", "count")
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberDefaults:
+    """A member's own /imagine defaults (None: not set, the server's default applies) and /private."""
+
+    steps: int | None = None
+    sampler: str | None = None
+    aspect: str | None = None
+    count: int | None = None
+    private: bool = False
 
 
 # What a server gets before anyone sets anything (None: the model's or service's own limit).
@@ -135,6 +155,7 @@ class Community:
         self._lock = threading.Lock()
         self._guilds: dict[str, GuildRules] = {}
         self._private: dict[str, bool] = {}
+        self._members: dict[str, MemberDefaults] = {}
         self._complete = False  # preload() read every row: a missing id means 'the defaults', no query
 
     def preload(self) -> None:
@@ -143,10 +164,13 @@ class Community:
         database. Writes from this process keep the caches current."""
         with self._read() as s:
             guilds = {row.guild_id: _rules(row) for row in s.scalars(select(GuildSettings))}
-            private = {row.user_id: bool(row.private) for row in s.scalars(select(UserPrefs))}
+            prefs = list(s.scalars(select(UserPrefs)))
+            private = {row.user_id: bool(row.private) for row in prefs}
+            members = {row.user_id: _member(row) for row in prefs}
         with self._lock:
             self._guilds = guilds | self._guilds
             self._private = private | self._private
+            self._members = members | self._members
             self._complete = True
 
     # ---- servers -----------------------------------------------------------------------------
@@ -215,6 +239,53 @@ class Community:
                 row.private, row.updated_at = private, utcnow()
         with self._lock:
             self._private[uid] = private
+            self._members.pop(uid, None)
+
+    def member(self, user_id: str | int) -> MemberDefaults:
+        """The member's /settings (all None when never set)."""
+        uid = str(user_id)
+        with self._lock:
+            if uid in self._members:
+                return self._members[uid]
+            if self._complete and uid not in self._private:
+                return MemberDefaults()
+        with self._read() as s:
+            member = _member(s.get(UserPrefs, uid))
+        with self._lock:
+            self._members[uid] = member
+        return member
+
+    def update_member(self, user_id: str | int, *, reset: bool = False, **changes: Any) -> MemberDefaults:
+        """Set some of a member's defaults (`private` too); `reset` first clears every one of
+        them (and /private). Values are checked by the caller (bot/cogs/settings.py)."""
+        unknown = set(changes) - set(MEMBER_FIELDS) - {"private"}
+        if unknown:
+            raise ValueError(f"unknown member settings: {', '.join(sorted(unknown))}")
+        uid = str(user_id)
+        with self._write() as s, s.begin():
+            row = s.get(UserPrefs, uid)
+            if row is None:
+                row = UserPrefs(user_id=uid, private=False, updated_at=utcnow())
+                s.add(row)
+            if reset:
+                for key in MEMBER_FIELDS:
+                    setattr(row, key, None)
+                row.private = False
+            for key, value in changes.items():
+                setattr(row, key, bool(value) if key == "private" else value)
+            row.updated_at = utcnow()
+            s.flush()
+            member = _member(row)
+        with self._lock:
+            self._members[uid] = member
+            self._private[uid] = member.private
+        return member
+
+
+def _member(row: UserPrefs | None) -> MemberDefaults:
+    if row is None:
+        return MemberDefaults()
+    return MemberDefaults(**{k: getattr(row, k) for k in MEMBER_FIELDS}, private=bool(row.private))
 
 
 def _rules(row: GuildSettings | None) -> GuildRules:

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, AsyncIterator
 import discord
 
 from bot import render
-from bot.buttons import result_view
 from bot.text import clip
 from bot.pending import Owed
 from core.jobs import Cancelled, Done, Failed, JobHandle, JobResult, Owner, Progress, Queued, Started
+from core.prompts import result_notes
 
 if TYPE_CHECKING:
     from bot.client import StatuaryBot
@@ -234,7 +234,8 @@ class Delivery:
             content = render.recipe_line(gen.request, gen.image_ids)
             files = await asyncio.to_thread(self._stored_files, list(gen.image_ids), target.filesize_limit)
             message = await self.deliver(target, content, files=files,
-                                         view=result_view(list(gen.image_ids)) if gen.image_ids else None, final=True)
+                                         view=self.bot.result_view(list(gen.image_ids)) if gen.image_ids else None,
+                                         final=True)
             await bot.retractor.remember(message, list(gen.image_ids))
         elif gen.status in ("failed", "cancelled", "interrupted"):
             why = {"failed": "❌ The job failed", "cancelled": "🚫 Cancelled",
@@ -261,10 +262,12 @@ class Delivery:
     async def finish(self, target: Target, result: JobResult) -> None:
         ids = [img.id for img in result.images if img.id]
         content = render.recipe_line(result.request.to_dict(), ids)
+        for cut in result_notes(result.fingerprint):  # a prompt cut at the text encoder's window
+            content += f"\n✂️ {cut}"
         if target.note:
             content += f"\n{target.note}"
         files = await asyncio.to_thread(self.result_files, result, target.filesize_limit)
-        message = await self.deliver(target, content, files=files, view=result_view(ids) if ids else None,
+        message = await self.deliver(target, content, files=files, view=self.bot.result_view(ids) if ids else None,
                                      final=True)
         await self.bot.retractor.remember(message, ids)
 

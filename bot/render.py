@@ -13,7 +13,9 @@ from PIL import Image
 
 from bot.text import clip as _clip
 from bot.text import echo
-from core.request import MIN_SIDE, ModelLimits
+from core.hires import text as hires_text
+from core.prompts import result_notes
+from core.request import MIN_SIDE, ModelLimits, lora_text
 
 # Offered in /imagine's `aspect` choice, as (label, width part, height part).
 ASPECTS: tuple[tuple[str, int, int], ...] = (
@@ -92,6 +94,10 @@ def recipe_line(request: dict[str, Any], ids: Iterable[str] = ()) -> str:
         seed += f" · variation {request.get('variation_seed')} @ {request['variation_strength']:g}"
     parts.append(" · ".join([seed, f"{request.get('steps')} steps", f"guidance {request.get('guidance', 0):g}",
                              str(request.get("sampler")), f"{request.get('width')}×{request.get('height')}"]))
+    if request.get("loras"):
+        parts.append("LoRA: " + ", ".join(f"{echo(str(e[0]), 60)} {float(e[1]):g}" for e in request["loras"]))
+    if request.get("hires"):
+        parts.append(f"hires fix {hires_text(request['hires'])}")
     ids = list(ids)
     if ids:
         parts.append("ids: " + " ".join(f"`{i}`" for i in ids))
@@ -112,6 +118,12 @@ def recipe_full(rec: Any) -> str:
         if r.get("variation_strength") else ""))
     lines.append(f"**Steps:** {r.get('steps')} · **guidance** {r.get('guidance'):g} · **sampler** {r.get('sampler')}"
                  f" · **size** {r.get('width')}×{r.get('height')}")
+    if r.get("loras"):
+        lines.append(f"**LoRA:** {echo(lora_text(r['loras']) or '', 400)}")
+    for cut in result_notes(fp):
+        lines.append(f"**Prompt cut:** {cut}")
+    if r.get("hires"):
+        lines.append(f"**Hires fix:** {hires_text(r['hires'])}")
     model = fp.get("model_id") or ""
     if model or fp.get("model_sha256"):
         lines.append(f"**Model:** {echo(str(model), 100)} (sha256 {str(fp.get('model_sha256', ''))[:12]})")

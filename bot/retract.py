@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import render
-from bot.buttons import result_view
 from bot.delivery import image_file
 from bot.posts import Post
 from bot.text import clip
@@ -121,7 +120,7 @@ class Retractor:
         content = clip(render.recipe_line(request, ids) + note, render.CONTENT_MAX)
         data, name = file
         try:
-            await self._message(post).edit(content=content, view=result_view(ids),
+            await self._message(post).edit(content=content, view=self.bot.result_view(ids),
                                            attachments=[discord.File(io.BytesIO(data), filename=name)])
         except discord.NotFound:
             return await asyncio.to_thread(self.bot.posts.forget, post.message_id)

@@ -65,7 +65,8 @@ class BotThread(threading.Thread):
         # The bot never joins voice: say nothing about the voice libraries it does not need.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         self.loop = asyncio.get_running_loop()
-        self.bot = StatuaryBot(self.service, self.store, **self.bot_options)
+        options = {"public_url": getattr(self.settings, "public_url", ""), **self.bot_options}
+        self.bot = StatuaryBot(self.service, self.store, **options)
         self.started_bot.set()
         try:
             async with self.bot:

@@ -153,7 +153,10 @@ def flag_names(exc: Exception, names: dict[str, str]) -> str:
 
 
 GENERATE_FLAGS = {"negative_prompt": "negative", "variation_seed": "variation-seed",
-                  "variation_strength": "variation-strength", "init_image": "init-image"}
+                  "variation_strength": "variation-strength", "init_image": "init-image",
+                  "loras": "lora", "prompt_syntax": "prompt-syntax",
+                  "hires_scale": "hires-scale", "hires_steps": "hires-steps", "hires_strength": "hires-strength",
+                  "hires_upscaler": "hires-upscaler"}
 
 
 def _read_file(path: str | None, what: str) -> bytes | None:
@@ -189,17 +192,55 @@ def add_request_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strength", type=number("strength", 0, 1), default=0.75,
                    help="img2img/inpaint: how much of the init image to repaint")
     p.add_argument("--mask", default=None, help="inpaint: white = repaint, black = keep; same size as --init-image")
+    p.add_argument("--lora", action="append", default=[], metavar="NAME:WEIGHT",
+                   help="a LoRA from STATUARY_LORA_DIR by file name, weight -2 to 2 (default 1); repeat for more; "
+                        "<lora:name:0.8> in the prompt does the same")
+    p.add_argument("--prompt-syntax", choices=("a1111", "plain"), default="a1111",
+                   help="a1111 (default): (word:1.3), (word), [word], BREAK, long prompts in chunks; "
+                        "plain: the words as written, cut at the text encoder's window")
+    add_hires_arguments(p, "--hires-")
+
+
+def add_hires_arguments(p: argparse.ArgumentParser, prefix: str) -> None:
+    """The hires fix's flags (core/hires.py): `--hires-scale` turns it on in `generate`; `upscale`
+    takes the same four as --scale, --steps, --strength, --upscaler."""
+    from core.hires import SCALE_MAX, SCALE_MIN, UPSCALERS
+    from core.request import STEPS_MAX
+
+    name = prefix.lstrip("-")  # "hires-" or ""
+    p.add_argument(f"{prefix}scale", type=number(f"{name}scale", SCALE_MIN, SCALE_MAX), default=None,
+                   help=f"hires fix: repaint the picture this much larger, {SCALE_MIN:g}-{SCALE_MAX:g}")
+    p.add_argument(f"{prefix}steps", type=whole(f"{name}steps", 1, STEPS_MAX), default=None,
+                   help="hires fix: steps of the second pass (default: the same as --steps)")
+    p.add_argument(f"{prefix}strength", type=number(f"{name}strength", 0, 1), default=None,
+                   help="hires fix: how much of the upscaled picture to repaint (default 0.5)")
+    p.add_argument(f"{prefix}upscaler", default=None,
+                   help="hires fix: " + " or ".join(UPSCALERS) + " (default lanczos)")
+
+
+def hires_from_args(scale, steps, strength, upscaler, defaults=None):
+    """A Hires from the flags (None when none is given); what is left out comes from `defaults`
+    (the model's, core/hires.py) or the built-in ones."""
+    from core.hires import Hires
+
+    if scale is None and steps is None and strength is None and upscaler is None:
+        return None
+    base = defaults or Hires()
+    return Hires(scale=base.scale if scale is None else scale, steps=base.steps if steps is None else steps,
+                 strength=base.strength if strength is None else strength, upscaler=upscaler or base.upscaler)
 
 
 def request_from_args(args: argparse.Namespace):
-    from core.request import GenerationRequest
+    from core.request import GenerationRequest, parse_lora
 
     return GenerationRequest(
         prompt=args.prompt, negative_prompt=args.negative, seed=args.seed, count=args.count, steps=args.steps,
         guidance=args.guidance, width=args.width, height=args.height, sampler=args.sampler,
         variation_seed=args.variation_seed, variation_strength=args.variation_strength,
         init_image=_read_file(args.init_image, "init image"), strength=args.strength,
-        mask=_read_file(args.mask, "mask"))
+        mask=_read_file(args.mask, "mask"), prompt_syntax=args.prompt_syntax,
+        loras=tuple(parse_lora(text) for text in args.lora),
+        hires=hires_from_args(args.hires_scale, args.hires_steps, args.hires_strength, args.hires_upscaler))
 
 
 def print_progress(handle) -> Any:
@@ -213,7 +254,12 @@ def print_progress(handle) -> Any:
             print("started", file=sys.stderr)
         elif isinstance(event, Progress) and (event.step == event.total or event.step % 5 == 0):
             print(f"step {event.step}/{event.total}", file=sys.stderr)
-    return handle.result()
+    result = handle.result()
+    from core.prompts import result_notes
+
+    for note in result_notes(result.fingerprint):  # a prompt cut at the text encoder's window
+        print(f"statuary: {note}", file=sys.stderr)
+    return result
 
 
 def write_outputs(result, out: str | None) -> None:
@@ -325,6 +371,18 @@ def cmd_status(args, ctx: Context) -> int:
         print(f"  {w['name']}  {w.get('device', '')}  running {w.get('running', 0)} of {w.get('batch_max', 1)}")
     print(f"jobs waiting: {waiting}")
     print(f"jobs running: {len(running)}")
+
+
+def cmd_loras(args, ctx: Context) -> int:
+    from core.lora import folder_catalog
+
+    folder = ctx.settings.lora_folder
+    catalog = folder_catalog(folder)
+    for item in catalog:
+        words = ", ".join(item["trigger_words"])
+        print(f"{item['name']}" + (f"  trigger words: {words}" if words else ""))
+    print(f"{len(catalog)} LoRA files in {folder}; use one as <lora:NAME:0.8> in a prompt or --lora NAME:0.8",
+          file=sys.stderr)
     return 0
 
 
@@ -368,6 +426,9 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p = sub.add_parser("status", help="workers alive, jobs waiting and running (with STATUARY_BROKER_URL)")
     p.add_argument("--json", action="store_true", help="print it as JSON")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("loras", help="list the LoRA files in STATUARY_LORA_DIR with their trigger words")
+    p.set_defaults(func=cmd_loras)
 
     p = sub.add_parser("train", help="train the default model (python -m training.train --help)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -11,6 +11,7 @@ Reading order, as in a diffusers pipeline:
   2. prepare noise and latents     (Generator.start: per image, from its seed)
   3. denoise                       (Generator.denoise: scale, UNet, guidance, scheduler step, inpaint blend)
   4. decode                        (Generator.decode: the VAE, once per finished image)
+  (5. the hires fix: upscale and repaint the decoded picture larger; core/hires.py)
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core import hires
 from core.loader import LoadedModel
+from core.lora import LoraSwitch
+from core.prompts import PromptEncoder
 from core.request import GenerationRequest
 from core.samplers import make_scheduler
 
@@ -138,6 +142,8 @@ class Generator:
         self.model = model
         self.device = model.device
         self.channels_last = False  # set by speed_up(); the UNet's input is then made channels_last too
+        self.prompts = PromptEncoder(model)  # prompt weights, BREAK and long prompts (core/prompts.py)
+        self.loras = LoraSwitch(model)  # LoRA adapters (core/lora.py); the service gives it the folder
 
     def speed_up(self, *, attention: str = "sdpa", channels_last: bool = False,
                  compile_unet: bool = False) -> dict[str, str]:
@@ -169,6 +175,20 @@ class Generator:
     def encode(self, request: GenerationRequest) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
         m = self.model
         guided = request.guidance > 1.0
+        self.loras.activate(request.loras)  # a LoRA may change the text encoder too
+        if self.prompts.needs_compel(request):  # weights, BREAK or a prompt longer than the window
+            embeds, pooled = self.prompts.encode(request, guided)
+            if m.kind != "sdxl":
+                return embeds, None
+            time_ids = torch.tensor([[request.height, request.width, 0, 0, request.height, request.width]],
+                                    dtype=m.dtype, device=self.device)
+            return embeds, {"text_embeds": pooled, "time_ids": time_ids.repeat(embeds.shape[0], 1)}
+        with self.prompts.lock:
+            return self._encode_plain(request, guided)
+
+    def _encode_plain(self, request: GenerationRequest, guided: bool):
+        """The pipeline's own encoder: the words as written, cut at the text encoder's window."""
+        m = self.model
         if m.kind == "sdxl":
             pe, ne, pooled, neg_pooled = m.pipeline.encode_prompt(
                 request.prompt, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=guided,
@@ -228,21 +248,27 @@ class Generator:
                 mask_small = torch.nn.functional.interpolate(hard, size=shape[-2:]).to(self.device, m.dtype)
                 traj.inpaint_cond = torch.cat([mask_small, masked_latents], dim=1)
 
-        # img2img and inpainting start part-way: strength 1 starts from pure noise.
+        self.begin_at(traj, traj.init_latents, request.strength)
+        return traj
+
+    def begin_at(self, traj: Trajectory, init_latents: torch.Tensor, strength: float) -> None:
+        """Start `traj` part-way from `init_latents`, noised to where `strength` leaves them:
+        img2img, inpainting and the hires fix's second pass. Strength 1 starts from pure noise."""
+        scheduler, steps = traj.scheduler, traj.request.steps
+        traj.init_latents = init_latents
         order = getattr(scheduler, "order", 1)
-        start_steps = min(int(round(request.steps * request.strength)), request.steps)
-        t_start = max(request.steps - start_steps, 0)
-        timesteps = timesteps[t_start * order:]
+        start_steps = min(int(round(steps * strength)), steps)
+        t_start = max(steps - start_steps, 0)
+        timesteps = scheduler.timesteps[t_start * order:]
         if hasattr(scheduler, "set_begin_index"):
             scheduler.set_begin_index(t_start * order)
         if len(timesteps) == 0:
             timesteps = scheduler.timesteps[-1:]
         traj.timesteps = timesteps
-        if request.strength >= 1.0 and m.inpainting_unet:
-            traj.latents = noise * scheduler.init_noise_sigma
+        if strength >= 1.0 and self.model.inpainting_unet:
+            traj.latents = traj.noise * scheduler.init_noise_sigma
         else:
-            traj.latents = scheduler.add_noise(traj.init_latents, noise, timesteps[:1])
-        return traj
+            traj.latents = scheduler.add_noise(init_latents, traj.noise, timesteps[:1])
 
     def _encode_image(self, rgb: np.ndarray) -> torch.Tensor:
         m = self.model
@@ -277,6 +303,9 @@ class Generator:
             active.append(traj)
         if not active:
             return failed
+        if len({LoraSwitch.key(t.request.loras) for t in active}) > 1:
+            raise ValueError("one UNet call cannot mix LoRA sets; group trajectories by LoraSwitch.key first")
+        self.loras.activate(active[0].request.loras)
         x = torch.cat([i[0] for i in inputs])
         ts = torch.cat([i[1] for i in inputs])
         embeds = torch.cat([i[2] for i in inputs])
@@ -353,17 +382,24 @@ class Generator:
         encoded = self.encode(request)
         trajectories = [self.start(request, k, encoded) for k in range(request.count)]
         total = sum(t.total for t in trajectories)
+        if request.hires is not None:  # the hires fix's second pass counts in the same progress
+            total += request.count * hires.pass_steps(request.hires, request.steps)
         step = 0
         results = []
         for traj in trajectories:
-            while not traj.done:
-                if should_cancel and should_cancel():
-                    raise Cancelled()
-                self.denoise_step([traj])
-                step += 1
-                if on_step:
-                    on_step(traj, step, total)
-            results.append((traj, self.decode(traj)))
+            image = None
+            while image is None:
+                while not traj.done:
+                    if should_cancel and should_cancel():
+                        raise Cancelled()
+                    self.denoise_step([traj])
+                    step += 1
+                    if on_step:
+                        on_step(traj, step, total)
+                image = self.decode(traj)
+                if traj.request.hires is not None:  # first pass done: repaint it larger
+                    traj, image = hires.second_pass(self, traj, image), None
+            results.append((traj, image))
         return results
 
 

@@ -189,6 +189,7 @@ class JobHandle:
         self._cond = threading.Condition()
         self._subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
         self.cancel_requested = threading.Event()
+        self.notes: dict[str, str] = {}  # what the result says about this job's run (a cut prompt, say)
 
     # called by the service's worker thread
     def _emit(self, event: Event) -> None:
@@ -315,6 +316,10 @@ class JobService(abc.ABC):
     def vocabulary(self) -> ModelVocabulary | None:
         """What the loaded model says it knows (the default model's word list); None: anything."""
         return None
+
+    def lora_catalog(self) -> list[dict[str, Any]]:
+        """The LoRA folder's files for pickers: [{"name", "trigger_words"}]; [] when none."""
+        return []
 
     @abc.abstractmethod
     def close(self) -> None: ...

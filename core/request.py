@@ -12,9 +12,17 @@ import dataclasses
 import hashlib
 import io
 import math
+import re
 import secrets
 import unicodedata
 from typing import Any
+
+from core.hires import Hires
+from core.hires import check as check_hires
+from core.hires import from_value as hires_from_value
+from core.hires import to_value as hires_to_value
+from core.prompts import DEFAULT_SYNTAX, SYNTAXES
+from core.prompts import check as check_prompt_weights
 
 SEED_MAX = 2**32 - 1
 PROMPT_MAX_CHARS = 1000
@@ -29,6 +37,15 @@ IMAGE_MAX_PIXELS = 4096 * 4096
 # 32-bit integer and float pictures have no agreed white point, so they are refused by name.
 IMAGE_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr",
                "I;16", "I;16L", "I;16B", "I;16N")
+
+# LoRA: files in STATUARY_LORA_DIR named by their stem, in the prompt as <lora:name:weight> or listed.
+LORA_MAX = 4
+LORA_WEIGHT_MIN, LORA_WEIGHT_MAX = -2.0, 2.0
+LORA_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_ .+-]{0,99}")
+LORA_TAG = re.compile(r"\s*<lora:([^:<>]*)(?::([^<>]*))?>", re.IGNORECASE)
+LORA_ALLOWED = (f"give at most {LORA_MAX} LoRAs, each a file name from the LoRA folder (letters, digits, "
+                f"space, _ . + -) with a weight from {LORA_WEIGHT_MIN:g} to {LORA_WEIGHT_MAX:g}, "
+                "as <lora:name:0.8> in the prompt or name:weight")
 
 # Sampler names users type; core.samplers maps each to a diffusers scheduler.
 SAMPLERS = ("dpmpp_2m_karras", "dpmpp_2m", "euler", "euler_a", "ddim", "unipc")
@@ -112,12 +129,22 @@ class GenerationRequest:
     init_image: bytes | None = None  # encoded image file (PNG, JPEG, WebP); resized to width x height
     strength: float = 0.75  # img2img / inpaint: how much of the init image is re-noised
     mask: bytes | None = None  # white = repaint, black = keep; same size as init_image
+    # How the prompts are read (core/prompts.py): "a1111" weights (word:1.3), (word), [word] and
+    # BREAK, and encodes long prompts in chunks; "plain" (every recipe made before) reads the
+    # words as written, cut at the text encoder's window.
+    prompt_syntax: str = DEFAULT_SYNTAX
+    # LoRAs (core/lora.py): (name, weight) pairs; resolve() adds the prompt's <lora:name:w> tags
+    # and the service adds each file's sha256, so a stored request is (name, weight, sha256).
+    loras: tuple[tuple[Any, ...], ...] = ()
+    hires: Hires | None = None  # the hires fix: a second, larger pass (core/hires.py); None: off
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "hires", hires_from_value(self.hires))  # JSON gives a dict
         # JSON gives lists: hold the chain as tuples, so requests stay hashable and comparable.
-        chain = self.variation_chain
-        if isinstance(chain, (list, tuple)) and all(isinstance(p, (list, tuple)) for p in chain):
-            object.__setattr__(self, "variation_chain", tuple(tuple(p) for p in chain))
+        for name in ("variation_chain", "loras"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)) and all(isinstance(p, (list, tuple)) for p in value):
+                object.__setattr__(self, name, tuple(tuple(p) for p in value))
 
     # ---- validation ---------------------------------------------------------------------
 
@@ -142,8 +169,11 @@ class GenerationRequest:
         _check_float(errors, "variation_strength", self.variation_strength, 0.0, 1.0)
         _check_chain(errors, self.variation_chain)
         _check_float(errors, "strength", self.strength, 0.0, 1.0)
+        _check_syntax(errors, self)
+        _check_loras(errors, self)
         if _is_float(self.strength) and self.init_image is not None and self.strength <= 0:
             errors.append(FieldError("strength", self.strength, "use a value above 0 and up to 1 with an init image"))
+        check_hires(errors, self.hires, self.width, self.height, lim if limits else None, self.mask is not None)
         init_size = _check_image(errors, "init_image", self.init_image)
         if self.mask is not None:
             if self.init_image is None:
@@ -165,6 +195,13 @@ class GenerationRequest:
             changes["seed"] = rng.randint(0, SEED_MAX)
         if self.variation_strength > 0 and self.variation_seed is None:
             changes["variation_seed"] = rng.randint(0, SEED_MAX)
+        tags = lora_tags(self.prompt)
+        if tags:  # the prompt's <lora:...> tags join the list; the prompt keeps its words
+            changes["prompt"] = LORA_TAG.sub("", self.prompt).strip()
+            changes["loras"] = (*self.loras, *tags)
+        loras = changes.get("loras", self.loras)
+        if loras:  # weights as floats, so 1 and 1.0 are one recipe
+            changes["loras"] = tuple((e[0], float(e[1]), *e[2:]) for e in loras)
         if self.width is None or self.height is None:
             if self.init_image is not None:
                 w, h = _image_size(self.init_image)
@@ -176,7 +213,12 @@ class GenerationRequest:
                 w = h = limits.native_size
             changes.setdefault("width", self.width or w)
             changes.setdefault("height", self.height or h)
-        return dataclasses.replace(self, **changes) if changes else self
+        if self.hires is not None and self.hires.steps is None:  # the recipe says how many it ran
+            changes["hires"] = dataclasses.replace(self.hires, steps=self.steps)
+        resolved = dataclasses.replace(self, **changes) if changes else self
+        if resolved.hires is not None:
+            resolved.validate(limits)  # the larger size, now that the base size is decided
+        return resolved
 
     # ---- derived values ---------------------------------------------------------------------
 
@@ -237,6 +279,14 @@ class GenerationRequest:
         chain = d.pop("variation_chain")
         if chain:  # left out when empty, so every recipe without one reads as it always did
             d["variation_chain"] = [[seed, strength] for seed, strength in chain]
+        loras = d.pop("loras")
+        if loras:  # left out when empty, as variation_chain
+            d["loras"] = [list(entry) for entry in loras]
+        if d["prompt_syntax"] == "plain":  # recipes from before prompt syntax read as they always did
+            del d["prompt_syntax"]
+        d["hires"] = hires_to_value(self.hires)
+        if d["hires"] is None:  # left out when off, so every recipe without it reads as it always did
+            del d["hires"]
         d["init_image_sha256"] = self.init_image_sha256
         d["mask_sha256"] = self.mask_sha256
         return d
@@ -253,7 +303,13 @@ class GenerationRequest:
                 raise InvalidRequest([FieldError(key, d[key], "the image with this hash was not supplied")])
             if data is not None and d.get(key) != hashlib.sha256(data).hexdigest():
                 raise InvalidRequest([FieldError(key, d.get(key), "the supplied image does not match this hash")])
-        return cls(**{k: v for k, v in d.items() if k in fields}, init_image=init_image, mask=mask)
+        given = {k: v for k, v in d.items() if k in fields}
+        given.setdefault("prompt_syntax", "plain")  # a recipe without it was made before prompt weights
+        if given["prompt_syntax"] is None:
+            given["prompt_syntax"] = "plain"
+        if given.get("loras") is None:
+            given.pop("loras", None)
+        return cls(**given, init_image=init_image, mask=mask)
 
 
 def variation_text(d: dict[str, Any]) -> str | None:
@@ -267,7 +323,92 @@ def variation_text(d: dict[str, Any]) -> str | None:
     return ", then ".join(f"seed {seed} at strength {float(strength):g}" for seed, strength in steps)
 
 
+def lora_tags(prompt: Any) -> tuple[tuple[str, Any], ...]:
+    """The prompt's <lora:name:weight> tags as (name, weight); weight 1.0 when left out. Weights
+    that are not numbers stay text, for validate() to refuse."""
+    if not isinstance(prompt, str):
+        return ()
+    out = []
+    for m in LORA_TAG.finditer(prompt):
+        weight: Any = (m.group(2) or "").strip() or 1.0
+        if isinstance(weight, str):
+            try:
+                weight = float(weight)
+            except ValueError:
+                pass
+        out.append((m.group(1).strip(), weight))
+    return tuple(out)
+
+
+def parse_lora(text: str) -> tuple[str, Any]:
+    """'name:0.8' (or 'name', weight 1) as (name, weight), for command lines and chat options;
+    a weight that is no number stays text, for validate() to refuse in its words."""
+    name, _, weight = str(text).strip().rpartition(":") if ":" in str(text) else (str(text).strip(), "", "")
+    value: Any = 1.0
+    if weight.strip():
+        try:
+            value = float(weight)
+        except ValueError:
+            value = weight.strip()
+    return name.strip(), value
+
+
+def lora_text(loras: Any) -> str | None:
+    """A request's LoRAs in words: 'pixel at 0.8 (sha256 1a2b3c4d5e6f), ink at 1'."""
+    if not loras:
+        return None
+    parts = []
+    for entry in loras:
+        name, weight = entry[0], entry[1]
+        sha = entry[2] if len(entry) > 2 and entry[2] else None
+        parts.append(f"{name} at {float(weight):g}" + (f" (sha256 {sha[:12]})" if sha else ""))
+    return ", ".join(parts)
+
+
 # ---- field checks ---------------------------------------------------------------------------
+
+
+def _check_syntax(errors: list[FieldError], req: "GenerationRequest") -> None:
+    if req.prompt_syntax not in SYNTAXES:
+        errors.append(FieldError("prompt_syntax", req.prompt_syntax, "use one of " + ", ".join(SYNTAXES)))
+        return
+    if req.prompt_syntax == "a1111":
+        for name in ("prompt", "negative_prompt"):
+            text = getattr(req, name)
+            why = check_prompt_weights(text) if isinstance(text, str) else None
+            if why:
+                errors.append(FieldError(name, text, why))
+
+
+def _check_loras(errors: list[FieldError], req: "GenerationRequest") -> None:
+    if isinstance(req.negative_prompt, str) and LORA_TAG.search(req.negative_prompt):
+        errors.append(FieldError("negative_prompt", req.negative_prompt,
+                                 "a <lora:...> tag belongs in the prompt, not the negative prompt"))
+    given = req.loras
+    if not isinstance(given, tuple) or not all(isinstance(e, tuple) and len(e) in (2, 3) for e in given):
+        errors.append(FieldError("loras", given, LORA_ALLOWED))
+        return
+    entries = [*given, *lora_tags(req.prompt)]
+    seen: set[str] = set()
+    for entry in entries:
+        name, weight = entry[0], entry[1]
+        sha = entry[2] if len(entry) > 2 else None
+        if not isinstance(name, str) or not LORA_NAME.fullmatch(name):
+            errors.append(FieldError("loras", name, "a LoRA is named by its file name without .safetensors "
+                                     "(letters, digits, space, _ . + -, up to 100 characters)"))
+        elif not _is_float(weight) or not LORA_WEIGHT_MIN <= weight <= LORA_WEIGHT_MAX:
+            shown = f"{weight:g}" if _is_float(weight) else weight
+            errors.append(FieldError("loras", f"{name}:{shown}",
+                                     f"use a LoRA weight from {LORA_WEIGHT_MIN:g} to {LORA_WEIGHT_MAX:g}"))
+        elif name.lower() in seen:
+            errors.append(FieldError("loras", name, "each LoRA may be given once"))
+        elif sha is not None and not (isinstance(sha, str) and re.fullmatch(r"[0-9a-f]{64}", sha)):
+            errors.append(FieldError("loras", f"{name} sha256 {sha}", "a LoRA's sha256 is 64 hex digits"))
+        if isinstance(name, str):
+            seen.add(name.lower())
+    if len(entries) > LORA_MAX:
+        errors.append(FieldError("loras", f"{len(entries)} LoRAs", f"give at most {LORA_MAX} LoRAs"))
+
 
 
 def _check_chain(errors: list[FieldError], chain: Any) -> None:

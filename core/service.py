@@ -13,8 +13,9 @@ Two ways to run jobs, chosen by `batch_max` (STATUARY_BATCH_MAX):
   at a time, so every reproduction is bit-identical.
 - more than 1 (a GPU): step-level batching. Every running image -- whatever its job, sampler,
   step count or guidance -- is a trajectory; each step, one UNet call advances all the
-  trajectories of one latent size (sizes take turns), and each trajectory's own scheduler
-  takes its slice. A waiting job joins at the next step when the batch has room (owners take
+  trajectories of one group (groups take turns: one latent size, one prompt-embedding length,
+  one LoRA set, so nothing is padded or switched for another request), and each trajectory's
+  own scheduler takes its slice. A waiting job joins at the next step when the batch has room (owners take
   turns to fill free slots, as in the queue); a finished image leaves at once and is decoded
   between steps, a few at a time, so the others do not wait for it. Cancelling or a failure in
   one job touches that job only.
@@ -32,11 +33,13 @@ import traceback
 import uuid
 from typing import Any
 
+from core import hires
 from core.generator import Cancelled as _LoopCancelled
 from core.generator import Generator, Trajectory
 from core.jobs import (Cancelled, Done, Failed, ImageResult, JobHandle, JobResult, JobService, LimitReached, Owner,
                        Progress, QueueFull, Queued, Quota, Recorder, Started)
-from core.request import GenerationRequest, ModelLimits
+from core.lora import LoraLibrary, LoraSwitch
+from core.request import FieldError, GenerationRequest, InvalidRequest, ModelLimits
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,11 @@ def _reason(exc: BaseException) -> tuple[str, str]:
         return ("The GPU ran out of memory for this job. Try fewer images, a smaller size, "
                 "or wait until fewer jobs are running."), "OutOfMemory"
     return f"{name}: {exc}", name
+
+
+def _group(traj: Trajectory) -> tuple:
+    """Trajectories that may share one UNet call have the same key."""
+    return (tuple(traj.latents.shape[-2:]), int(traj.embeds.shape[1]), LoraSwitch.key(traj.request.loras))
 
 
 def keep_frame_steps(total: int, frames: int) -> set[int]:
@@ -80,11 +88,13 @@ class InProcessJobService(JobService):
     def __init__(self, generator: Generator, recorder: Recorder | None = None, *, queue_max: int = 64,
                  queue_per_owner: int = 4, preview_frames: int = 8, preview_side: int = 128,
                  batch_max: int = 1, batch_memory_mb: int = 0, decode_chunk: int = 1,
-                 fingerprint_extra: dict[str, Any] | None = None):
+                 fingerprint_extra: dict[str, Any] | None = None, loras: "LoraLibrary | None" = None):
         if batch_max < 1 or decode_chunk < 1:
             raise ValueError("batch_max and decode_chunk must be at least 1")
         self._gen = generator
         self._recorder = recorder
+        self._loras = loras  # the LoRA folder (core/lora.py); None: requests with LoRAs are refused
+        generator.loras.library = loras
         self.queue_max = queue_max
         self.queue_per_owner = queue_per_owner
         self.preview_frames = preview_frames
@@ -101,6 +111,8 @@ class InProcessJobService(JobService):
         self._closed = False
         self._counter = itertools.count(1)
         self._fingerprint = generator.model.fingerprint() | dict(fingerprint_extra or {})
+        # What the model folder says about the hires fix (core/hires.py); a bad hires.json stops start-up.
+        self.hires_defaults = hires.HiresDefaults.load(generator.model.source)
         self.batch_max = batch_max
         self.decode_chunk = decode_chunk
         self._cap = batch_max  # images per UNet call; halved after an out-of-memory error
@@ -135,7 +147,11 @@ class InProcessJobService(JobService):
     @property
     def model_info(self) -> dict[str, Any]:
         return dict(self._fingerprint, kind=self._gen.model.kind, native_size=self.limits.native_size,
-                    max_side=self.limits.max_side, inpainting_unet=self._gen.model.inpainting_unet)
+                    max_side=self.limits.max_side, inpainting_unet=self._gen.model.inpainting_unet,
+                    hires_helps=self.hires_defaults.helps)
+
+    def lora_catalog(self) -> list[dict[str, Any]]:
+        return self._loras.catalog() if self._loras is not None else []
 
     def submit(self, request: GenerationRequest, owner: Owner, *, parent_id: str | None = None,
                kind: str = "generate", quota: Quota | None = None, generation_id: str | None = None) -> JobHandle:
@@ -143,6 +159,13 @@ class InProcessJobService(JobService):
         worker (core/distributed) claimed that row after the broker applied the limits -- so it is
         neither recorded again nor counted against the queue limits here."""
         resolved = request.resolve(self.limits)  # raises InvalidRequest: nothing queued
+        if resolved.loras:  # each LoRA exists, is safetensors and fits this model; its sha256 recorded
+            if self._loras is None:
+                raise InvalidRequest([FieldError("loras", resolved.loras[0][0],
+                                                 "this service has no LoRA folder")])
+            resolved = self._loras.resolve(resolved)
+        notes = self._gen.prompts.notes(resolved)  # a cut prompt, chunks of a long one: said in the result
+        fingerprint = dict(self._fingerprint) | notes
         with self._submit_lock:
             with self._lock:
                 if self._closed:
@@ -158,13 +181,14 @@ class InProcessJobService(JobService):
                 if quota and self._recorder is None:  # no record to count in: this process's own memory
                     self._reserve_locked(owner, quota)
             handle = JobHandle(f"job-{next(self._counter)}-{uuid.uuid4().hex[:8]}", resolved, owner, self)
+            handle.notes = notes
             if generation_id is not None:
                 handle.generation_id = generation_id
             elif self._recorder is not None:
                 # With a quota, the recorder counts the owner's jobs and records this one in one
                 # transaction (raising LimitReached): atomic across every process sharing the record.
                 handle.generation_id = self._recorder.job_queued(handle.job_id, resolved, owner, parent_id, kind,
-                                                                 dict(self._fingerprint),
+                                                                 fingerprint,
                                                                  **({"quota": quota} if quota else {}))
             with self._lock:
                 if owner.key not in self._waiting:
@@ -331,11 +355,17 @@ class InProcessJobService(JobService):
         frames: dict[int, list] = collections.defaultdict(list)
         per_image_step: dict[int, int] = collections.defaultdict(int)
 
+        per_image = None  # steps per image, both passes of a hires fix together
+
         def on_step(traj, step: int, total: int) -> None:
+            nonlocal per_image
+            per_image = per_image or total // handle.request.count
             preview = self._gen.preview(traj, self.preview_side)
             per_image_step[traj.index] += 1
-            if per_image_step[traj.index] in keep_frame_steps(traj.total, self.preview_frames):
-                frames[traj.index].append(preview)
+            if per_image_step[traj.index] in keep_frame_steps(per_image, self.preview_frames):
+                kept = frames[traj.index]
+                # the hires pass's previews are larger: one size for the whole timeline
+                kept.append(preview if not kept else preview.resize(kept[0].size, resample=3))
             with self._lock:
                 self._running_step[handle.job_id] = (step, total)
             handle._emit(Progress(step, total, traj.index, preview))
@@ -362,7 +392,7 @@ class InProcessJobService(JobService):
                                       variation_seed=handle.request.image_variation_seed(index),
                                       image=image, frames=kept))
         result = JobResult(job_id=handle.job_id, generation_id=handle.generation_id, request=handle.request,
-                           images=images, fingerprint=dict(self._fingerprint),
+                           images=images, fingerprint=dict(self._fingerprint) | handle.notes,
                            seconds=time.monotonic() - started)
         if self._recorder is not None and handle.generation_id is not None:
             stored = self._record("job_done", handle, result)
@@ -400,13 +430,15 @@ class InProcessJobService(JobService):
                 self._record("job_cancelled", job.handle)
                 job.handle._emit(Cancelled())
 
-            # 2. one step for every running image of one latent size (sizes take turns)
+            # 2. one step for every running image of one group (groups take turns): one latent size,
+            # one prompt-embedding length (long prompts have more chunks) and one LoRA set, so no
+            # image is padded or sees another request's LoRA
             running = [(j, t) for j in jobs for t in j.trajectories if not t.done]
             if running:
-                sizes = sorted({tuple(t.latents.shape[-2:]) for _, t in running})
-                size = sizes[self._rr % len(sizes)]
+                groups = sorted({_group(t) for _, t in running})
+                key = groups[self._rr % len(groups)]
                 self._rr += 1
-                group = [(j, t) for j, t in running if tuple(t.latents.shape[-2:]) == size]
+                group = [(j, t) for j, t in running if _group(t) == key]
                 for chunk in self._chunks(group):
                     self._step(chunk, jobs, decodes)
 
@@ -479,6 +511,8 @@ class InProcessJobService(JobService):
             self._fail(handle, exc)
             return None
         job.total = sum(t.total for t in job.trajectories)
+        if handle.request.hires is not None:  # the second pass counts in the same progress
+            job.total += handle.request.count * hires.pass_steps(handle.request.hires, handle.request.steps)
         return job
 
     def _step(self, chunk: list[tuple[_Job, Trajectory]], jobs: list[_Job],
@@ -517,8 +551,10 @@ class InProcessJobService(JobService):
         for (job, traj), preview in zip(moved, previews):
             job.step += 1
             job.image_steps[traj.index] += 1
-            if job.image_steps[traj.index] in keep_frame_steps(traj.total, self.preview_frames):
-                job.frames[traj.index].append(preview)
+            if job.image_steps[traj.index] in keep_frame_steps(job.total // len(job.trajectories),
+                                                               self.preview_frames):
+                kept = job.frames[traj.index]
+                kept.append(preview if not kept else preview.resize(kept[0].size, resample=3))
             with self._lock:
                 self._running_step[job.handle.job_id] = (job.step, job.total)
             job.handle._emit(Progress(job.step, job.total, traj.index, preview))
@@ -527,7 +563,12 @@ class InProcessJobService(JobService):
 
     def _decode(self, job: _Job, traj: Trajectory, jobs: list[_Job]) -> None:
         try:
-            job.images[traj.index] = self._gen.decode(traj)
+            image = self._gen.decode(traj)
+            if traj.request.hires is not None:  # first pass of a hires fix: the larger pass joins the batch
+                second = hires.second_pass(self._gen, traj, image)
+                job.trajectories[job.trajectories.index(traj)] = second
+                return
+            job.images[traj.index] = image
             if len(job.images) == len(job.trajectories):
                 self._end(job, jobs)
                 self._done(job.handle, job.started, list(job.images.items()), job.frames)
@@ -604,7 +645,7 @@ def create_service(settings, recorder: Recorder | None = None, *, model_config: 
     """Load the configured model and start the service around it (the only place that does both)."""
     import torch
 
-    from core.loader import load_model
+    from core.loader import HashCache, load_model
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -613,7 +654,8 @@ def create_service(settings, recorder: Recorder | None = None, *, model_config: 
     generator = Generator(model)
     notes = generator.speed_up(attention=settings.attention, channels_last=settings.channels_last,
                                compile_unet=settings.compile)
+    loras = LoraLibrary(settings.lora_folder, model, HashCache(settings.data_dir / "cache" / "lora-hashes.json"))
     return InProcessJobService(generator, recorder, queue_max=settings.queue_max,
                                queue_per_owner=settings.queue_per_owner, preview_frames=settings.preview_frames,
                                batch_max=settings.batch_max, batch_memory_mb=settings.batch_memory_mb,
-                               decode_chunk=settings.decode_chunk, fingerprint_extra=notes)
+                               decode_chunk=settings.decode_chunk, fingerprint_extra=notes, loras=loras)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STATUARY_DTYPE", "auto", "Weights dtype: auto (float16 on cuda/mps, float32 on cpu), float32, float16 or bfloat16."),
     Setting("STATUARY_THREADS", "0", "CPU threads for torch; 0 leaves torch's default (all cores)."),
     Setting("STATUARY_DATA_DIR", "data", "Folder for the database, image files and caches (relative to the working directory)."),
+    Setting("STATUARY_LORA_DIR", "", "Folder of LoRA files (.safetensors only), used as <lora:name:0.8> in prompts; empty means DATA_DIR/loras."),
     Setting("DATABASE_URL", "", "SQLAlchemy URL of the database; empty means SQLite at DATA_DIR/statuary.db. PostgreSQL: postgresql+psycopg://user:pass@host/db"),
     Setting("STATUARY_BROKER_URL", "", "Redis URL of the job queue shared by several machines (redis://host:6379/0); empty runs jobs in this process. Needs DATABASE_URL (PostgreSQL)."),
     Setting("STATUARY_QUEUE_MAX", "64", "Jobs waiting in the queue at most; past it, submit answers 'queue full'."),
@@ -49,6 +51,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STATUARY_UPLOAD_MAX_MB", "10", "Largest upload the web UI accepts, in MiB."),
     Setting("STATUARY_SHARE", "0", "1 asks Gradio for a public share link (off by default)."),
     Setting("DISCORD_TOKEN", "", "Discord bot token; when set, `statuary serve` also runs the bot."),
+    Setting("STATUARY_PUBLIC_URL", "", "The web UI's address as people reach it (https://pictures.example.org); the bot's 'Vary region' button links there, and is hidden when this is empty."),
 )
 
 _KNOWN = {s.env for s in SETTINGS}
@@ -84,6 +87,12 @@ class Settings:
     channels_last: bool = False
     compile: bool = False
     broker_url: str = ""
+    lora_dir: Path | None = None  # None: data_dir / "loras"
+    public_url: str = ""
+
+    @property
+    def lora_folder(self) -> Path:
+        return self.lora_dir or self.data_dir / "loras"
 
     @property
     def model_spec(self) -> str:
@@ -135,6 +144,10 @@ def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | os.P
     attention = values["STATUARY_ATTENTION"].strip().lower()
     if attention not in ("sdpa", "math"):
         raise SettingsError(f"STATUARY_ATTENTION={attention!r} is not an attention kind; use sdpa or math.")
+    public_url = values["STATUARY_PUBLIC_URL"].strip()
+    if public_url and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", public_url):
+        raise SettingsError(f"STATUARY_PUBLIC_URL={public_url!r} is not a web address; use "
+                            "http(s)://host[:port][/path], or leave it empty to hide the bot's 'Vary region' button.")
     data_dir = Path(values["STATUARY_DATA_DIR"]).expanduser().resolve()
     broker_url = values["STATUARY_BROKER_URL"].strip()
     database_url = values["DATABASE_URL"].strip()
@@ -169,6 +182,8 @@ def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | os.P
         channels_last=_bool(values, "STATUARY_CHANNELS_LAST"),
         compile=_bool(values, "STATUARY_COMPILE"),
         broker_url=broker_url,
+        lora_dir=Path(values["STATUARY_LORA_DIR"].strip()).expanduser().resolve() if values["STATUARY_LORA_DIR"].strip() else None,
+        public_url=public_url,
     )
 
 

@@ -2,6 +2,7 @@
 
     statuary reproduce ID
     statuary vary ID --strength 0.3 [--variation-seed N] [--count N]
+    statuary upscale ID [--scale 2] [--steps N] [--strength 0.5] [--upscaler lanczos|latent]
     statuary verify ID
     statuary info FILE_OR_ID
     statuary history [--query Q] [--page N] [--owner USER] [--status failed|interrupted|cancelled|not-done]
@@ -49,6 +50,13 @@ def add_commands(subparsers: argparse._SubParsersAction, context: Any = None) ->
     p.add_argument("--count", type=whole("count", 1, COUNT_MAX), default=1, help="how many variations, 1-4")
     p.set_defaults(func=bind(cmd_vary))
 
+    p = subparsers.add_parser("upscale", help="an image through the hires fix: its recipe, repainted larger")
+    p.add_argument("id", help="the image's 8-character id")
+    from core.cli import add_hires_arguments
+
+    add_hires_arguments(p, "--")
+    p.set_defaults(func=bind(cmd_upscale))
+
     p = subparsers.add_parser("verify", help="make an image again and say whether the pixels are identical")
     p.add_argument("id", help="the image's 8-character id")
     p.set_defaults(func=bind(cmd_verify))
@@ -91,7 +99,8 @@ STATUS_CHOICES = ("done", "failed", "interrupted", "cancelled", "not-done")
 
 # The request fields these subcommands set, by the flags that set them (vary's --strength is
 # the request's variation_strength).
-FLAGS = {"variation_strength": "strength", "variation_seed": "variation-seed"}
+FLAGS = {"variation_strength": "strength", "variation_seed": "variation-seed", "hires_scale": "scale",
+         "hires_steps": "steps", "hires_strength": "strength", "hires_upscaler": "upscaler"}
 
 
 def _print_result(result: Any, original: Any = None) -> None:
@@ -118,6 +127,20 @@ def cmd_vary(args: argparse.Namespace, ctx: Any) -> int:
 
     store = ctx.store()
     handle = store.vary(args.id, ctx.service(), _owner(), args.strength, args.variation_seed, args.count)
+    _print_result(print_progress(handle))
+    return 0
+
+
+def cmd_upscale(args: argparse.Namespace, ctx: Any) -> int:
+    from core.cli import hires_from_args, print_progress
+    from core.hires import Hires
+
+    store, service = ctx.store(), ctx.service()
+    defaults = service.hires_defaults
+    if not defaults.helps and args.scale is None:  # the model folder says it does not help; a given scale still runs
+        raise ValueError(defaults.refusal + " Give --scale to run it anyway.")
+    hires = hires_from_args(args.scale, args.steps, args.strength, args.upscaler, defaults.hires) or defaults.hires
+    handle = store.upscale(args.id, service, _owner(), hires if isinstance(hires, Hires) else None)
     _print_result(print_progress(handle))
     return 0
 
@@ -170,10 +193,15 @@ def cmd_info(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def _print_request(d: dict[str, Any], extra: dict[str, Any]) -> None:
-    from core.request import variation_text
+    from core.hires import text as hires_text
+    from core.request import lora_text, variation_text
 
-    shown = {k: v for k, v in d.items() if k not in ("variation_seed", "variation_strength", "variation_chain")}
+    shown = {k: v for k, v in d.items() if k not in ("variation_seed", "variation_strength", "variation_chain",
+                                                     "hires")}
     shown["variations"] = variation_text(d)  # the whole chain, oldest first
+    shown["loras"] = lora_text(d.get("loras"))  # name, weight and file sha256 of each
+    shown["prompt_syntax"] = d.get("prompt_syntax") or "plain"
+    shown["hires fix"] = hires_text(d.get("hires"))  # then the second pass, in words
     for k, v in {**shown, **extra}.items():
         if v is not None and v != "":
             print(f"  {k}: {v}")

@@ -83,9 +83,12 @@ class Generation(Base):
     variation_seed: Mapped[int | None] = mapped_column(BigInteger)
     variation_strength: Mapped[float] = mapped_column(Float)
     variation_chain: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))  # [[seed, strength], ...]; NULL: none
+    prompt_syntax: Mapped[str | None] = mapped_column(String(16))  # "a1111"; NULL: "plain" (made before it existed)
+    loras: Mapped[list[Any] | None] = mapped_column(JSON(none_as_null=True))  # [[name, weight, sha256], ...]; NULL: none
     init_image_sha256: Mapped[str | None] = mapped_column(String(64))
     strength: Mapped[float] = mapped_column(Float)
     mask_sha256: Mapped[str | None] = mapped_column(String(64))
+    hires: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))  # core/hires.py; NULL: off
 
     # what ran it
     model_id: Mapped[str] = mapped_column(String(1024), default="")

@@ -49,7 +49,9 @@ def _num(x: float) -> str:
 def a1111_parameters(d: dict[str, Any], model_sha256: str, model_name: str) -> str:
     """The A1111 `parameters` text for a request in to_dict() form: prompt, negative prompt
     line, then 'Key: value, ...'."""
-    lines = [d["prompt"]]
+    loras = d.get("loras") or []
+    # A1111 reads LoRAs from tags in the prompt, and their file hashes from 'Lora hashes'.
+    lines = [d["prompt"] + "".join(f" <lora:{e[0]}:{_num(e[1])}>" for e in loras)]
     if d.get("negative_prompt"):
         lines.append(f"Negative prompt: {d['negative_prompt']}")
     params = [
@@ -68,6 +70,16 @@ def a1111_parameters(d: dict[str, Any], model_sha256: str, model_name: str) -> s
                    ("Variation seed strength", _num(d["variation_strength"]))]
     if d.get("init_image_sha256"):
         params.append(("Denoising strength", _num(d["strength"])))
+    if any(len(e) > 2 and e[2] for e in loras):
+        params.append(("Lora hashes", _quote(", ".join(f"{e[0]}: {e[2][:12]}" for e in loras if len(e) > 2))))
+    if d.get("hires"):  # A1111's names; its txt2img hires fix calls the second pass's strength 'Denoising strength'
+        h = d["hires"]
+        if not d.get("init_image_sha256"):
+            params.append(("Denoising strength", _num(h["strength"])))
+        params += [("Hires upscale", _num(h["scale"])), ("Hires steps", str(h["steps"])),
+                   ("Hires upscaler", {"lanczos": "Lanczos", "latent": "Latent"}.get(h["upscaler"], h["upscaler"]))]
+        if d.get("init_image_sha256"):
+            params.append(("Hires denoising strength", _num(h["strength"])))
     lines.append(", ".join(f"{k}: {v}" for k, v in params))
     return "\n".join(lines)
 

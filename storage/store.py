@@ -25,7 +25,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import core
 from core.jobs import ImageResult, JobHandle, JobResult, JobService, LimitReached, Owner, Quota
-from core.request import FieldError, GenerationRequest
+from core.hires import from_value as hires_from_value
+from core.hires import to_value as hires_to_value
+from core.hires import Hires
+from core.request import FieldError, GenerationRequest, InvalidRequest
 from storage import db, ids, pngmeta
 from storage.files import (KINDS, FileStore, atomic_write, decode_frames, encode_gif, encode_timeline, image_extension,
                            remove_stale_temp_files)
@@ -148,6 +151,14 @@ def canonical_request(d: dict[str, Any]) -> dict[str, Any]:
     chain = out.pop("variation_chain") or []
     if chain:  # absent when empty, as in to_dict(): older recipes keep their exact bytes
         out["variation_chain"] = [[int(seed), float(strength)] for seed, strength in chain]
+    loras = out.pop("loras") or []
+    if loras:  # absent when none, and the syntax absent when "plain", as in to_dict()
+        out["loras"] = [[str(e[0]), float(e[1]), *e[2:]] for e in loras]
+    if out.get("prompt_syntax") in (None, "plain"):
+        out.pop("prompt_syntax", None)
+    hires = out.pop("hires")
+    if hires:  # absent when off, likewise
+        out["hires"] = hires_to_value(hires_from_value(hires))
     return out
 
 
@@ -533,6 +544,21 @@ class Store:
         request = self.request_for(image_id).varied(strength, variation_seed, count)
         return service.submit(request, owner, parent_id=ids.normalize(image_id), kind="vary", quota=quota)
 
+    def upscale(self, image_id: str, service: JobService, owner: Owner, hires: Hires | None = None, *,
+                quota: Quota | None = None) -> JobHandle:
+        """The image again through the hires fix (`hires`, default: the model's): its own recipe,
+        whose first pass is that very picture, then repainted larger. An image that already had
+        the hires fix is refused (its recipe would make the same picture again)."""
+        request = self.request_for(image_id)
+        if request.hires is not None:
+            raise InvalidRequest([FieldError("image", ids.normalize(image_id), "it was made with the hires fix "
+                                             "already; upscale the image it was made from instead")])
+        if hires is None:
+            hires = getattr(service, "hires_defaults", None)
+            hires = hires.hires if hires is not None else Hires()
+        request = dataclasses.replace(request, hires=hires)
+        return service.submit(request, owner, parent_id=ids.normalize(image_id), kind="upscale", quota=quota)
+
     def verify(self, image_id: str, service: JobService, owner: Owner | None = None,
                timeout: float | None = None) -> VerifyResult:
         """Make the image again and compare: 'exact' when every pixel matches, else 'drifted',
@@ -552,6 +578,11 @@ class Store:
         old_fp, new_fp = original.fingerprint, dict(result.fingerprint)
         changed = {k: (old_fp.get(k), new_fp.get(k)) for k in sorted(set(old_fp) | set(new_fp))
                    if old_fp.get(k) != new_fp.get(k)}
+        # A LoRA file changed since (same name, other content): its sha256 then and now.
+        then = {str(e[0]).lower(): e[2] if len(e) > 2 else None for e in original.request.get("loras") or []}
+        for entry in result.request.loras:
+            if len(entry) > 2 and then.get(str(entry[0]).lower()) != entry[2]:
+                changed[f"lora {entry[0]} sha256"] = (then.get(str(entry[0]).lower()), entry[2])
         return VerifyResult(original.id, "exact" if diff == 0 else "drifted", diff, changed, new.id,
                             new.sha256 == original.sha256)
 

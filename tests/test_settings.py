@@ -51,3 +51,12 @@ def test_a_broker_with_postgresql_is_accepted_and_no_broker_is_the_default():
     s = load_settings({"STATUARY_BROKER_URL": " redis://10.0.0.5:6379/0 ", "DATABASE_URL": "postgresql+psycopg://u@h/d"},
                       dotenv_path=None)
     assert s.broker_url == "redis://10.0.0.5:6379/0"
+
+
+def test_public_url_for_the_bots_vary_region_link(tmp_path):
+    base = {"STATUARY_DATA_DIR": str(tmp_path)}
+    assert load_settings(base, dotenv_path=None).public_url == ""
+    s = load_settings({**base, "STATUARY_PUBLIC_URL": " https://pics.example.org:8443/statuary "}, dotenv_path=None)
+    assert s.public_url == "https://pics.example.org:8443/statuary"
+    with pytest.raises(SettingsError, match="STATUARY_PUBLIC_URL='pics.example.org' is not a web address"):
+        load_settings({**base, "STATUARY_PUBLIC_URL": "pics.example.org"}, dotenv_path=None)

@@ -11,13 +11,14 @@ import dataclasses
 
 import gradio as gr
 
+from core.hires import Hires
 from core.jobs import JobResult
 from core.request import SAMPLERS, FieldError, GenerationRequest, InvalidRequest
 from webui.recipes import error_message
 from webui.shared import WebUI, owner_of, parse_seed
 
 HISTORY_PER_PAGE_MAX = 100
-NAMES = ("generate", "reproduce", "vary", "inpaint", "verify", "history", "recipe")
+NAMES = ("generate", "reproduce", "vary", "inpaint", "upscale", "verify", "history", "recipe")
 
 
 def _images_json(result: JobResult) -> list[dict]:
@@ -39,12 +40,16 @@ def register(ui: WebUI) -> None:
 
     async def generate(prompt: str, negative_prompt: str = "", seed: int = -1, steps: int = 20,
                        guidance: float = 7.0, width: int = 0, height: int = 0, sampler: str = SAMPLERS[0],
-                       count: int = 1, request: gr.Request = None) -> list[dict]:
+                       count: int = 1, hires_scale: float = 0, hires_steps: int = 0, hires_strength: float = 0.5,
+                       hires_upscaler: str = "lanczos", request: gr.Request = None) -> list[dict]:
         """Make images from a prompt. Returns each image's id, seed, sha256 and file URL.
-        seed -1 is random; width/height 0 is the model's native size."""
+        seed -1 is random; width/height 0 is the model's native size; hires_scale 0 is no hires
+        fix (1 to 2 turns it on; hires_steps 0 is the same as steps)."""
+        hires = Hires(scale=hires_scale, steps=hires_steps or None, strength=hires_strength,
+                      upscaler=hires_upscaler) if hires_scale else None
         req = GenerationRequest(prompt=prompt, negative_prompt=negative_prompt, seed=parse_seed(seed), steps=steps,
                                 guidance=guidance, width=width or None, height=height or None,
-                                sampler=sampler, count=count)
+                                sampler=sampler, count=count, hires=hires)
         return await _wait(lambda: ui.service.submit(req, owner_of(request)))
 
     async def reproduce(image_id: str, request: gr.Request = None) -> list[dict]:
@@ -72,6 +77,15 @@ def register(ui: WebUI) -> None:
             return ui.service.submit(req, owner_of(request), parent_id=rec.id, kind="inpaint")
 
         return await _wait(submit)
+
+    async def upscale(image_id: str, scale: float = 0, steps: int = 0, strength: float = 0, upscaler: str = "",
+                      request: gr.Request = None) -> list[dict]:
+        """A stored image through the hires fix: its recipe, repainted larger. 0 or empty takes the
+        model's own setting (its folder's hires.json, else scale 2, the same steps, strength 0.5, lanczos)."""
+        base = ui.service.hires_defaults.hires
+        hires = Hires(scale=scale or base.scale, steps=steps or base.steps, strength=strength or base.strength,
+                      upscaler=upscaler or base.upscaler)
+        return await _wait(lambda: ui.store.upscale(image_id, ui.service, owner_of(request), hires))
 
     async def verify(image_id: str, request: gr.Request = None) -> dict:
         """Make a stored image again and compare: verdict exact or drifted, with the largest pixel difference."""
@@ -111,5 +125,5 @@ def register(ui: WebUI) -> None:
                 "fingerprint": r.fingerprint, "sha256": r.sha256, "created": r.created.isoformat(),
                 "file": f"/gradio_api/file={r.path}"}
 
-    for fn in (generate, reproduce, vary, inpaint, verify, history, recipe):
+    for fn in (generate, reproduce, vary, inpaint, upscale, verify, history, recipe):
         gr.api(fn, api_name=fn.__name__, concurrency_limit=None)

@@ -147,6 +147,7 @@ def build_page(ui: WebUI) -> gr.Blocks:
             p = pnginfo.build(ui)
         _link(tabs, g, v, i, h, t, p, ui)
         demo.load(*g.load, api_visibility="private", queue=False)
+        _open_from_link(demo, tabs, i)
     return demo
 
 
@@ -191,6 +192,18 @@ def _link(tabs, g, v, i, h, t, p, ui: WebUI) -> None:
         return fill_generate(ui.store.get(sel).image_request, h.status)
 
     h.send_btn.click(send_history, h.selected, [*send_outputs, h.status], api_visibility="private")
+
+
+def _open_from_link(demo: gr.Blocks, tabs, i) -> None:
+    """`/?inpaint=ID` (the bot's Vary region button, STATUARY_PUBLIC_URL) opens the Inpaint tab on that image."""
+    def on_load(request: gr.Request):
+        params = getattr(request, "query_params", None) or {}
+        image_id = str(params.get("inpaint", "") or "").strip()[:32]
+        if not image_id:
+            return {i.status: gr.skip()}
+        return {**i.load_source(image_id), tabs: gr.Tabs(selected="inpaint")}
+
+    demo.load(on_load, None, [*i.load_outputs, tabs], api_visibility="private", queue=False)
 
 
 # ---- launching -----------------------------------------------------------------------------------

@@ -9,8 +9,10 @@ import io
 import logging
 from typing import Any
 
+from core.hires import text as hires_text
 from core.jobs import JobCancelled, JobFailed, QueueFull
-from core.request import InvalidRequest, variation_text
+from core.prompts import result_notes
+from core.request import InvalidRequest, lora_text, variation_text
 from core.samplers import LABELS
 
 log = logging.getLogger(__name__)
@@ -22,6 +24,8 @@ FIELD_LABELS = {
     "variation_seed": "Variation seed", "variation_strength": "Variation strength", "init_image": "Source image",
     "strength": "Strength", "mask": "Mask", "variation_chain": "Earlier variations",
     "page": "Page", "per_page": "Per page",
+    "hires_scale": "Hires scale", "hires_steps": "Hires steps", "hires_strength": "Hires strength",
+    "hires_upscaler": "Hires upscaler",
 }
 
 
@@ -182,11 +186,16 @@ def recipe_rows(d: dict[str, Any]) -> list[tuple[str, str]]:
         ("Size", f"{d.get('width')} × {d.get('height')}"),
         ("Sampler", LABELS.get(d.get("sampler"), str(d.get("sampler")))),
     ]
+    loras = lora_text(d.get("loras"))
+    if loras:
+        rows.append(("LoRA", loras))
     if (d.get("count") or 1) > 1:
         rows.append(("Images", str(d["count"])))
     if d.get("init_image_sha256"):
         what = "inpaint" if d.get("mask_sha256") else "img2img"
         rows.append(("Source", f"{what} from image sha256 {d['init_image_sha256'][:12]}…, strength {_num(d.get('strength'))}"))
+    if d.get("hires"):
+        rows.append(("Hires fix", hires_text(d["hires"])))
     return rows
 
 
@@ -211,6 +220,8 @@ def record_markdown(rec: Any) -> str:
     model = str(model).rstrip("/").split("/")[-1]
     rows = recipe_rows(rec.image_request)
     rows.append(("Model", f"{model} ({str(rec.fingerprint.get('model_sha256', ''))[:10]})"))
+    for note in result_notes(rec.fingerprint):
+        rows.append(("Prompt cut", note))
     return "\n\n".join(lines) + "\n\n" + rows_markdown(rows)
 
 
@@ -233,7 +244,8 @@ def png_fields(data: bytes) -> tuple[str, dict[str, Any], str]:
         rec = info["recipe"]
         d = dict(rec["request"])
         fields = {k: d.get(k) for k in ("prompt", "negative_prompt", "seed", "steps", "guidance", "width", "height",
-                                         "sampler", "variation_seed", "variation_strength", "variation_chain")}
+                                         "sampler", "variation_seed", "variation_strength", "variation_chain",
+                                         "hires", "loras")}
         rows = recipe_rows(d) + [("Model", f"{rec.get('model', '')} ({str(rec.get('model_sha256', ''))[:10]})"),
                                  ("Software", f"statuary {rec.get('software_version', '')}")]
         return "statuary", fields, "**A Statuary image.** Its full recipe:\n\n" + rows_markdown(rows)
@@ -254,8 +266,26 @@ def png_fields(data: bytes) -> tuple[str, dict[str, Any], str]:
             pass
     if p.get("Sampler") in _A1111_TO_OURS:
         fields["sampler"] = _A1111_TO_OURS[p["Sampler"]]
+    note = ""
+    if p.get("Hires upscale"):
+        fields["hires"], note = a1111_hires(p)
     rows = [(k, str(v)) for k, v in p.items() if v not in ("", None)]
-    return "a1111", fields, "**An AUTOMATIC1111-style image.** Its parameters:\n\n" + rows_markdown(rows)
+    return "a1111", fields, "**An AUTOMATIC1111-style image.** Its parameters:\n\n" + rows_markdown(rows) + note
+
+
+def a1111_hires(p: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
+    """A1111's hires fix parameters as a recipe's `hires` (None when they do not parse), and a
+    sentence when its upscaler is not one of ours (ESRGAN and such: Lanczos stands in)."""
+    given = p.get("Hires upscaler", "Latent")
+    try:
+        hires = {"scale": float(p["Hires upscale"]), "steps": int(p.get("Hires steps") or 0) or None,
+                 "strength": float(p.get("Denoising strength", 0.5)),
+                 "upscaler": "latent" if given.lower().startswith("latent") else "lanczos"}
+    except (KeyError, ValueError):
+        return None, ""
+    if given.lower() != "lanczos" and not given.lower().startswith("latent"):
+        return hires, f"\n\nIts hires upscaler {html.escape(given)} is not available here; Lanczos stands in."
+    return hires, ""
 
 
 # ---- images --------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import gradio as gr
 
 from core.jobs import (Cancelled, Done, Failed, JobCancelled, JobFailed, JobHandle, JobResult, JobService, Owner,
                        Progress, Queued, Started)
+from core.prompts import result_notes
 from webui.recipes import error_html, record_markdown, status_html
 
 PROGRESS_EVERY_S = 0.12  # at most this often a progress update goes to the browser
@@ -166,8 +167,10 @@ class WebUI:
                     yield update, None
                 elif isinstance(ev, Done):
                     r = ev.result
+                    cut = result_notes(r.fingerprint)  # a prompt cut at the text encoder's window
                     yield {status: status_html(
-                        f"Done in {r.seconds:.1f} s: " + ", ".join(i.id or "?" for i in r.images), None, "ok")}, r
+                        f"Done in {r.seconds:.1f} s: " + ", ".join(i.id or "?" for i in r.images)
+                        + "".join(f" {note}" for note in cut), None, "ok")}, r
                 elif isinstance(ev, Failed):
                     raise JobFailed(ev.reason, ev.error_type)
                 elif isinstance(ev, Cancelled):

@@ -14,13 +14,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import render
-from bot.buttons import ID_MAX, result_view
-from bot.community import GuildRules
+from bot import attachments, render
+from bot.buttons import ID_MAX
+from bot.community import GuildRules, MemberDefaults
 from bot.delivery import Target, image_file
 from bot.text import echo
 from core.jobs import JobHandle, Owner, QueueFull, Quota
-from core.request import COUNT_MAX, SAMPLERS, SEED_MAX, STEPS_MAX, FieldError, GenerationRequest, InvalidRequest
+from core.request import (COUNT_MAX, SAMPLERS, SEED_MAX, STEPS_MAX, FieldError, GenerationRequest, InvalidRequest,
+                          parse_lora)
 
 if TYPE_CHECKING:
     from bot.client import StatuaryBot
@@ -46,6 +47,21 @@ def prompt_description(vocab: "ModelVocabulary") -> str:
     return "What to draw: an emoji subject, with 3d/flat/cartoon style"
 
 
+def lora_suggestions(catalog: list[dict[str, Any]], current: str, most: int = 25) -> list[app_commands.Choice[str]]:
+    """Autocomplete for /imagine's lora option: files whose name holds what was typed before any
+    ':weight', with that weight kept; trigger words (when the file names them) in the label."""
+    typed, _, weight = (current or "").partition(":")
+    out = []
+    for item in catalog:
+        if typed.strip().lower() not in item["name"].lower():
+            continue
+        value = f"{item['name']}:{weight.strip()}" if weight.strip() else item["name"]
+        words = ", ".join(item.get("trigger_words") or [])
+        label = f"{value} — {words}" if words else value
+        out.append(app_commands.Choice(name=label[:100], value=value[:100]))
+    return out[:most]
+
+
 class Making(commands.Cog):
     def __init__(self, bot: "StatuaryBot"):
         self.bot = bot
@@ -58,22 +74,54 @@ class Making(commands.Cog):
         seed="Number that fixes the noise (same seed + prompt = same picture); random if empty",
         steps="Denoising steps: more is slower and finer", guidance="How closely to follow the prompt (CFG scale)",
         aspect="Shape of the picture", count="How many pictures (a 2×2 grid for four)",
-        sampler="Denoising method", size="Picture size: the side of a square of the same area, in pixels")
+        sampler="Denoising method", size="Picture size: the side of a square of the same area, in pixels",
+        image="A picture to start from (PNG, JPEG or WebP); its shape is kept unless you give an aspect",
+        strength="With an image: how much of it is repainted (0.05 = barely, 1 = all)",
+        hires="Hires fix: make it this much larger (1-2), repainted at the larger size",
+        lora="A LoRA from the server's folder, as name or name:weight (weight -2 to 2, default 1)")
     @app_commands.choices(aspect=ASPECT_CHOICES, sampler=SAMPLER_CHOICES)
     async def imagine(self, interaction: discord.Interaction, prompt: app_commands.Range[str, 1, 1000],
                       negative: app_commands.Range[str, 1, 1000] | None = None,
                       seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
                       steps: app_commands.Range[int, 1, STEPS_MAX] | None = None,
-                      guidance: app_commands.Range[float, 0.0, 30.0] = 7.0, aspect: str = "1:1",
+                      guidance: app_commands.Range[float, 0.0, 30.0] = 7.0, aspect: str | None = None,
                       count: app_commands.Range[int, 1, COUNT_MAX] | None = None, sampler: str | None = None,
-                      size: app_commands.Range[int, SIZE_MIN, SIZE_MAX] | None = None) -> None:
+                      size: app_commands.Range[int, SIZE_MIN, SIZE_MAX] | None = None,
+                      image: discord.Attachment | None = None,
+                      strength: app_commands.Range[float, 0.05, 1.0] = 0.6,
+                      hires: app_commands.Range[float, 1.0, 2.0] | None = None,
+                      lora: app_commands.Range[str, 1, 120] | None = None) -> None:
         """Carve a picture out of noise from your prompt"""
         bot = self.bot
+        init_image = None
+        if image is not None:  # checked before anything is downloaded or queued
+            try:
+                attachments.check(image)
+                if not (isinstance(strength, (int, float)) and 0.05 <= strength <= 1.0):
+                    raise InvalidRequest([FieldError("strength", strength, "use a number from 0.05 to 1")])
+            except InvalidRequest as exc:
+                return await bot.tell(interaction, f"⚠️ {exc}")
+            if not await bot.ack(interaction, ephemeral=bot.wants_dm(interaction)):
+                return
+            try:
+                init_image = await attachments.read(image)
+            except InvalidRequest as exc:
+                return await bot.refuse(interaction, f"⚠️ {exc}")
 
         def submit(owner: Owner, quota: Quota) -> JobHandle:  # runs in a thread, after the defer
             rules = bot.community.guild(interaction.guild_id)
             request = self.build_request(rules, prompt=prompt, negative=negative or "", seed=seed, steps=steps,
-                                         guidance=guidance, aspect=aspect, count=count, sampler=sampler, size=size)
+                                         guidance=guidance, aspect=aspect, count=count, sampler=sampler, size=size,
+                                         member=bot.community.member(interaction.user.id),
+                                         shape=image_shape(init_image), lora=lora)
+            if init_image is not None:
+                request = dataclasses.replace(request, init_image=init_image, strength=strength)
+                request.validate(bot.service.limits)  # the core's image checks, before queueing
+            if hires is not None:  # the model's own hires settings at this scale (core/hires.py)
+                defaults = bot.service.hires_defaults
+                if not defaults.helps:
+                    raise ValueError(defaults.refusal)
+                request = dataclasses.replace(request, hires=dataclasses.replace(defaults.hires, scale=hires))
             return bot.service.submit(request, owner, quota=quota)
 
         vocab = getattr(bot.service, "vocabulary", None)
@@ -112,6 +160,10 @@ class Making(commands.Cog):
             await images.timeline(interaction, ids)
         elif action == "x":
             await images.delete(interaction, ids, from_button=True)
+        elif action == "e":
+            await self.bot.get_cog("Remix").edit_prompt(interaction, ids)
+        elif action == "h":
+            await self.bot.get_cog("Upscale").upscale_2x(interaction, ids[0])
 
     async def _load(self, interaction: discord.Interaction, read: Callable[[], Any]) -> Any:
         """Acknowledge first (the database may be slow), then read; None after saying why not."""
@@ -168,14 +220,19 @@ class Making(commands.Cog):
         if bot.wants_dm(interaction):
             try:
                 message = await interaction.user.send(content, file=discord.File(io.BytesIO(data), filename=name),
-                                                      view=result_view([rec.id]))
+                                                      view=bot.result_view([rec.id]))
             except discord.HTTPException:
                 return await bot.edit_original(interaction, "I cannot DM you; allow DMs or use `/private off`.")
             await bot.retractor.remember(message, [rec.id])
             return await bot.edit_original(interaction, f"📬 Image `{rec.id}` sent by DM.")
-        message = await bot.delivery.deliver(target, content, files=[(data, name)], view=result_view([rec.id]),
+        message = await bot.delivery.deliver(target, content, files=[(data, name)], view=bot.result_view([rec.id]),
                                              final=True)
         await bot.retractor.remember(message, [rec.id])
+
+    @imagine.autocomplete("lora")
+    async def lora_choices(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        """The LoRA folder's files matching what was typed (a typed :weight is kept)."""
+        return await asyncio.to_thread(lora_suggestions, self.bot.service.lora_catalog(), current)
 
     # ---- admission and submitting ----------------------------------------------------------------------
 
@@ -237,10 +294,22 @@ class Making(commands.Cog):
             await self.bot.refuse(interaction, f"⚠️ {text}")
 
     def build_request(self, rules: GuildRules, *, prompt: str, negative: str = "", seed: int | None = None,
-                      steps: int | None = None, guidance: float = 7.0, aspect: str = "1:1", count: int | None = None,
-                      sampler: str | None = None, size: int | None = None) -> GenerationRequest:
-        """A request from /imagine's options and the server's defaults; ValueError names what is too much."""
+                      steps: int | None = None, guidance: float = 7.0, aspect: str | None = None,
+                      count: int | None = None, sampler: str | None = None, size: int | None = None,
+                      member: MemberDefaults | None = None,
+                      shape: tuple[int, int] | None = None,
+                      lora: str | None = None) -> GenerationRequest:
+        """A request from /imagine's options, the member's own defaults (/settings) and the server's
+        defaults, in that order; ValueError names what is too much. `shape`: an attached picture's
+        width and height, kept when no aspect is given."""
         limits = self.bot.service.limits
+        member = member or MemberDefaults()
+        mine = {k for k, given in (("steps", steps), ("count", count)) if given is None and getattr(member, k)}
+        own_shape = aspect is None and shape is not None and min(shape) > 0
+        aspect = aspect or member.aspect or "1:1"
+        sampler = sampler or member.sampler
+        steps = member.steps if steps is None else steps
+        count = member.count if count is None else count
         # Discord's own choices and ranges can be bypassed (an old client, a raw API call): check again.
         errors = []
         if aspect not in ASPECT_VALUES:
@@ -253,25 +322,45 @@ class Making(commands.Cog):
         count = rules.default_count if count is None else count
         size = size or rules.default_size or limits.native_size
         problems = []
+        yours = " (your /settings default)"
         if steps > rules.max_steps:
-            problems.append(f"{steps} steps is more than this server allows ({rules.max_steps})")
+            problems.append(f"{steps} steps{yours if 'steps' in mine else ''} is more than this server allows "
+                            f"({rules.max_steps})")
         if count > min(rules.max_count, COUNT_MAX):
-            problems.append(f"{count} images is more than this server allows ({min(rules.max_count, COUNT_MAX)})")
+            problems.append(f"{count} images{yours if 'count' in mine else ''} is more than this server allows "
+                            f"({min(rules.max_count, COUNT_MAX)})")
         max_size = min(rules.max_size or limits.max_side, limits.max_side)
         if size > max_size:
             problems.append(f"size {size} is more than {'this server' if rules.max_size else 'the model'} allows "
                             f"({max_size})")
         if problems:
             raise ValueError("; ".join(problems).capitalize() + ".")
+        if own_shape:  # the attached picture's shape
+            aspect = f"{shape[0]}:{shape[1]}"
         width, height = render.aspect_size(aspect, limits, size)
         if max(width, height) > max_size:  # a wide aspect's long side may pass the cap
             scale = max_size / max(width, height)
             width, height = render.aspect_size(aspect, limits, int(size * scale))
         request = GenerationRequest(prompt=prompt, negative_prompt=negative or "", seed=seed, count=count,
                                     steps=steps, guidance=guidance, width=width, height=height,
-                                    sampler=sampler or GenerationRequest.sampler)
+                                    sampler=sampler or GenerationRequest.sampler,
+                                    loras=(parse_lora(lora),) if lora else ())
         request.validate(limits)
         return request
+
+
+def image_shape(data: bytes | None) -> tuple[int, int] | None:
+    """An attached picture's width and height (None without one, or when it does not open: the
+    request's validation then says why)."""
+    if data is None:
+        return None
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Exception:  # noqa: BLE001 -- any unreadable file: validation refuses it in the core's words
+        return None
 
 
 def _texts(request: dict) -> list[str]:

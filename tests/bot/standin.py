@@ -46,6 +46,18 @@ def user(uid: str, name: str) -> dict[str, Any]:
 
 
 @dataclasses.dataclass
+class Upload:
+    """A file a member attaches to a slash command's attachment option: Discord stores it on its CDN
+    and sends the interaction its id, with size, content type and (for pictures) width and height."""
+
+    data: bytes
+    filename: str = "picture.png"
+    content_type: str | None = "image/png"
+    width: int | None = None  # None: read from the picture (what Discord does); 0: not stated
+    height: int | None = None
+
+
+@dataclasses.dataclass
 class Call:
     method: str
     path: str
@@ -86,6 +98,8 @@ class DiscordStandin:
         self.identifies = 0
         self._token_channel: dict[str, str] = {}  # interaction token -> its channel
         self._token_clicked: dict[str, str] = {}  # component interaction token -> the clicked message
+        self.autocompleted: dict[str, list[dict[str, Any]]] = {}  # autocomplete token -> the choices offered
+        self.modals: dict[str, dict[str, Any]] = {}  # interaction token -> the modal it answered with
         self.faults: list[Fault] = []
         self._ws: web.WebSocketResponse | None = None
         self._seq = 0
@@ -182,16 +196,48 @@ class DiscordStandin:
         """Someone runs /name with options; returns the interaction sent."""
         command = next((c for c in self.commands if c["name"] == name), None)
         assert command is not None, f"/{name} was not synced (have {[c['name'] for c in self.commands]})"
-        opts = [{"name": k, "type": _option_type(v), "value": v} for k, v in options.items() if v is not None]
+        resolved: dict[str, dict[str, Any]] = {}
+        for k, v in list(options.items()):
+            if isinstance(v, Upload):
+                resolved[k] = self._upload(v)
+                options[k] = resolved[k]["id"]
+        opts = [{"name": k, "type": 11 if k in resolved else _option_type(v), "value": v}
+                for k, v in options.items() if v is not None]
         for sub in reversed(subcommand or []):
             opts = [{"name": sub, "type": 1, "options": opts}]
         data = self._base_interaction(2, user_id, user_name, dm=dm, channel_id=channel_id,
                                       manage_guild=manage_guild, created=created)
         data["data"] = {"id": command["id"], "name": name, "type": 1, "options": opts}
+        if resolved:
+            data["data"]["resolved"] = {"attachments": {a["id"]: a for a in resolved.values()}}
         if not dm:
             data["data"]["guild_id"] = None
         await self.dispatch("INTERACTION_CREATE", data)
         return data
+
+    def _upload(self, up: Upload) -> dict[str, Any]:
+        """An attachment object for an upload (its bytes served at its url, like Discord's CDN)."""
+        aid = snowflake()
+        self.attachments[aid] = up.data
+        width, height = up.width, up.height
+        if width is None and (up.content_type or "").startswith("image/"):
+            import io
+
+            from PIL import Image
+
+            try:
+                with Image.open(io.BytesIO(up.data)) as im:
+                    width, height = im.size
+            except Exception:  # noqa: BLE001 -- not a picture: Discord states no size then
+                width = height = None
+        out = {"id": aid, "filename": up.filename, "size": len(up.data), "ephemeral": True,
+               "url": f"{self.url}/attachments/{aid}/{up.filename}",
+               "proxy_url": f"{self.url}/attachments/{aid}/{up.filename}"}
+        if up.content_type:
+            out["content_type"] = up.content_type
+        if width and height:
+            out["width"], out["height"] = width, height
+        return out
 
     async def click(self, message: dict[str, Any], label: str, *, user_id: str = "1001", user_name: str = "alice",
                     created: float | None = None) -> dict[str, Any]:
@@ -206,6 +252,56 @@ class DiscordStandin:
         data["message"] = message
         self._token_clicked[data["token"]] = message["id"]
         data["data"] = {"custom_id": button["custom_id"], "component_type": 2}
+        await self.dispatch("INTERACTION_CREATE", data)
+        return data
+
+    async def autocomplete(self, name: str, option: str, typed: str, *, user_id: str = "1001",
+                           user_name: str = "alice", **options: Any) -> list[dict[str, Any]]:
+        """Someone types `typed` into /name's `option` (other options already filled); returns the
+        choices the bot offered ({"name", "value"} each)."""
+        command = next((c for c in self.commands if c["name"] == name), None)
+        assert command is not None, f"/{name} was not synced"
+        opts = [{"name": k, "type": _option_type(v), "value": v} for k, v in options.items() if v is not None]
+        opts.append({"name": option, "type": 3, "value": typed, "focused": True})
+        data = self._base_interaction(4, user_id, user_name, dm=False, channel_id=None, manage_guild=False,
+                                      created=None)
+        data["data"] = {"id": command["id"], "name": name, "type": 1, "options": opts, "guild_id": None}
+        await self.dispatch("INTERACTION_CREATE", data)
+        return (await self.wait_for(lambda: (data["token"] in self.autocompleted,
+                                             self.autocompleted.get(data["token"]))[0] and
+                                    [self.autocompleted[data["token"]]]))[0]
+    def modal(self, interaction: dict[str, Any]) -> dict[str, Any] | None:
+        """The modal (title, custom_id, components) the bot opened in answer to `interaction`."""
+        return self.modals.get(interaction["token"])
+
+    @staticmethod
+    def text_inputs(modal: dict[str, Any]) -> list[dict[str, Any]]:
+        """A modal's text inputs, in order, whether in action rows (type 1) or labels (type 18)."""
+        out = []
+        for top in modal.get("components", []):
+            inner = top.get("components") or ([top["component"]] if "component" in top else [top])
+            out += [c for c in inner if c.get("type") == 4]
+        return out
+
+    async def submit_modal(self, interaction: dict[str, Any], values: dict[str, str] | None = None, *,
+                           user_id: str = "1001", user_name: str = "alice") -> dict[str, Any]:
+        """Someone submits the modal opened for `interaction`: each text input keeps its pre-filled
+        value unless `values` (by label or custom_id) changes it. Like Discord's client, refuses to
+        submit an empty required field or a value outside min/max length. Returns the interaction."""
+        modal = self.modal(interaction)
+        assert modal is not None, "no modal was opened for this interaction"
+        values = dict(values or {})
+        rows = []
+        for ti in self.text_inputs(modal):
+            value = values.pop(ti.get("label"), values.pop(ti["custom_id"], ti.get("value") or ""))
+            assert not (ti.get("required", True) and not value), f"{ti.get('label')!r} is required"
+            assert ti.get("min_length", 0) <= len(value) <= ti.get("max_length", 4000), ti.get("label")
+            rows.append({"type": 1, "components": [{"type": 4, "custom_id": ti["custom_id"], "value": value}]})
+        assert not values, f"the modal has no field {sorted(values)}"
+        cid = self._token_channel.get(interaction["token"], self.channel_id)
+        dm = cid in self.dm_channels.values()
+        data = self._base_interaction(5, user_id, user_name, dm=dm, channel_id=cid, manage_guild=False, created=None)
+        data["data"] = {"custom_id": modal["custom_id"], "components": rows}
         await self.dispatch("INTERACTION_CREATE", data)
         return data
 
@@ -375,8 +471,14 @@ class DiscordStandin:
             message = self._new_message(channel_id, {**data, "flags": flags}, files, webhook=True,
                                         interaction={"id": iid})
             self.originals[token] = message["id"]
+        elif rtype == 8:  # autocomplete choices
+            self.autocompleted[token] = list(data.get("choices") or [])
         elif rtype == 6 and token in self._token_clicked:  # deferred update: @original is the clicked message
             self.originals[token] = self._token_clicked[token]
+        elif rtype == 9:  # open a modal: nothing is posted; the user sees a form
+            assert data.get("custom_id") and data.get("title") and len(data["title"]) <= 45, data
+            assert 1 <= len(self.text_inputs(data)) <= 5, data
+            self.modals[token] = data
         elif rtype == 7:  # update the clicked message
             mid = self._token_clicked.get(token)
             if mid in self.messages:
@@ -473,6 +575,7 @@ class DiscordStandin:
 
     async def _attachment(self, request: web.Request) -> web.Response:
         data = self.attachments.get(request.match_info["aid"])
+        await self._log(request, 200 if data is not None else 404)
         return web.Response(body=data) if data is not None else web.Response(status=404)
 
     # ---- gateway ---------------------------------------------------------------------------------------

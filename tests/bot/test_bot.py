@@ -52,7 +52,7 @@ def test_imagine_defers_shows_queue_and_progress_then_a_grid_with_buttons(discor
     async def scenario(d):
         st = d.standin
         assert {c["name"] for c in st.commands} == {"imagine", "reproduce", "vary", "info", "history", "delete",
-                                                    "queue", "cancel", "private", "server"}
+                                                    "queue", "cancel", "private", "server", "settings"}
         imagine_cmd = next(c for c in st.commands if c["name"] == "imagine")
         assert imagine_cmd["description"] and all(o["description"] for o in imagine_cmd["options"])
         aspect = next(o for o in imagine_cmd["options"] if o["name"] == "aspect")

@@ -129,3 +129,15 @@ def test_tampered_metadata_is_refused():
         read_recipe(b"definitely not a png")
     with pytest.raises(BadMetadata, match="no recipe"):
         read_recipe(_png())
+
+
+def test_a1111_parameters_carry_lora_tags_and_hashes_and_older_recipes_keep_their_text():
+    from storage.pngmeta import a1111_parameters
+
+    base = {"prompt": "red cat", "steps": 20, "sampler": "euler", "guidance": 7.0, "seed": 1, "width": 64,
+            "height": 64}
+    before = a1111_parameters(base, "", "")
+    assert before.splitlines()[0] == "red cat" and "Lora" not in before
+    text = a1111_parameters({**base, "loras": [["pix", 0.8, "ab" * 32]]}, "", "")
+    assert text.splitlines()[0] == "red cat <lora:pix:0.8>"  # where A1111 reads LoRAs from
+    assert 'Lora hashes: "pix: abababababab"' in text

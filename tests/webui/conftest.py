@@ -36,7 +36,8 @@ class Server:
         self.url, self.demo, self.service, self.store, self.settings = url.rstrip("/"), demo, service, store, settings
 
 
-def start_server(generator, data_dir: Path, tiny_model_dir: Path, **env) -> Server:
+def start_server(generator, data_dir: Path, tiny_model_dir: Path, *, loras: bool = False, **env) -> Server:
+    """`loras`: the service reads LoRAs from STATUARY_LORA_DIR (pass a generator of its own)."""
     from core.service import InProcessJobService
     from core.settings import load_settings
     from storage import open_store
@@ -47,8 +48,14 @@ def start_server(generator, data_dir: Path, tiny_model_dir: Path, **env) -> Serv
     base.update({k: str(v) for k, v in env.items()})
     settings = load_settings(base, dotenv_path=None)
     store = open_store(settings)
+    library = None
+    if loras:
+        from core.lora import LoraLibrary
+
+        library = LoraLibrary(settings.lora_folder, generator.model)
     service = InProcessJobService(generator, store, queue_max=settings.queue_max,
-                                  queue_per_owner=settings.queue_per_owner, preview_frames=settings.preview_frames)
+                                  queue_per_owner=settings.queue_per_owner, preview_frames=settings.preview_frames,
+                                  loras=library)
     demo, url = launch(service, store, settings, prevent_thread_lock=True, quiet=True)
     return Server(url, demo, service, store, settings)
 

@@ -73,3 +73,17 @@ def test_bad_history_paging_is_a_sentence_not_an_internal_error(client):
         client.predict(page=-3, api_name="/history")
     with pytest.raises(AppError, match=r"^Per page: 100000 is not allowed; use a whole number from 1 to 100\.$"):
         client.predict(per_page=100000, api_name="/history")
+
+
+def test_hires_through_the_endpoints(client, server):
+    out = client.predict(prompt="a kite", seed=8, steps=2, hires_scale=1.5, hires_steps=3, api_name="/generate")
+    assert (out[0]["width"], out[0]["height"]) == (96, 96)
+    assert server.store.get(out[0]["id"]).image_request["hires"]["steps"] == 3
+    plain = client.predict(prompt="a kite", seed=8, steps=2, api_name="/generate")
+    up = client.predict(image_id=plain[0]["id"], scale=2, api_name="/upscale")
+    rec = server.store.get(up[0]["id"])
+    assert rec.parent_id == plain[0]["id"] and rec.kind == "upscale" and (rec.width, rec.height) == (128, 128)
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="Hires scale: 3 is not allowed; use a number from 1 to 2."):
+        client.predict(image_id=plain[0]["id"], scale=3, api_name="/upscale")

@@ -9,6 +9,8 @@ import gradio as gr
 
 from core.request import COUNT_MAX, GUIDANCE_MAX, SAMPLERS, STEPS_MAX, GenerationRequest
 from core.samplers import LABELS
+from webui import lora_picker
+from webui import hires as hx
 from webui.recipes import ASPECTS, aspect_size, error_html, fit_recipe, status_html
 from webui.shared import WebUI, owner_of, parse_seed, whole
 
@@ -33,6 +35,7 @@ def build(ui: WebUI) -> SimpleNamespace:
                     hint = gr.HTML(visible=False, elem_id="g-hint")
                     negative = gr.Textbox(label="Negative prompt", lines=1, max_lines=4,
                                           elem_id="g-negative", placeholder="what the image should not show")
+                    lora_slot = gr.Column(elem_id="g-lora-slot")  # the LoRA picker (webui/lora_picker.py)
                     with gr.Row(elem_classes="st-go-row"):
                         go = gr.Button("Generate", variant="primary", elem_id="g-go", scale=3)
                         cancel = gr.Button("Cancel", variant="stop", elem_id="g-cancel", scale=1, min_width=90)
@@ -72,6 +75,7 @@ def build(ui: WebUI) -> SimpleNamespace:
                                               elem_id="g-sampler", min_width=200)
                         count = gr.Slider(1, COUNT_MAX, value=1, step=1, label="Images", elem_id="g-count",
                                           min_width=140)
+                    hires = hx.controls(ui)
             with gr.Column(scale=7, min_width=300, elem_id="g-right"):
                 status = gr.HTML(status_html("Ready."), elem_id="g-status")
                 # While a job runs the live preview fills the picture's place; when it is done the
@@ -86,8 +90,11 @@ def build(ui: WebUI) -> SimpleNamespace:
                     vary_btn = gr.Button("Vary", size="sm", elem_id="g-vary")
                     inpaint_btn = gr.Button("Inpaint", size="sm", elem_id="g-inpaint")
                     repro = gr.Button("Reproduce", size="sm", elem_id="g-reproduce")
+                    upscale = hx.upscale_button(ui)
                     download = gr.DownloadButton("Download", size="sm", elem_id="g-download", interactive=False)
                 recipe = gr.Markdown(elem_id="g-recipe")
+        with lora_slot:
+            lora_picker.build(ui, prompt, status)
         ids = gr.State([])
         selected = gr.State(None)
         last_seed = gr.State(None)
@@ -118,11 +125,13 @@ def build(ui: WebUI) -> SimpleNamespace:
             yield {preview: gr.Image(value=None, visible=False), gallery: gr.Gallery(visible=True)}, None
 
     async def generate(prompt_, negative_, seed_, steps_, guidance_, width_, height_, sampler_, count_, prompts_,
-                       request: gr.Request):
+                       hires_on, hires_scale, hires_steps, hires_strength, hires_upscaler, request: gr.Request):
         try:
             req = GenerationRequest(prompt=prompt_ or "", negative_prompt=negative_ or "", seed=parse_seed(seed_),
                                     steps=whole(steps_), guidance=float(guidance_), width=whole(width_),
-                                    height=whole(height_), sampler=sampler_ or "", count=whole(count_))
+                                    height=whole(height_), sampler=sampler_ or "", count=whole(count_),
+                                    hires=hx.value(hires_on, hires_scale, hires_steps, hires_strength,
+                                                   hires_upscaler))
         except Exception as exc:  # noqa: BLE001
             yield {status: error_html(exc)}
             return
@@ -141,7 +150,7 @@ def build(ui: WebUI) -> SimpleNamespace:
     def recent_prompts(kept):
         return gr.Dataset(samples=[[p] for p in kept or []], visible=bool(kept))
 
-    gen_inputs, gen_outputs = [*fields, prompts], [*outputs, prompts, recent, hint]
+    gen_inputs, gen_outputs = [*fields, prompts, *hires.inputs], [*outputs, prompts, recent, hint]
     go.click(generate, gen_inputs, gen_outputs, api_visibility="private", concurrency_limit=None,
              show_progress="hidden")
     prompt.submit(generate, gen_inputs, gen_outputs, api_visibility="private", concurrency_limit=None,
@@ -190,12 +199,24 @@ def build(ui: WebUI) -> SimpleNamespace:
     repro.click(reproduce_here, selected, outputs, api_visibility="private", concurrency_limit=None,
                 show_progress="hidden")
 
+    async def upscale_here(rec_id, request: gr.Request):
+        if not rec_id:
+            yield {status: status_html("Generate an image first.", None, "error")}
+            return
+        owner = owner_of(request)
+        async for update, _result in run(lambda: ui.store.upscale(rec_id, ui.service, owner), request):
+            yield update
+
+    upscale.click(upscale_here, selected, outputs, api_visibility="private", concurrency_limit=None,
+                  show_progress="hidden")
+
     def fill_from(fields_: dict[str, Any] | None, note_to) -> dict:
         """This tab's fields from a recipe (PNG info, History); sizes outside this model's range are clamped."""
         if not fields_:
             return {note_to: status_html("Nothing to send yet.", None, "error")}
         fields_, notes = fit_recipe(fields_, lim)
-        out = {prompt: fields_.get("prompt", ""), negative: fields_.get("negative_prompt", ""), count: 1}
+        tags = "".join(f" <lora:{e[0]}:{float(e[1]):g}>" for e in fields_.get("loras") or [])  # its LoRAs
+        out = {prompt: fields_.get("prompt", "") + tags, negative: fields_.get("negative_prompt", ""), count: 1}
         if fields_.get("seed") is not None:
             out[seed] = fields_["seed"]
         for key, comp in (("steps", steps), ("guidance", guidance), ("width", width), ("height", height)):
@@ -205,6 +226,7 @@ def build(ui: WebUI) -> SimpleNamespace:
             out[sampler] = fields_["sampler"]
         if (fields_.get("variation_strength") or 0) > 0 or fields_.get("variation_chain"):
             notes.append("The variation seeds and strengths are left out (use Variations for them).")
+        out.update(hx.fill(ui, hires, fields_.get("hires"), notes))
         out[status] = status_html(" ".join(["Recipe loaded. Press Generate.", *notes]), None, "ok")
         return out
 
@@ -212,4 +234,5 @@ def build(ui: WebUI) -> SimpleNamespace:
         return recent_prompts(kept)
 
     return SimpleNamespace(status=status, selected=selected, vary_btn=vary_btn, inpaint_btn=inpaint_btn,
-                           fields=fields, fill_from=fill_from, load=(on_load, prompts, recent))
+                           fields=[*fields, *hires.inputs, hires.accordion], fill_from=fill_from,
+                           load=(on_load, prompts, recent))

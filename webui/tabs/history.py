@@ -11,6 +11,7 @@ import gradio as gr
 
 from storage.store import ENDED_UNDONE
 
+from webui import hires as hx
 from webui.recipes import UserError, error_html, record_markdown, status_html
 from webui.shared import WebUI, owner_of, whole
 
@@ -44,6 +45,7 @@ def build(ui: WebUI) -> SimpleNamespace:
                 with gr.Row():
                     repro = gr.Button("Reproduce", size="sm", elem_id="h-reproduce")
                     verify = gr.Button("Verify", size="sm", elem_id="h-verify")
+                    upscale = hx.upscale_button(ui, "h-upscale")
                     vary_btn = gr.Button("Vary", size="sm", elem_id="h-vary")
                     inpaint_btn = gr.Button("Inpaint", size="sm", elem_id="h-inpaint")
                     timeline_btn = gr.Button("Timeline", size="sm", elem_id="h-timeline")
@@ -193,6 +195,8 @@ def build(ui: WebUI) -> SimpleNamespace:
 
     verify.click(history_verify, selected, [status], api_visibility="private", concurrency_limit=None,
                  show_progress="hidden")
+    upscale.click(hx.history_upscale(ui, status, result), selected, [status, result], api_visibility="private",
+                  concurrency_limit=None, show_progress="hidden")
 
     return SimpleNamespace(status=status, selected=selected, vary_btn=vary_btn, inpaint_btn=inpaint_btn,
                            timeline_btn=timeline_btn, send_btn=send_btn)

@@ -2,15 +2,15 @@
 worker died is run again by another, and after STATUARY's attempt limit it is failed with the
 reason instead of being retried for ever. The in-process service leaves it at 0 or 1.
 
-Revision ID: 0110_job_attempts
-Revises: 0103_discord_deliveries
+Revision ID: 0133_job_attempts
+Revises: 0132_prompt_syntax_and_loras
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0110_job_attempts"
-down_revision = "0103_discord_deliveries"
+revision = "0133_job_attempts"
+down_revision = "0132_prompt_syntax_and_loras"
 branch_labels = None
 depends_on = None
 
