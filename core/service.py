@@ -38,8 +38,9 @@ from core.generator import Cancelled as _LoopCancelled
 from core.generator import Generator, Trajectory
 from core.jobs import (Cancelled, Done, Failed, ImageResult, JobHandle, JobResult, JobService, LimitReached, Owner,
                        Progress, QueueFull, Queued, Quota, Recorder, Started)
+from core import lora
 from core.lora import LoraLibrary, LoraSwitch
-from core.request import FieldError, GenerationRequest, InvalidRequest, ModelLimits
+from core.request import GenerationRequest, ModelLimits
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +160,7 @@ class InProcessJobService(JobService):
         worker (core/distributed) claimed that row after the broker applied the limits -- so it is
         neither recorded again nor counted against the queue limits here."""
         resolved = request.resolve(self.limits)  # raises InvalidRequest: nothing queued
-        if resolved.loras:  # each LoRA exists, is safetensors and fits this model; its sha256 recorded
-            if self._loras is None:
-                raise InvalidRequest([FieldError("loras", resolved.loras[0][0],
-                                                 "this service has no LoRA folder")])
-            resolved = self._loras.resolve(resolved)
+        resolved = lora.check_request(self._loras, resolved)  # exists, safetensors, fits; its sha256 recorded
         notes = self._gen.prompts.notes(resolved)  # a cut prompt, chunks of a long one: said in the result
         fingerprint = dict(self._fingerprint) | notes
         with self._submit_lock:
@@ -645,7 +642,7 @@ def create_service(settings, recorder: Recorder | None = None, *, model_config: 
     """Load the configured model and start the service around it (the only place that does both)."""
     import torch
 
-    from core.loader import HashCache, load_model
+    from core.loader import load_model
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -654,7 +651,7 @@ def create_service(settings, recorder: Recorder | None = None, *, model_config: 
     generator = Generator(model)
     notes = generator.speed_up(attention=settings.attention, channels_last=settings.channels_last,
                                compile_unet=settings.compile)
-    loras = LoraLibrary(settings.lora_folder, model, HashCache(settings.data_dir / "cache" / "lora-hashes.json"))
+    loras = lora.library_for(settings, model)
     return InProcessJobService(generator, recorder, queue_max=settings.queue_max,
                                queue_per_owner=settings.queue_per_owner, preview_frames=settings.preview_frames,
                                batch_max=settings.batch_max, batch_memory_mb=settings.batch_memory_mb,

@@ -84,8 +84,13 @@ def worker_name() -> str:
 # ---- the model the workers serve ------------------------------------------------------------
 
 
-def announcement(model: Any, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """What a front-end needs of the model without loading it: limits, fingerprint, word list."""
+def announcement(service: Any) -> dict[str, Any]:
+    """What a front-end needs of the model without loading it (`service`: the worker's in-process
+    one): limits, fingerprint, word list, the hires fix's defaults (the model folder's hires.json)
+    and the layer shapes the LoRA fit check compares a file against (core/lora.py ModelLayers)."""
+    from core.lora import ModelLayers
+
+    model, fingerprint = service.model, service.fingerprint
     vocab = getattr(model, "vocabulary", None)
     return {
         "limits": {"native_size": model.limits.native_size, "max_side": model.limits.max_side,
@@ -93,6 +98,8 @@ def announcement(model: Any, fingerprint: dict[str, Any]) -> dict[str, Any]:
         "fingerprint": fingerprint, "kind": model.kind, "inpainting_unet": model.inpainting_unet,
         "vocabulary": None if vocab is None else {"subjects": list(vocab.subjects), "labels": list(vocab.labels),
                                                   "names": sorted(vocab.names)},
+        "hires": service.hires_defaults.to_json(),
+        "lora_fit": ModelLayers.of(model).to_json(),
     }
 
 

@@ -5,7 +5,20 @@ the database (before it is queued, so a job is never lost), puts it in the share
 and sends Celery the message that wakes a worker. One listener thread per process receives
 every job's events over Redis pub/sub and hands them to the handles, so the web UI's live
 preview and the bot's progress edits work as with the in-process service. The model's limits,
-fingerprint and word list come from what the workers announce (broker.py).
+fingerprint, word list, hires-fix defaults and LoRA fit data come from what the workers
+announce (broker.py).
+
+What a front-end checks before anything is queued, as the in-process service does: the request
+against the model's limits, and each LoRA (core/lora.py): the file exists in the LoRA folder
+(STATUARY_LORA_DIR, which every machine mounts), is safetensors, fits the model (against the
+announced layer shapes), its sha256 recorded -- the same sentences, from the same code.
+
+Prompt notes (a cut prompt, how many chunks a long one took; core/prompts.py) are computed by
+the worker that runs the job, and written into the row's fingerprint with the images
+(store.job_done): they come from the tokenizer and, for chunk counts, compel's own splitting,
+which needs the text encoder loaded -- not cheap on a front-end with no model, and a second
+copy of that logic could disagree with what the worker encoded. The front-ends read them from
+the result's fingerprint (core.prompts.result_notes), as in-process.
 
 When Redis cannot be reached, submit and cancel say so in one sentence and history (the
 database) keeps working.
@@ -24,8 +37,10 @@ from core.distributed import events
 from core.distributed.broker import (QUEUE, TASK, BrokerUnavailable, announcement_file, key,
                                      make_app, redis_client, unreachable)
 from core.distributed.quota import Line, owner_from_json
+from core.hires import HiresDefaults
 from core.jobs import Cancelled, Done, Failed, JobHandle, JobService, Owner, Progress, QueueFull, Queued, Quota, Started
-from core.request import GenerationRequest, ModelLimits
+from core.lora import ModelLayers, check_request, folder_catalog, library_for
+from core.request import FieldError, GenerationRequest, InvalidRequest, ModelLimits
 
 log = logging.getLogger(__name__)
 RECONCILE_EVERY_S = 2.0
@@ -50,6 +65,9 @@ class CeleryJobService(JobService):
         self._started: set[str] = set()
         self._closed = threading.Event()
         self._info = self._announced(wait_for_worker_s)
+        self.hires_defaults = HiresDefaults.from_json(self._info.get("hires"))
+        fit = self._info.get("lora_fit")
+        self._loras = library_for(settings, ModelLayers.from_json(fit)) if fit else None
         self._listener = threading.Thread(target=self._listen, name="statuary-events", daemon=True)
         self._listener.start()
 
@@ -88,7 +106,11 @@ class CeleryJobService(JobService):
     def model_info(self) -> dict[str, Any]:
         lim = self.limits
         return dict(self._info["fingerprint"], kind=self._info["kind"], native_size=lim.native_size,
-                    max_side=lim.max_side, inpainting_unet=self._info["inpainting_unet"])
+                    max_side=lim.max_side, inpainting_unet=self._info["inpainting_unet"],
+                    hires_helps=self.hires_defaults.helps)
+
+    def lora_catalog(self) -> list[dict[str, Any]]:
+        return folder_catalog(self._settings.lora_folder)
 
     # ---- submit, cancel, position -----------------------------------------------------------------
 
@@ -97,6 +119,10 @@ class CeleryJobService(JobService):
         from storage import claims
 
         resolved = request.resolve(self.limits)  # raises InvalidRequest: nothing queued
+        if resolved.loras and self._loras is None:
+            raise InvalidRequest([FieldError("loras", resolved.loras[0][0], "the workers did not announce what the "
+                                             "LoRA check needs (an older `statuary worker`?); restart them")])
+        resolved = check_request(self._loras, resolved)  # exists, safetensors, fits; its sha256 recorded
         if self._closed.is_set():
             raise QueueFull("The service is shutting down; try again in a moment.")
         handle = JobHandle(f"job-{uuid.uuid4().hex[:16]}", resolved, owner, self)

@@ -91,7 +91,7 @@ class Worker:
         self._running: dict[str, tuple[str, Any]] = {}  # generation id -> (job id, handle or None)
         self._stop = threading.Event()
 
-        publish_announcement(self.r, settings.data_dir, announcement(self.service.model, self.service.fingerprint))
+        publish_announcement(self.r, settings.data_dir, announcement(self.service))
 
     # ---- one message --------------------------------------------------------------------------
 
