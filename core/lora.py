@@ -105,14 +105,24 @@ def library_for(settings, model) -> "LoraLibrary":
     return LoraLibrary(settings.lora_folder, model, HashCache(Path(settings.data_dir) / "cache" / "lora-hashes.json"))
 
 
-def check_request(library: "LoraLibrary | None", request: GenerationRequest) -> GenerationRequest:
+def check_request(library: "LoraLibrary | None", request: GenerationRequest, *,
+                  queued: bool = False) -> GenerationRequest:
     """The submit-time LoRA check every job service makes: each LoRA exists, is safetensors and
-    fits the model; the request comes back with each file's sha256. Raises InvalidRequest."""
+    fits the model; the request comes back with each file's sha256. Raises InvalidRequest.
+
+    `queued`: the request was checked and recorded already (a distributed worker taking a job a
+    front-end queued); each file must still be the one recorded then, or the job would run, and
+    its row would say, another file than the one that was asked for."""
     if not request.loras:
         return request
     if library is None:
         raise InvalidRequest([FieldError("loras", request.loras[0][0], "this service has no LoRA folder")])
-    return library.resolve(request)
+    resolved = library.resolve(request)
+    if queued:
+        for asked, now in zip(request.loras, resolved.loras):
+            if len(asked) > 2 and asked[2] and asked[2] != now[2]:
+                raise RuntimeError(f"LoRA {now[0]}.safetensors changed after this job was queued; submit it again")
+    return resolved
 
 
 class ModelLayers:

@@ -160,7 +160,8 @@ class InProcessJobService(JobService):
         worker (core/distributed) claimed that row after the broker applied the limits -- so it is
         neither recorded again nor counted against the queue limits here."""
         resolved = request.resolve(self.limits)  # raises InvalidRequest: nothing queued
-        resolved = lora.check_request(self._loras, resolved)  # exists, safetensors, fits; its sha256 recorded
+        # Each LoRA exists, is safetensors and fits; its sha256 recorded (a recorded job's: unchanged since).
+        resolved = lora.check_request(self._loras, resolved, queued=generation_id is not None)
         notes = self._gen.prompts.notes(resolved)  # a cut prompt, chunks of a long one: said in the result
         fingerprint = dict(self._fingerprint) | notes
         with self._submit_lock:

@@ -182,3 +182,34 @@ def test_the_model_folders_hires_json_reaches_the_front_end(cluster, tiny_model_
     finally:
         svc.close()
         store.close()
+
+
+def test_a_lora_file_replaced_after_queueing_fails_the_job_and_records_what_was_asked(cluster, lora_dir,  # noqa: F811
+                                                                                    tmp_path):
+    """The worker runs the file the front-end checked, or nothing: a file replaced under the same
+    name between queueing and running fails the job with one sentence (before this check the
+    worker ran the new file and recorded its sha256 as if it had been asked for)."""
+    import signal
+
+    from core.jobs import JobFailed
+
+    folder = tmp_path / "loras"
+    shutil.copytree(lora_dir, folder)
+    env = {"STATUARY_LORA_DIR": str(folder)}
+    first = cluster.start_worker(**env)
+    cluster.wait_workers(1)
+    first.send_signal(signal.SIGKILL)  # its announcement stays; no worker takes jobs now
+    first.wait(30)
+    svc, store = celery(cluster, **env)
+    try:
+        handle = svc.submit(GenerationRequest("red cat <lora:pix:1>", seed=3, steps=2), ANA)
+        asked = store.generation(handle.generation_id).request["loras"]
+        (folder / "pix.safetensors").write_bytes((lora_dir / "ink.safetensors").read_bytes())
+        cluster.start_worker(**env)
+        with pytest.raises(JobFailed, match=r"LoRA pix.safetensors changed after this job was queued; submit it again"):
+            handle.result(TIMEOUT)
+        rec = store.generation(handle.generation_id)
+        assert rec.status == "failed" and rec.request["loras"] == asked
+    finally:
+        svc.close()
+        store.close()
