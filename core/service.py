@@ -33,12 +33,11 @@ import traceback
 import uuid
 from typing import Any
 
-from core import hires
+from core import hires, lora
 from core.generator import Cancelled as _LoopCancelled
 from core.generator import Generator, Trajectory
 from core.jobs import (Cancelled, Done, Failed, ImageResult, JobHandle, JobResult, JobService, LimitReached, Owner,
                        Progress, QueueFull, Queued, Quota, Recorder, Started)
-from core import lora
 from core.lora import LoraLibrary, LoraSwitch
 from core.request import GenerationRequest, ModelLimits
 
