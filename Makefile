@@ -1,6 +1,6 @@
 # The two commands of the README:
 #   make run    set up .venv and start Statuary (web UI, and the Discord bot when DISCORD_TOKEN is set)
-#   make test   set up .venv with the test tools (and Chromium + PostgreSQL from Debian) and run every test
+#   make test   set up .venv with the test tools (and Chromium, PostgreSQL, Redis from Debian) and run every test
 #
 # torch comes first and alone: `pip install torch==2.13.0` takes a local CPU wheel where one is
 # provided (as on the CI machines); elsewhere set TORCH_INDEX, e.g.
@@ -28,12 +28,13 @@ install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test system-test-deps
 
-# Debian's chromium (driven by Playwright, never a downloaded browser) and PostgreSQL (a real
-# server the suite starts itself). Installed only when missing; needs root or sudo.
+# Debian's chromium (driven by Playwright, never a downloaded browser), PostgreSQL and Redis
+# (real servers the suite starts itself). Installed only when missing; needs root or sudo.
 system-test-deps:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \

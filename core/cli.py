@@ -5,6 +5,8 @@
     statuary webui [--host H] [--port N]
     statuary bot
     statuary reproduce ID | vary ID --strength 0.3 | verify ID | info FILE_OR_ID | history
+    statuary worker                    # runs jobs from the job queue (STATUARY_BROKER_URL)
+    statuary status                    # workers alive, jobs waiting and running
     statuary train ...                 # trains the default model (see models/default/MODEL_CARD.md)
 
 Every subcommand reads settings from the environment and .env (see .env.example).
@@ -46,9 +48,14 @@ class Context:
             return self._store
 
     def service(self):
+        """The job service: in this process (the default), or Celery workers when STATUARY_BROKER_URL is set."""
         store = self.store()
         with self._lock:
-            if self._service is None:
+            if self._service is None and self.settings.broker_url:
+                from core.distributed.service import CeleryJobService
+
+                self._service = CeleryJobService(self.settings, store)
+            elif self._service is None:
                 from core.service import create_service
 
                 self._service = create_service(self.settings, recorder=store, model_config=self.model_config)
@@ -327,6 +334,45 @@ def cmd_serve(args, ctx: Context, with_bot: bool = True, with_webui: bool = True
     return 2 if (not with_webui and bot_thread is not None and bot_thread.error) else 0
 
 
+def cmd_worker(args, ctx: Context) -> int:
+    if not ctx.settings.broker_url:
+        print("statuary: a worker takes its jobs from the job queue: set STATUARY_BROKER_URL (redis://host:6379/0) "
+              "and DATABASE_URL (PostgreSQL), the same as the web UI and the bot use.", file=sys.stderr)
+        return 2
+    from core.distributed.worker import run_worker
+
+    return run_worker(ctx.settings, model_config=ctx.model_config, loglevel="INFO" if args.verbose else "WARNING")
+
+
+def cmd_status(args, ctx: Context) -> int:
+    """Workers alive, jobs waiting and running (with a broker); what this machine would run otherwise."""
+    s = ctx.settings
+    if not s.broker_url:
+        print("jobs run inside each statuary process (no STATUARY_BROKER_URL): nothing to show between processes")
+        return 0
+    import json as _json
+
+    from core.distributed.broker import redis_client, unreachable
+    from core.distributed.quota import Line
+    from core.distributed.service import alive_workers
+
+    r = redis_client(s.broker_url)
+    try:
+        line = Line(r)
+        workers, waiting, running = alive_workers(r), line.waiting_count(), line.running()
+    except Exception:  # noqa: BLE001 -- redis.ConnectionError and friends
+        print(f"statuary: {unreachable(s.broker_url).split(', so')[0]}.", file=sys.stderr)
+        return 1
+    if args.json:
+        print(_json.dumps({"workers": workers, "queued": waiting, "running": len(running)}))
+        return 0
+    print(f"workers alive: {len(workers)}")
+    for w in workers:
+        print(f"  {w['name']}  {w.get('device', '')}  running {w.get('running', 0)} of {w.get('batch_max', 1)}")
+    print(f"jobs waiting: {waiting}")
+    print(f"jobs running: {len(running)}")
+
+
 def cmd_loras(args, ctx: Context) -> int:
     from core.lora import folder_catalog
 
@@ -374,6 +420,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p = sub.add_parser("bot", help="run the Discord bot alone")
     p.set_defaults(func=lambda a, c: cmd_serve(a, c, with_webui=False))
 
+    p = sub.add_parser("worker", help="run jobs from the job queue (STATUARY_BROKER_URL) on this machine's model")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("status", help="workers alive, jobs waiting and running (with STATUARY_BROKER_URL)")
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+    p.set_defaults(func=cmd_status)
+
     p = sub.add_parser("loras", help="list the LoRA files in STATUARY_LORA_DIR with their trigger words")
     p.set_defaults(func=cmd_loras)
 
@@ -416,8 +469,15 @@ def main(argv: list[str] | None = None) -> int:
     except ModelError as exc:
         print(f"statuary: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 -- only the broker's one-sentence refusal is caught here
+        from core.distributed.broker import BrokerUnavailable
+
+        if not isinstance(exc, BrokerUnavailable):
+            raise
+        print(f"statuary: {exc}", file=sys.stderr)
+        return 2
     finally:
-        if args.command not in ("serve", "webui", "bot"):
+        if args.command not in ("serve", "webui", "bot", "worker"):
             ctx.close()
 
 

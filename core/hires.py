@@ -161,6 +161,17 @@ class HiresDefaults:
             raise ValueError(f"{path}: {why}")
         return cls(helps=data.get("helps", True), hires=hires, note=str(data.get("note", "")), source=str(path))
 
+    def to_json(self) -> dict[str, Any]:
+        """What a distributed worker announces, so front-ends without the model folder offer the same."""
+        return {"helps": self.helps, "hires": to_value(self.hires), "note": self.note, "source": self.source}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any] | None) -> "HiresDefaults":
+        if not d:
+            return cls()
+        return cls(helps=bool(d["helps"]), hires=Hires(**d["hires"]), note=str(d.get("note", "")),
+                   source=str(d.get("source", "")))
+
     @property
     def refusal(self) -> str:
         """What to say instead of offering the hires fix when it does not help this model."""

@@ -182,10 +182,9 @@ class HashCache:
         with self._lock:
             self._data[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
             if self.path:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(self._data, indent=1))
-                os.replace(tmp, self.path)
+                from storage.files import atomic_write  # a temporary file of its own: processes sharing
+                                                        # the data folder write this cache at once
+                atomic_write(self.path, json.dumps(self._data, indent=1).encode())
         return digest
 
     def files_sha256(self, root: Path, files: list[Path]) -> str:

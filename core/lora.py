@@ -99,16 +99,79 @@ def folder_catalog(folder: Path) -> list[dict[str, Any]]:
     return out
 
 
+def library_for(settings, model) -> "LoraLibrary":
+    """The LoRA folder of `settings` (STATUARY_LORA_DIR, or DATA_DIR/loras) for `model` (loaded, or
+    announced as ModelLayers), with the sha256 cache in the data folder that every process shares."""
+    return LoraLibrary(settings.lora_folder, model, HashCache(Path(settings.data_dir) / "cache" / "lora-hashes.json"))
+
+
+def check_request(library: "LoraLibrary | None", request: GenerationRequest, *,
+                  queued: bool = False) -> GenerationRequest:
+    """The submit-time LoRA check every job service makes: each LoRA exists, is safetensors and
+    fits the model; the request comes back with each file's sha256. Raises InvalidRequest.
+
+    `queued`: the request was checked and recorded already (a distributed worker taking a job a
+    front-end queued); each file must still be the one recorded then, or the job would run, and
+    its row would say, another file than the one that was asked for."""
+    if not request.loras:
+        return request
+    if library is None:
+        raise InvalidRequest([FieldError("loras", request.loras[0][0], "this service has no LoRA folder")])
+    resolved = library.resolve(request)
+    if queued:
+        for asked, now in zip(request.loras, resolved.loras):
+            if len(asked) > 2 and asked[2] and asked[2] != now[2]:
+                raise RuntimeError(f"LoRA {now[0]}.safetensors changed after this job was queued; submit it again")
+    return resolved
+
+
+class ModelLayers:
+    """What the fit check needs of a model, without the model: its id, its pipeline class (whose
+    `lora_state_dict`, a classmethod, reads a LoRA file's keys as diffusers converts them) and
+    the shape of every layer a LoRA may change. A distributed worker announces it
+    (core/distributed/broker.py), so a front-end with no model refuses an unfit LoRA before
+    anything is queued, with the same sentence as the in-process service."""
+
+    def __init__(self, model_id: str, pipeline_class: str, layers: dict[str, dict[str, tuple[int, int]]],
+                 pipeline=None):
+        self.model_id = model_id
+        self.pipeline_class = pipeline_class
+        self.layers = layers
+        self._pipeline = pipeline  # the loaded pipeline, when there is one
+
+    @classmethod
+    def of(cls, model) -> "ModelLayers":
+        return cls(model.model_id, type(model.pipeline).__name__, _layer_shapes(model), model.pipeline)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "pipeline_class": self.pipeline_class,
+                "layers": {c: {name: list(shape) for name, shape in layers.items()}
+                           for c, layers in self.layers.items()}}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "ModelLayers":
+        return cls(str(d["model_id"]), str(d["pipeline_class"]),
+                   {c: {name: (int(a), int(b)) for name, (a, b) in layers.items()} for c, layers in d["layers"].items()})
+
+    def lora_state_dict(self, path: Path):
+        if self._pipeline is not None:
+            return self._pipeline.lora_state_dict(str(path))
+        import diffusers
+
+        return getattr(diffusers, self.pipeline_class).lora_state_dict(str(path))
+
+
 class LoraLibrary:
-    """The LoRA folder, and the checks a request's LoRAs pass at submit."""
+    """The LoRA folder, and the checks a request's LoRAs pass at submit. `model` is the loaded
+    model, or its ModelLayers (a front-end of distributed workers)."""
 
     def __init__(self, folder: Path, model, hashes: HashCache | None = None):
         self.folder = Path(folder)
-        self.model = model
+        self.model = model if isinstance(model, ModelLayers) else ModelLayers.of(model)
         self.hashes = hashes or HashCache(None)
         self._fits: dict[str, str | None] = {}  # sha256 -> why it does not fit (None: it fits)
         self._lock = threading.Lock()
-        self._layers = _layer_shapes(model)
+        self._layers = self.model.layers
 
     def names(self) -> list[str]:
         return folder_names(self.folder)
@@ -168,7 +231,7 @@ class LoraLibrary:
         """Why the file cannot apply to this model (None: it can). diffusers converts the file's
         keys (kohya's too); every layer they name must exist with the same shape."""
         try:
-            state, _alphas = self.model.pipeline.lora_state_dict(str(path))
+            state, _alphas = self.model.lora_state_dict(path)
         except Exception as exc:  # noqa: BLE001 -- diffusers' own words for a file it cannot read
             return f"diffusers cannot read it as a LoRA ({type(exc).__name__}: {_short(exc)})"
         if not state:

@@ -33,13 +33,13 @@ import traceback
 import uuid
 from typing import Any
 
-from core import hires
+from core import hires, lora
 from core.generator import Cancelled as _LoopCancelled
 from core.generator import Generator, Trajectory
 from core.jobs import (Cancelled, Done, Failed, ImageResult, JobHandle, JobResult, JobService, LimitReached, Owner,
                        Progress, QueueFull, Queued, Quota, Recorder, Started)
 from core.lora import LoraLibrary, LoraSwitch
-from core.request import FieldError, GenerationRequest, InvalidRequest, ModelLimits
+from core.request import GenerationRequest, ModelLimits
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,15 @@ class InProcessJobService(JobService):
         return getattr(self._gen.model, "vocabulary", None)
 
     @property
+    def model(self):
+        """The loaded model (a distributed worker announces its limits and word list)."""
+        return self._gen.model
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        return dict(self._fingerprint)
+
+    @property
     def model_info(self) -> dict[str, Any]:
         return dict(self._fingerprint, kind=self._gen.model.kind, native_size=self.limits.native_size,
                     max_side=self.limits.max_side, inpainting_unet=self._gen.model.inpainting_unet,
@@ -145,13 +154,13 @@ class InProcessJobService(JobService):
         return self._loras.catalog() if self._loras is not None else []
 
     def submit(self, request: GenerationRequest, owner: Owner, *, parent_id: str | None = None,
-               kind: str = "generate", quota: Quota | None = None) -> JobHandle:
+               kind: str = "generate", quota: Quota | None = None, generation_id: str | None = None) -> JobHandle:
+        """As JobService.submit. With `generation_id` the job is recorded already -- a distributed
+        worker (core/distributed) claimed that row after the broker applied the limits -- so it is
+        neither recorded again nor counted against the queue limits here."""
         resolved = request.resolve(self.limits)  # raises InvalidRequest: nothing queued
-        if resolved.loras:  # each LoRA exists, is safetensors and fits this model; its sha256 recorded
-            if self._loras is None:
-                raise InvalidRequest([FieldError("loras", resolved.loras[0][0],
-                                                 "this service has no LoRA folder")])
-            resolved = self._loras.resolve(resolved)
+        # Each LoRA exists, is safetensors and fits; its sha256 recorded (a recorded job's: unchanged since).
+        resolved = lora.check_request(self._loras, resolved, queued=generation_id is not None)
         notes = self._gen.prompts.notes(resolved)  # a cut prompt, chunks of a long one: said in the result
         fingerprint = dict(self._fingerprint) | notes
         with self._submit_lock:
@@ -160,17 +169,19 @@ class InProcessJobService(JobService):
                     raise QueueFull("The service is shutting down; try again in a moment.")
                 waiting = sum(len(q) for q in self._waiting.values())
                 mine = len(self._waiting.get(owner.key, ()))
-                if waiting >= self.queue_max:
+                if generation_id is None and waiting >= self.queue_max:
                     raise QueueFull(f"The queue is full ({waiting} jobs waiting, the limit is {self.queue_max}). "
                                     "Try again in a minute.")
-                if mine >= self.queue_per_owner:
+                if generation_id is None and mine >= self.queue_per_owner:
                     raise QueueFull(f"You already have {mine} jobs waiting (the limit per person is "
                                     f"{self.queue_per_owner}). Wait for one to finish or cancel one.")
                 if quota and self._recorder is None:  # no record to count in: this process's own memory
                     self._reserve_locked(owner, quota)
             handle = JobHandle(f"job-{next(self._counter)}-{uuid.uuid4().hex[:8]}", resolved, owner, self)
             handle.notes = notes
-            if self._recorder is not None:
+            if generation_id is not None:
+                handle.generation_id = generation_id
+            elif self._recorder is not None:
                 # With a quota, the recorder counts the owner's jobs and records this one in one
                 # transaction (raising LimitReached): atomic across every process sharing the record.
                 handle.generation_id = self._recorder.job_queued(handle.job_id, resolved, owner, parent_id, kind,
@@ -631,7 +642,7 @@ def create_service(settings, recorder: Recorder | None = None, *, model_config: 
     """Load the configured model and start the service around it (the only place that does both)."""
     import torch
 
-    from core.loader import HashCache, load_model
+    from core.loader import load_model
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -640,7 +651,7 @@ def create_service(settings, recorder: Recorder | None = None, *, model_config: 
     generator = Generator(model)
     notes = generator.speed_up(attention=settings.attention, channels_last=settings.channels_last,
                                compile_unet=settings.compile)
-    loras = LoraLibrary(settings.lora_folder, model, HashCache(settings.data_dir / "cache" / "lora-hashes.json"))
+    loras = lora.library_for(settings, model)
     return InProcessJobService(generator, recorder, queue_max=settings.queue_max,
                                queue_per_owner=settings.queue_per_owner, preview_frames=settings.preview_frames,
                                batch_max=settings.batch_max, batch_memory_mb=settings.batch_memory_mb,

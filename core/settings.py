@@ -33,6 +33,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("STATUARY_DATA_DIR", "data", "Folder for the database, image files and caches (relative to the working directory)."),
     Setting("STATUARY_LORA_DIR", "", "Folder of LoRA files (.safetensors only), used as <lora:name:0.8> in prompts; empty means DATA_DIR/loras."),
     Setting("DATABASE_URL", "", "SQLAlchemy URL of the database; empty means SQLite at DATA_DIR/statuary.db. PostgreSQL: postgresql+psycopg://user:pass@host/db"),
+    Setting("STATUARY_BROKER_URL", "", "Redis URL of the job queue shared by several machines (redis://host:6379/0); empty runs jobs in this process. Needs DATABASE_URL (PostgreSQL)."),
     Setting("STATUARY_QUEUE_MAX", "64", "Jobs waiting in the queue at most; past it, submit answers 'queue full'."),
     Setting("STATUARY_QUEUE_PER_OWNER", "4", "Jobs one owner (a browser session, a Discord user) may have waiting at once."),
     Setting("STATUARY_BATCH_MAX", "1", "Most images denoised together in one UNet call (GPU batching; 1 = one image at a time, the CPU default)."),
@@ -85,12 +86,13 @@ class Settings:
     attention: str = "sdpa"
     channels_last: bool = False
     compile: bool = False
+    broker_url: str = ""
     lora_dir: Path | None = None  # None: data_dir / "loras"
+    public_url: str = ""
 
     @property
     def lora_folder(self) -> Path:
         return self.lora_dir or self.data_dir / "loras"
-    public_url: str = ""
 
     @property
     def model_spec(self) -> str:
@@ -147,6 +149,14 @@ def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | os.P
         raise SettingsError(f"STATUARY_PUBLIC_URL={public_url!r} is not a web address; use "
                             "http(s)://host[:port][/path], or leave it empty to hide the bot's 'Vary region' button.")
     data_dir = Path(values["STATUARY_DATA_DIR"]).expanduser().resolve()
+    broker_url = values["STATUARY_BROKER_URL"].strip()
+    database_url = values["DATABASE_URL"].strip()
+    if broker_url and not broker_url.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(f"STATUARY_BROKER_URL={broker_url!r} is not a Redis URL; use redis://host:6379/0 "
+                            "(or leave it empty to run jobs in this process).")
+    if broker_url and (not database_url or database_url.startswith("sqlite")):
+        raise SettingsError("STATUARY_BROKER_URL is set but the database is SQLite, which several machines cannot "
+                            "share; set DATABASE_URL to a PostgreSQL URL (postgresql+psycopg://user:pass@host/db).")
     return Settings(
         model=values["STATUARY_MODEL"].strip() or "default",
         device=device,
@@ -171,6 +181,7 @@ def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | os.P
         attention=attention,
         channels_last=_bool(values, "STATUARY_CHANNELS_LAST"),
         compile=_bool(values, "STATUARY_COMPILE"),
+        broker_url=broker_url,
         lora_dir=Path(values["STATUARY_LORA_DIR"].strip()).expanduser().resolve() if values["STATUARY_LORA_DIR"].strip() else None,
         public_url=public_url,
     )

@@ -57,6 +57,7 @@ class Generation(Base):
     finished_at: Mapped[dt.datetime | None]
     seconds: Mapped[float | None] = mapped_column(Float)  # the service's own timing of the job
     runner: Mapped[str | None] = mapped_column(String(200))  # host:pid:start of the process running it
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # times a worker started it
 
     # who asked
     owner_source: Mapped[str] = mapped_column(String(16))  # web | discord | cli

@@ -62,6 +62,10 @@ class NotYours(PermissionError):
     """The image belongs to someone else."""
 
 
+class Superseded(RuntimeError):
+    """A worker's claim on a job was taken over (its lease ran out): its result is not recorded."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageRecord:
     """One stored image and everything known about how it was made."""
@@ -288,7 +292,9 @@ class Store:
             s.execute(update(Generation).where(Generation.id == generation_id, Generation.status == "queued")
                       .values(status="running", started_at=utcnow(), runner=self._runner))
 
-    def job_done(self, generation_id: str, result: JobResult) -> list[ImageResult]:
+    def job_done(self, generation_id: str, result: JobResult, *, runner: str | None = None) -> list[ImageResult]:
+        """With `runner` (a distributed worker's claim), the rows are written only while that runner
+        still holds the job, in the same transaction: a job is recorded once whoever ran it."""
         with self._read() as s:
             gen = s.get(Generation, generation_id)
             if gen is None:
@@ -318,6 +324,8 @@ class Store:
             try:
                 with self._write() as s, s.begin():
                     gen = s.get(Generation, generation_id)
+                    if runner is not None and (gen is None or gen.status != "running" or gen.runner != runner):
+                        raise Superseded(f"generation {generation_id} is no longer this worker's to record")
                     for key in sorted({w[1] for w in written} | {w[5] for w in written if w[5]}):  # one order: no deadlock
                         self._lock_content(s, key)
                     image_ids = self._free_image_ids(s, len(written))
@@ -728,7 +736,10 @@ def open_store(settings: Any) -> Store:
     engine = db.create(settings.database_url)
     db.upgrade(engine)
     store = Store(engine, data_dir, png_metadata=settings.png_metadata)
-    store.mark_interrupted()
+    if not getattr(settings, "broker_url", ""):
+        # With a broker, workers on other machines run the jobs: a dead worker's job is run again
+        # by the workers' sweep (core/distributed/sweep.py), not declared interrupted here.
+        store.mark_interrupted()
     remove_stale_temp_files(data_dir)
     orphans = store.remove_orphan_files()
     if orphans:

@@ -41,3 +41,22 @@ def test_no_pickle_weights_in_the_repository():
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
     bad = [p for p in tracked if Path(p).suffix in (".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle")]
     assert not bad, bad
+
+
+def test_compose_file_runs_the_readmes_scaling_out_roles():
+    import yaml  # a dependency of gradio and huggingface_hub
+
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"redis", "postgres", "web", "bot", "worker"}
+    worker = services["worker"]
+    assert worker["command"] == ["statuary", "worker"] and worker["deploy"]["replicas"] >= 2
+    assert worker["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert services["web"]["command"][:2] == ["statuary", "webui"] and services["bot"]["command"] == ["statuary", "bot"]
+    for role in ("web", "bot", "worker"):  # one broker, one database, one shared data folder
+        env = services[role]["environment"]
+        assert env["STATUARY_BROKER_URL"] == "redis://redis:6379/0" and env["DATABASE_URL"].startswith("postgresql+psycopg://")
+        assert services[role]["volumes"] == ["data:/data"] and env["STATUARY_DATA_DIR"] == "/data"
+    readme = (ROOT / "README.md").read_text().split("## Scaling out", 1)[1]
+    for command in ("statuary worker", "statuary webui", "statuary bot", "statuary status"):
+        assert command in readme

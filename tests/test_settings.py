@@ -35,11 +35,22 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path):
     ({"STATUARY_PNG_METADATA": "maybe"}, "not a switch"),
     ({"STATUARY_QUEUE_MAXX": "3"}, "Unknown setting(s) STATUARY_QUEUE_MAXX"),
     ({"STATUARY_AUTH": "nopassword"}, "user:password"),
+    ({"STATUARY_BROKER_URL": "redis://127.0.0.1:6379/0"}, "the database is SQLite, which several machines cannot "
+                                                          "share; set DATABASE_URL to a PostgreSQL URL"),
+    ({"STATUARY_BROKER_URL": "redis://h/0", "DATABASE_URL": "sqlite:////tmp/x.db"}, "set DATABASE_URL"),
+    ({"STATUARY_BROKER_URL": "amqp://h//", "DATABASE_URL": "postgresql+psycopg://u@h/d"}, "is not a Redis URL"),
 ])
 def test_bad_settings_are_clear_errors(env, message):
     with pytest.raises(SettingsError) as info:
         load_settings(env, dotenv_path=None)
     assert message in str(info.value)
+
+
+def test_a_broker_with_postgresql_is_accepted_and_no_broker_is_the_default():
+    assert load_settings({}, dotenv_path=None).broker_url == ""
+    s = load_settings({"STATUARY_BROKER_URL": " redis://10.0.0.5:6379/0 ", "DATABASE_URL": "postgresql+psycopg://u@h/d"},
+                      dotenv_path=None)
+    assert s.broker_url == "redis://10.0.0.5:6379/0"
 
 
 def test_public_url_for_the_bots_vary_region_link(tmp_path):

@@ -73,8 +73,11 @@ def server(generator, tiny_model_dir, tmp_path_factory):
     stop_server(srv)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
+    # One browser for tests/webui, closed when they end: sync_playwright runs an event loop on
+    # the main thread while it is open, so a session-wide one made every later asyncio.run (the
+    # bot tests', when they run after these) fail with "cannot be called from a running event loop".
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         pytest.skip("no chromium on PATH (apt install chromium); browser tests need it")
