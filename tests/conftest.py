@@ -91,3 +91,26 @@ def png(image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One real PostgreSQL server for the whole session (tests/storage, tests/distributed); each
+    test takes a database of its own with `.new_database()`."""
+    from tests.storage.conftest import PostgresServer, _pg_bindir
+
+    bindir = _pg_bindir()
+    if bindir is None or not (bindir / "pg_ctl").exists():
+        why = ("PostgreSQL server binaries (initdb, pg_ctl) were not found on PATH, in /usr/lib/postgresql/*/bin "
+               "or in $POSTGRES_BINDIR; install the 'postgresql' package to run the PostgreSQL variants")
+        if os.environ.get("TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"TEST_REQUIRE_POSTGRES=1 but {why}", pytrace=False)
+        pytest.skip(why)
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+    except Exception:
+        server.stop()
+        raise
+    yield server
+    server.stop()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.storage.conftest import PostgresServer, _free_port, _pg_bindir
+from tests.storage.conftest import _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,24 +77,6 @@ def redis_server():
     yield server
     server.stop()
     shutil.rmtree(server.dir, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def pg_server():
-    bindir = _pg_bindir()
-    if bindir is None or not (bindir / "pg_ctl").exists():
-        why = "PostgreSQL server binaries were not found; install the 'postgresql' package"
-        if os.environ.get("TEST_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"TEST_REQUIRE_POSTGRES=1 but {why}", pytrace=False)
-        pytest.skip(why)
-    server = PostgresServer(bindir)
-    try:
-        server.start()
-    except Exception:
-        server.stop()
-        raise
-    yield server
-    server.stop()
 
 
 class Cluster:
@@ -158,12 +140,12 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(redis_server, pg_server, tmp_path, tiny_model_dir):
+def cluster(redis_server, postgres_server, tmp_path, tiny_model_dir):
     if redis_server.proc is None or redis_server.proc.poll() is not None:
         redis_server.start()  # a test stopped it
     redis_server.flush()
     logs = tmp_path / "logs"
     logs.mkdir()
-    c = Cluster(redis_server, pg_server.new_database(), tmp_path / "data", tiny_model_dir, logs)
+    c = Cluster(redis_server, postgres_server.new_database(), tmp_path / "data", tiny_model_dir, logs)
     yield c
     c.stop()

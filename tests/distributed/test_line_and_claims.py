@@ -74,11 +74,11 @@ def test_limits_are_checked_and_reserved_atomically(line):
         add(line, "z", owner, quota=Quota(max_per_hour=4))
 
 
-def test_exactly_one_claim_wins_and_requeue_needs_the_holder(pg_server, tmp_path):
+def test_exactly_one_claim_wins_and_requeue_needs_the_holder(postgres_server, tmp_path):
     from core.settings import load_settings
     from storage import claims, open_store
 
-    store = open_store(load_settings({"STATUARY_DATA_DIR": str(tmp_path), "DATABASE_URL": pg_server.new_database()},
+    store = open_store(load_settings({"STATUARY_DATA_DIR": str(tmp_path), "DATABASE_URL": postgres_server.new_database()},
                                      dotenv_path=None))
     gid = store.job_queued("job-1", GenerationRequest("x", seed=1, width=64, height=64), Owner("web", "u"), None,
                            "generate", {})

@@ -104,25 +104,6 @@ class PostgresServer:
         return self.url(name)
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    bindir = _pg_bindir()
-    if bindir is None or not (bindir / "pg_ctl").exists():
-        why = ("PostgreSQL server binaries (initdb, pg_ctl) were not found on PATH, in /usr/lib/postgresql/*/bin "
-               "or in $POSTGRES_BINDIR; install the 'postgresql' package to run the PostgreSQL variants")
-        if os.environ.get("TEST_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"TEST_REQUIRE_POSTGRES=1 but {why}", pytrace=False)
-        pytest.skip(why)
-    server = PostgresServer(bindir)
-    try:
-        server.start()
-    except Exception:
-        server.stop()
-        raise
-    yield server
-    server.stop()
-
-
 # ---- databases, settings, stores ---------------------------------------------------------------
 
 
