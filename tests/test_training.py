@@ -215,6 +215,9 @@ def test_smoke_training_has_finite_falling_loss_and_exports_a_pipeline(smoke_run
     index = json.loads((model / "model_index.json").read_text())
     assert index["safety_checker"] == [None, None] and index["requires_safety_checker"] is False
     assert not list(model.rglob("*.bin")) and list((model / "unet").glob("*.safetensors.index.json"))  # sharded
+    trained = json.loads((model / "training.json").read_text())
+    assert trained["unet_step"] == info["step"] and trained["unet_seconds"] == info["seconds"] > 0
+    assert trained["unet_started_from"] == []
     pipe = StableDiffusionPipeline.from_pretrained(str(model))
     pipe.set_progress_bar_config(disable=True)
     out = pipe("a cat, flat style, on a blue background", num_inference_steps=2, guidance_scale=3.0,
@@ -475,7 +478,12 @@ def test_a_unet_phase_can_start_from_another_runs_unet(pack_dir, smoke_run, tmp_
     assert T.main(args + ["--run", str(new)]) == 0
     assert "unet: starting from" in capsys.readouterr().err
     assert (new / "tokenizer" / "vocab.json").read_bytes() == (src / "tokenizer" / "vocab.json").read_bytes()
-    assert json.loads((new / "unet.json").read_text())["step"] == 1
+    info, src_info = json.loads((new / "unet.json").read_text()), json.loads((src / "unet.json").read_text())
+    assert info["step"] == 1
+    # where the weights came from is carried in the checkpoint, for training.json and the card
+    assert info["lineage"] == [{"run": "run", "step": src_info["step"], "px": src_info["px"],
+                                "seconds": src_info["seconds"]}]
+    assert src_info["seconds"] > 0 and info["seconds"] > 0
     a, b = load_file(str(src / "unet.safetensors")), load_file(str(new / "unet.safetensors"))
     run = T.Run(T.Config.smoke(), pack_dir, new, "cpu")
     fresh = {f"unet.{k}": v for k, v in run.build_denoiser(run.tokenizer())[1].state_dict().items()}

@@ -415,8 +415,12 @@ class Run:
                   {"params": list(unet.parameters()), "base_lr": cfg.lr}]
         opt = self._opt(groups, cfg.lr)
         step = 0
+        # Where the weights came from before this run's step 0 (`--init-unet`), and wall time
+        # spent in this phase: carried in every checkpoint, written to training.json on export.
+        lineage, seconds = [], 0.0
         if ckpt.exists():
             flat, info = load_checkpoint(ckpt, opt)
+            lineage, seconds = info.get("lineage", []), info.get("seconds", 0.0)
             text.load_state_dict(_unprefixed("text", flat))
             unet.load_state_dict(_unprefixed("unet", flat))
             ema_sd = _unprefixed("ema", flat)
@@ -433,6 +437,8 @@ class Run:
             ema_sd = _unprefixed("ema", flat)
             for i, e in enumerate(ema):
                 e.copy_(ema_sd[str(i)])
+            lineage = info.get("lineage", []) + [{"run": start_from.parent.name, "step": info["step"], "px": info.get("px"),
+                                                  "seconds": info.get("seconds")}]
             log(f"unet: starting from {start_from} (its step {info['step']} at {info.get('px')} px): weights and "
                 f"EMA; step 0 here, a fresh optimizer")
         if step >= cfg.unet_steps:
@@ -493,7 +499,8 @@ class Run:
                 tensors = {**_prefixed("text", text), **_prefixed("unet", unet),
                            **{f"ema.{i}": e for i, e in enumerate(ema)}}
                 save_checkpoint(ckpt, tensors, opt, {"step": step, "loss": loss.item(), "latent_scale": sf,
-                                                     "px": self.px})
+                                                     "px": self.px, "lineage": lineage,
+                                                     "seconds": round(seconds + time.time() - t0, 1)})
                 if cfg.size != "smoke" and (step % cfg.sample_every == 0 or stop):
                     with ema_weights(params, ema):
                         sample_grid(text, unet, vae, tok, self.px, self.vae_factor(), self.run, step)
@@ -617,6 +624,7 @@ class Run:
                                                             ensure_ascii=False) + "\n")
         (tmp / "training.json").write_text(json.dumps({
             "config": asdict(self.cfg), "unet_step": info["step"], "latent_scale": info.get("latent_scale"),
+            "unet_seconds": info.get("seconds"), "unet_started_from": info.get("lineage", []),
             "data": {"sources": self.pack.sources, "stats": {k: {kk: vv for kk, vv in v.items() if kk != "unmatched"}
                                                                 for k, v in self.pack.stats["styles"].items()}},
         }, indent=1) + "\n")
