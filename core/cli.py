@@ -183,7 +183,9 @@ def add_request_arguments(p: argparse.ArgumentParser) -> None:
                    help="pixels, multiple of 8; default: the model's size")
     p.add_argument("--height", type=whole("height", 1, None, side), default=None,
                    help="pixels, multiple of 8; default: the model's size")
-    p.add_argument("--sampler", default="dpmpp_2m_karras", help="one of " + ", ".join(SAMPLERS))
+    p.add_argument("--sampler", default=None,
+                   help="one of " + ", ".join(SAMPLERS) + "; default: the model's (dpmpp_2m_karras for SD checkpoints, "
+                        "ddim for the default model, whose schedule Karras spacing does not suit)")
     p.add_argument("--variation-seed", type=whole("variation-seed", 0, SEED_MAX), default=None,
                    help="seed blended in for a variation")
     p.add_argument("--variation-strength", type=number("variation-strength", 0, 1), default=0.0,

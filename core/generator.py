@@ -219,7 +219,8 @@ class Generator:
             noise = slerp(request.variation_strength, noise, cpu_noise(vseed, shape)[0])
         noise = noise.to(self.device, m.dtype)
 
-        scheduler = make_scheduler(request.sampler, m.scheduler_config)
+        # A resolved request names its sampler; one made by hand may leave it to the model.
+        scheduler = make_scheduler(request.sampler or m.limits.default_sampler, m.scheduler_config)
         scheduler.set_timesteps(request.steps, device=self.device)
         if hasattr(scheduler, "set_begin_index"):
             # Say where we start instead of letting the scheduler find it from the first timestep:

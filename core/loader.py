@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from core.request import ModelLimits
+from core.samplers import suited
 from core.vocabulary import ModelVocabulary
 
 log = logging.getLogger(__name__)
@@ -335,7 +336,9 @@ def _assemble(pipe, *, model_id: str, source: str, sha: str, device: torch.devic
             module.eval().requires_grad_(False)
     vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     native = int(pipe.unet.config.sample_size) * vae_scale
-    limits = ModelLimits(native_size=native, max_side=max_side or 2 * native, multiple=max(8, vae_scale))
+    samplers, default_sampler = suited(dict(pipe.scheduler.config))
+    limits = ModelLimits(native_size=native, max_side=max_side or 2 * native, multiple=max(8, vae_scale),
+                         samplers=samplers, default_sampler=default_sampler)
     model = LoadedModel(
         model_id=model_id, source=source, sha256=sha, kind=kind, pipeline=pipe, unet=pipe.unet, vae=pipe.vae,
         scheduler_config=dict(pipe.scheduler.config), device=device, dtype=dtype, vae_dtype=vae_dtype,

@@ -61,6 +61,21 @@ class ModelLimits:
     native_size: int = 512
     max_side: int = 1024
     multiple: int = 8
+    # The samplers that suit the model's noise schedule, and the one a request that names none
+    # gets (core/samplers.suited: Karras spacing is left out where sigma runs to thousands).
+    samplers: tuple[str, ...] = SAMPLERS
+    default_sampler: str = DEFAULT_SAMPLER
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "samplers", tuple(self.samplers))   # JSON (a worker's announcement) gives a list
+
+    @property
+    def allowed_samplers(self) -> str:
+        text = "use one of " + ", ".join(self.samplers)
+        left_out = [s for s in SAMPLERS if s not in self.samplers]
+        if left_out:
+            text += f" ({', '.join(left_out)}: Karras spacing does not suit this model's noise schedule)"
+        return text
 
     @property
     def min_side(self) -> int:
@@ -119,7 +134,7 @@ class GenerationRequest:
     guidance: float = 7.0
     width: int | None = None  # None: the model's native size
     height: int | None = None
-    sampler: str = DEFAULT_SAMPLER
+    sampler: str | None = None  # None: the model's default (ModelLimits.default_sampler), recorded at submit
     variation_seed: int | None = None  # None with strength > 0: a random one, recorded
     variation_strength: float = 0.0
     # Earlier variations this one builds on, oldest first: (variation seed, strength) pairs
@@ -163,8 +178,8 @@ class GenerationRequest:
             value = getattr(self, name)
             if value is not None and not lim.allows(value):
                 errors.append(FieldError(name, value, lim.allowed_sizes))
-        if self.sampler not in SAMPLERS:
-            errors.append(FieldError("sampler", self.sampler, "use one of " + ", ".join(SAMPLERS)))
+        if self.sampler is not None and (not isinstance(self.sampler, str) or self.sampler not in lim.samplers):
+            errors.append(FieldError("sampler", self.sampler, lim.allowed_samplers))
         _check_int(errors, "variation_seed", self.variation_seed, 0, SEED_MAX, optional=True)
         _check_float(errors, "variation_strength", self.variation_strength, 0.0, 1.0)
         _check_chain(errors, self.variation_chain)
@@ -187,12 +202,14 @@ class GenerationRequest:
             raise InvalidRequest(errors)
 
     def resolve(self, limits: ModelLimits, rng: secrets.SystemRandom | None = None) -> "GenerationRequest":
-        """The same request with everything left open decided: seeds, size. Validates first."""
+        """The same request with everything left open decided: seeds, size, sampler. Validates first."""
         self.validate(limits)
         rng = rng or secrets.SystemRandom()
         changes: dict[str, Any] = {}
         if self.seed is None:
             changes["seed"] = rng.randint(0, SEED_MAX)
+        if self.sampler is None:
+            changes["sampler"] = limits.default_sampler
         if self.variation_strength > 0 and self.variation_seed is None:
             changes["variation_seed"] = rng.randint(0, SEED_MAX)
         tags = lora_tags(self.prompt)

@@ -1,10 +1,21 @@
-"""Sampler names -> diffusers schedulers, built from the model's own scheduler config."""
+"""Sampler names -> diffusers schedulers, built from the model's own scheduler config, and which
+of them suit a model.
+
+Karras spacing (Karras et al. 2022) spreads the steps between the schedule's largest and
+smallest sigma on a curve that crowds them at both ends. For SD 1.x/2.x/XL's scaled-linear
+betas sigma runs up to ~14.6 and that works well. A cosine schedule, and any schedule rescaled
+to zero terminal SNR (diffusers clamps its last sigma to 4096), runs to thousands: DPM++ 2M
+Karras with 20 steps then spends its first 6 to 9 steps at t = 998, at pure noise, and the
+words of the prompt lose their hold (measured on the default model's kind of schedule: the
+background colour asked for came out 45% of the time against 61% for DDIM and DPM++ 2M; a
+known limit, diffusers PR #7097). Such models are not offered Karras spacing, and their
+default is the scheduler their folder ships when we have it, else DPM++ 2M."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from core.request import SAMPLERS
+from core.request import DEFAULT_SAMPLER, SAMPLERS
 
 # name: (diffusers class, overrides, label shown to people and written in A1111 metadata)
 _TABLE: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -16,6 +27,9 @@ _TABLE: dict[str, tuple[str, dict[str, Any], str]] = {
     "unipc": ("UniPCMultistepScheduler", {}, "UniPC"),
 }
 assert tuple(_TABLE) == SAMPLERS
+
+KARRAS = tuple(name for name, (_, overrides, _) in _TABLE.items() if overrides.get("use_karras_sigmas"))
+KARRAS_SIGMA_MAX = 200.0   # SD's schedules reach ~14.6, EDM's 80; cosine and zero-SNR ones thousands
 
 LABELS = {name: label for name, (_, _, label) in _TABLE.items()}
 BY_LABEL = {label: name for name, label in LABELS.items()}
@@ -29,3 +43,26 @@ def make_scheduler(name: str, model_config: dict[str, Any]):
     config = {k: v for k, v in model_config.items() if not k.startswith("_")}
     cls = getattr(diffusers, cls_name)
     return cls.from_config(config, **overrides)
+
+
+def sigma_max(model_config: dict[str, Any]) -> float:
+    """The largest sigma of the model's noise schedule, as diffusers' Euler scheduler computes it
+    (zero terminal SNR clamped to 4096, as diffusers does)."""
+    import diffusers
+
+    config = {k: v for k, v in model_config.items() if not k.startswith("_")}
+    return float(diffusers.EulerDiscreteScheduler.from_config(config).sigmas.max())
+
+
+def suited(model_config: dict[str, Any]) -> tuple[tuple[str, ...], str]:
+    """(the samplers that suit the model, its default sampler) from its scheduler config."""
+    try:
+        high = sigma_max(model_config)
+    except Exception:  # noqa: BLE001 - a config Euler cannot read: offer everything, as before
+        return SAMPLERS, DEFAULT_SAMPLER
+    if high <= KARRAS_SIGMA_MAX:
+        return SAMPLERS, DEFAULT_SAMPLER
+    samplers = tuple(s for s in SAMPLERS if s not in KARRAS)
+    own = next((name for name, (cls, overrides, _) in _TABLE.items()
+                if cls == model_config.get("_class_name") and not overrides and name in samplers), None)
+    return samplers, own or "dpmpp_2m"

@@ -343,7 +343,7 @@ class Making(commands.Cog):
             width, height = render.aspect_size(aspect, limits, int(size * scale))
         request = GenerationRequest(prompt=prompt, negative_prompt=negative or "", seed=seed, count=count,
                                     steps=steps, guidance=guidance, width=width, height=height,
-                                    sampler=sampler or GenerationRequest.sampler,
+                                    sampler=sampler or None,   # None: the model's default
                                     loras=(parse_lora(lora),) if lora else ())
         request.validate(limits)
         return request

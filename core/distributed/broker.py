@@ -94,7 +94,8 @@ def announcement(service: Any) -> dict[str, Any]:
     vocab = getattr(model, "vocabulary", None)
     return {
         "limits": {"native_size": model.limits.native_size, "max_side": model.limits.max_side,
-                   "multiple": model.limits.multiple},
+                   "multiple": model.limits.multiple, "samplers": list(model.limits.samplers),
+                   "default_sampler": model.limits.default_sampler},
         "fingerprint": fingerprint, "kind": model.kind, "inpainting_unet": model.inpainting_unet,
         "vocabulary": None if vocab is None else {"subjects": list(vocab.subjects), "labels": list(vocab.labels),
                                                   "names": sorted(vocab.names)},

@@ -184,6 +184,28 @@ def test_the_model_folders_hires_json_reaches_the_front_end(cluster, tiny_model_
         store.close()
 
 
+def test_the_models_samplers_reach_the_front_end(cluster, tmp_path):
+    """A worker on the default model's kind of schedule announces its samplers: the front-end
+    refuses Karras spacing with the in-process sentence (nothing queued) and records DDIM, the
+    model's default, for a request that names no sampler."""
+    from tests.tiny_model import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny-zero-snr", zero_snr=True)
+    cluster.start_worker(STATUARY_MODEL=str(model))
+    cluster.wait_workers(1)
+    svc, store = celery(cluster, STATUARY_MODEL=str(model))
+    try:
+        assert svc.limits.default_sampler == "ddim" and "dpmpp_2m_karras" not in svc.limits.samplers
+        with pytest.raises(InvalidRequest, match="Karras spacing does not suit this model's noise schedule"):
+            svc.submit(GenerationRequest("a cat", seed=1, steps=2, sampler="dpmpp_2m_karras"), ANA)
+        nothing_queued(cluster, store)
+        result = svc.submit(GenerationRequest("a cat", seed=1, steps=2), ANA).result(TIMEOUT)
+        assert store.generation(result.generation_id).request["sampler"] == "ddim"
+    finally:
+        svc.close()
+        store.close()
+
+
 def test_a_lora_file_replaced_after_queueing_fails_the_job_and_records_what_was_asked(cluster, lora_dir,  # noqa: F811
                                                                                     tmp_path):
     """The worker runs the file the front-end checked, or nothing: a file replaced under the same

@@ -197,7 +197,7 @@ def test_bad_ids_get_clear_errors(store, fake_service):
 
 
 def test_lifecycle_failed_cancelled_interrupted(store):
-    req = GenerationRequest("lifecycle", seed=3, width=64, height=64)
+    req = GenerationRequest("lifecycle", seed=3, width=64, height=64, sampler="dpmpp_2m_karras")
     fp = dict(FAKE_FINGERPRINT)
     g1 = store.job_queued("j1", req, ANA, None, "generate", fp)
     assert store.generation(g1).status == "queued"

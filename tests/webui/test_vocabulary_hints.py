@@ -5,7 +5,6 @@ names none of them (the job still runs). Issue 14, "show people what it knows"."
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 from playwright.sync_api import expect
@@ -21,12 +20,13 @@ VOCABULARY = {"format": 1, "subjects": ["cat", "pizza", "rocket"],
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir, tmp_path_factory):
+def server(tmp_path_factory):
+    """The default model's kind: a word list, and a cosine schedule with zero terminal SNR."""
     from core.generator import Generator
     from core.loader import load_model
+    from tests.tiny_model import build_tiny_model
 
-    folder = tmp_path_factory.mktemp("models") / "with-words"
-    shutil.copytree(tiny_model_dir, folder)
+    folder = build_tiny_model(tmp_path_factory.mktemp("models") / "with-words", zero_snr=True)
     (folder / "vocabulary.json").write_text(json.dumps(VOCABULARY))
     srv = start_server(Generator(load_model(str(folder), device="cpu")), tmp_path_factory.mktemp("webui-words"), folder)
     yield srv
@@ -52,8 +52,16 @@ def test_examples_placeholder_word_list_and_the_one_line_hint(page, server, arti
     expect(hint).to_contain_text("e.g. cat, pizza, rocket")
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(artifacts / "generate-vocabulary-hint.png"))
-    generate(page, "a kitten on a blue background", steps=2, seed=2)
+    image_id = generate(page, "a kitten on a blue background", steps=2, seed=2)[0]
     expect(hint).to_be_hidden()
+    # Its sampler: the scheduler the folder ships (DDIM), and no Karras spacing on this schedule
+    assert server.store.get(image_id).request["sampler"] == "ddim"
+    assert page.locator("#g-sampler input").input_value() == "DDIM"
+    page.locator("#g-sampler input").click()
+    expect(page.get_by_role("option", name="Euler", exact=True)).to_be_visible()
+    names = page.get_by_role("option").all_inner_texts()
+    assert "DPM++ 2M" in names and not any("Karras" in n for n in names), names
+    page.keyboard.press("Escape")
 
 
 def test_a_model_without_a_word_list_shows_no_examples_or_hint(browser, tiny_model_dir, tmp_path_factory):

@@ -21,7 +21,7 @@ RECENT_PROMPTS = 20
 
 def build(ui: WebUI) -> SimpleNamespace:
     lim = ui.limits
-    sampler_choices = [(LABELS[s], s) for s in SAMPLERS]
+    sampler_choices = [(LABELS[s], s) for s in lim.samplers]   # those that suit the model's noise schedule
     vocab = getattr(ui.service, "vocabulary", None)   # the default model says which words it knows
 
     with gr.Tab("Generate", id="generate"):
@@ -71,7 +71,7 @@ def build(ui: WebUI) -> SimpleNamespace:
                         guidance = gr.Slider(0, GUIDANCE_MAX, value=7.0, step=0.5, label="Guidance",
                                              elem_id="g-guidance", min_width=140)
                     with gr.Row():
-                        sampler = gr.Dropdown(sampler_choices, value=SAMPLERS[0], label="Sampler",
+                        sampler = gr.Dropdown(sampler_choices, value=lim.default_sampler, label="Sampler",
                                               elem_id="g-sampler", min_width=200)
                         count = gr.Slider(1, COUNT_MAX, value=1, step=1, label="Images", elem_id="g-count",
                                           min_width=140)
@@ -129,7 +129,7 @@ def build(ui: WebUI) -> SimpleNamespace:
         try:
             req = GenerationRequest(prompt=prompt_ or "", negative_prompt=negative_ or "", seed=parse_seed(seed_),
                                     steps=whole(steps_), guidance=float(guidance_), width=whole(width_),
-                                    height=whole(height_), sampler=sampler_ or "", count=whole(count_),
+                                    height=whole(height_), sampler=sampler_ or None, count=whole(count_),
                                     hires=hx.value(hires_on, hires_scale, hires_steps, hires_strength,
                                                    hires_upscaler))
         except Exception as exc:  # noqa: BLE001
@@ -222,8 +222,12 @@ def build(ui: WebUI) -> SimpleNamespace:
         for key, comp in (("steps", steps), ("guidance", guidance), ("width", width), ("height", height)):
             if fields_.get(key) is not None:
                 out[comp] = fields_[key]
-        if fields_.get("sampler") in SAMPLERS:
+        if fields_.get("sampler") in lim.samplers:
             out[sampler] = fields_["sampler"]
+        elif fields_.get("sampler") in SAMPLERS:   # made on a model whose schedule suits it, e.g. Karras on SD
+            out[sampler] = lim.default_sampler
+            notes.append(f"Its sampler, {LABELS[fields_['sampler']]}, does not suit this model: "
+                         f"{LABELS[lim.default_sampler]} instead.")
         if (fields_.get("variation_strength") or 0) > 0 or fields_.get("variation_chain"):
             notes.append("The variation seeds and strengths are left out (use Variations for them).")
         out.update(hx.fill(ui, hires, fields_.get("hires"), notes))
