@@ -217,7 +217,8 @@ def test_smoke_training_has_finite_falling_loss_and_exports_a_pipeline(smoke_run
     assert not list(model.rglob("*.bin")) and list((model / "unet").glob("*.safetensors.index.json"))  # sharded
     trained = json.loads((model / "training.json").read_text())
     assert trained["unet_step"] == info["step"] and trained["unet_seconds"] == info["seconds"] > 0
-    assert trained["unet_started_from"] == []
+    assert trained["unet_started_from"] == [] and trained["decoder_step"] is None
+    assert trained["vae_step"] == json.loads((smoke_run / "run" / "vae.json").read_text())["step"] > 0
     pipe = StableDiffusionPipeline.from_pretrained(str(model))
     pipe.set_progress_bar_config(disable=True)
     out = pipe("a cat, flat style, on a blue background", num_inference_steps=2, guidance_scale=3.0,

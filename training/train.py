@@ -528,6 +528,11 @@ class Run:
                              "would read other words. Start from a run with the same tokenizer.")
         return path
 
+    def _step_of(self, phase: str) -> int | None:
+        """The step a phase's checkpoint in this run reached (None: that phase never ran here)."""
+        side = self.run / f"{phase}.json"
+        return json.loads(side.read_text())["step"] if side.exists() else None
+
     def vae_factor(self) -> int:
         return 2 ** (len(self.size.vae_channels) - 1)
 
@@ -625,6 +630,7 @@ class Run:
         (tmp / "training.json").write_text(json.dumps({
             "config": asdict(self.cfg), "unet_step": info["step"], "latent_scale": info.get("latent_scale"),
             "unet_seconds": info.get("seconds"), "unet_started_from": info.get("lineage", []),
+            "vae_step": self._step_of("vae"), "decoder_step": self._step_of("decoder"),
             "data": {"sources": self.pack.sources, "stats": {k: {kk: vv for kk, vv in v.items() if kk != "unmatched"}
                                                                 for k, v in self.pack.stats["styles"].items()}},
         }, indent=1) + "\n")
