@@ -179,8 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge-batch", type=int, default=256)
     p.add_argument("--judge-width", type=int, default=48, help="channels of the judge's first stage")
     p.add_argument("--judge-stem-stride", type=int, default=1, help="2: the judge's first stage at half resolution (~4x cheaper, for a CPU)")
+    # What a user gets with no options (GenerationRequest's defaults; the folder's scheduler, DDIM,
+    # is also the default sampler Statuary picks for this model: core/samplers.suited).
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--guidance", type=float, default=7.0)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--n-single", type=int, default=600)
     p.add_argument("--n-combo", type=int, default=150)
