@@ -326,7 +326,9 @@ def test_slow_database_and_encoding_never_stall_the_event_loop_or_the_acknowledg
     import bot.delivery
 
     monkeypatch.setattr(bot.cogs.images, "HISTORY_PER_PAGE", 1)
-    SLOW = 0.5
+    # A call that blocked the loop would stall it for all of SLOW; a busy machine (the suite beside a
+    # training run) starves it for up to ~0.6 s. 1.5 s keeps the two apart.
+    SLOW = 1.5
 
     def slowly(obj, name):
         real = getattr(obj, name)
