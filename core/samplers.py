@@ -40,9 +40,12 @@ def make_scheduler(name: str, model_config: dict[str, Any]):
     import diffusers
 
     cls_name, overrides, _ = _TABLE[name]
-    config = {k: v for k, v in model_config.items() if not k.startswith("_")}
-    cls = getattr(diffusers, cls_name)
-    return cls.from_config(config, **overrides)
+    return getattr(diffusers, cls_name).from_config(_settings(model_config), **overrides)
+
+
+def _settings(model_config: dict[str, Any]) -> dict[str, Any]:
+    """The config without diffusers' bookkeeping keys (_class_name, _diffusers_version)."""
+    return {k: v for k, v in model_config.items() if not k.startswith("_")}
 
 
 def sigma_max(model_config: dict[str, Any]) -> float:
@@ -50,8 +53,7 @@ def sigma_max(model_config: dict[str, Any]) -> float:
     (zero terminal SNR clamped to 4096, as diffusers does)."""
     import diffusers
 
-    config = {k: v for k, v in model_config.items() if not k.startswith("_")}
-    return float(diffusers.EulerDiscreteScheduler.from_config(config).sigmas.max())
+    return float(diffusers.EulerDiscreteScheduler.from_config(_settings(model_config)).sigmas.max())
 
 
 def suited(model_config: dict[str, Any]) -> tuple[tuple[str, ...], str]:

@@ -18,6 +18,7 @@ line (quota.py), leases, events and the announced model. Chosen settings:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -93,9 +94,7 @@ def announcement(service: Any) -> dict[str, Any]:
     model, fingerprint = service.model, service.fingerprint
     vocab = getattr(model, "vocabulary", None)
     return {
-        "limits": {"native_size": model.limits.native_size, "max_side": model.limits.max_side,
-                   "multiple": model.limits.multiple, "samplers": list(model.limits.samplers),
-                   "default_sampler": model.limits.default_sampler},
+        "limits": dataclasses.asdict(model.limits),   # every field; ModelLimits(**...) reads it back
         "fingerprint": fingerprint, "kind": model.kind, "inpainting_unet": model.inpainting_unet,
         "vocabulary": None if vocab is None else {"subjects": list(vocab.subjects), "labels": list(vocab.labels),
                                                   "names": sorted(vocab.names)},
