@@ -423,11 +423,60 @@ def test_sample_grid_draws_the_required_subjects(smoke_run, pack_dir):
     run = T.Run(T.Config.smoke(), pack_dir, smoke_run / "run", "cpu")
     tok = run.tokenizer()
     text, unet = run.build_denoiser(tok)
-    sample_grid(text, unet, run.frozen_vae(), tok, 16, 2, smoke_run, step=8)
+    pictures = sample_grid(text, unet, run.frozen_vae(), tok, 16, 2, smoke_run, step=8)
+    assert pictures.shape == (120, 3, 16, 16) and -1 <= pictures.min() <= pictures.max() <= 1
     from PIL import Image
     im = Image.open(smoke_run / "samples.png")
     assert len(SAMPLE_SUBJECTS) == 40 and im.size == (5 * (3 * 16 + 8), 8 * 16)
     assert (smoke_run / "samples.txt").read_text().splitlines()[1:] == list(SAMPLE_SUBJECTS)
+
+
+def test_grid_judge_loads_the_cached_judge_for_its_size_and_counts_what_it_finds(tmp_path):
+    from safetensors.torch import save_file
+
+    from training.evaluate import Judge
+    from training.monitor import GridJudge
+
+    eval_dir = tmp_path / "eval"
+    eval_dir.mkdir()
+    assert GridJudge.find(eval_dir, "common", 16, 6, [[1]]) is None       # nothing cached yet
+    judges = {}
+    for name, width, stride in [("judge2-common-16px-w4x2-s10-b8-seed0", 4, 2), ("judge2-common-32px-w8x2-s10-b8-seed0", 8, 2),
+                                ("judge2-all-16px-w8x1-s10-b8-seed0", 8, 1)]:
+        judges[name] = Judge(6, width, stride)
+        save_file({k: v.contiguous() for k, v in judges[name].state_dict().items()}, str(eval_dir / f"{name}.safetensors"))
+    found = GridJudge.find(eval_dir, "common", 16, 6, [[1]])
+    assert found.path.name == "judge2-common-16px-w4x2-s10-b8-seed0.safetensors"
+    want = judges["judge2-common-16px-w4x2-s10-b8-seed0"].state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in found.judge.state_dict().items())
+
+    # Two subjects ("tree" has two emoji: 1 and 2), three styles each, in sample_grid's order.
+    emoji = torch.full((6, 10), -1.0)
+    emoji[0, 2] = 9                       # 3d: its second emoji first -> top 1
+    emoji[1, [0, 3, 4, 5, 1]] = torch.tensor([9.0, 8, 7, 6, 5])   # flat: fifth -> top 5, not top 1
+    emoji[2, [0, 3, 5, 6, 7]] = 9         # cartoon: neither emoji in the top 5
+    emoji[3:, 4] = 9                      # the second subject, emoji 4, first in every style
+    style = torch.zeros(6, len(D.STYLES))
+    asked = [D.STYLES.index(s) for s in ("3d", "flat", "cartoon")] * 2
+    for k, a in enumerate(asked):
+        style[k, a if k != 4 else (a + 1) % len(D.STYLES)] = 1.0   # picture 4's style is wrong
+
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            assert x.shape == (6, 3, 16, 16)
+            return emoji, style, None
+
+    score = GridJudge(Fixed(), [[1, 2], [4]])(torch.zeros(6, 3, 16, 16))
+    assert (score["top5"], score["top1"], score["style"]) == (5, 4, 5)
+    assert (score["words_in_every_style"], score["words_in_any_style"]) == (1, 2)
+    assert score["found"] == [[True, True, False], [True, True, True]]
+    assert GridJudge.line(score).startswith("subject grid, judged: subject in top 5 5/6 (top 1 4), style 5/6")
+    with pytest.raises(ValueError, match="expected 6 pictures"):
+        GridJudge(Fixed(), [[1, 2], [4]])(torch.zeros(5, 3, 16, 16))
 
 
 def test_the_judge_sees_the_combinations_training_never_does(pack_dir):

@@ -5,6 +5,9 @@
   another picture's caption (the prompt deciding what is drawn, in the loss's own units).
 - `sample_grid`: the issue's 40 must-draw subjects in all three styles, with the EMA
   weights, written to the run folder at every checkpoint (look at it).
+- `GridJudge`: the evaluation's judge (when it is cached in the run's eval folder) reads that
+  grid: how many subjects it finds in its top 5 and how many styles it names right. The
+  shipping bar in numbers, every sample_every steps, for the cost of a few seconds.
 - `vae_round_trip`: real training pictures beside the VAE's encode + decode of them, at
   each size the model is trained at. What the VAE cannot give back, no UNet can draw.
 """
@@ -12,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -139,9 +143,10 @@ def ema_weights(params, ema):
 
 
 @torch.no_grad()
-def sample_grid(text, unet, vae, tok, px: int, factor: int, folder: Path, step: int) -> None:
+def sample_grid(text, unet, vae, tok, px: int, factor: int, folder: Path, step: int) -> torch.Tensor:
     """Draw every SAMPLE_SUBJECTS word in the three styles (seed = its place in the grid) and
-    write folder/samples.png (columns of 3: 3d, flat, cartoon) and samples.txt (the rows)."""
+    write folder/samples.png (columns of 3: 3d, flat, cartoon) and samples.txt (the rows).
+    Returns the pictures, [120, 3, px, px] in [-1, 1], word by word, 3d/flat/cartoon each."""
     from diffusers import StableDiffusionPipeline
     from PIL import Image
 
@@ -162,3 +167,66 @@ def sample_grid(text, unet, vae, tok, px: int, factor: int, folder: Path, step: 
     Image.fromarray(np.concatenate(cols, 1)).save(folder / "samples.png")
     (folder / "samples.txt").write_text(f"step {step}; columns of 3 (3d, flat, cartoon), 8 subjects each, top to bottom:\n"
                                         + "\n".join(SAMPLE_SUBJECTS) + "\n")
+    return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() * 2 - 1
+
+
+GRID_STYLES = ("3d", "flat", "cartoon")   # sample_grid's order, as data.STYLES names them
+JUDGE_NAME = re.compile(r"judge2-(?P<vocabulary>[\w]+)-(?P<px>\d+)px-w(?P<width>\d+)x(?P<stride>\d+)-.*\.safetensors")
+
+
+class GridJudge:
+    """Scores sample_grid's pictures with a judge that training/evaluate.py trained and cached
+    (run/eval/judge2-<vocabulary>-<px>px-w<width>x<stride>-...safetensors; the newest match).
+
+    A subject counts as found when one of its emoji (vocab.SUBJECTS: "tree" is two) is in the
+    judge's top 5; a style when the judge's best guess is the one asked for. These are the
+    evaluation's top-5 and style figures on the 40 words the grid shows, not on held-out
+    prompts: a trend to watch, not the number that ships a model."""
+
+    def __init__(self, judge, subject_ids: list[list[int]], path: Path | None = None):
+        self.judge, self.subject_ids, self.path = judge.eval(), subject_ids, path
+
+    @classmethod
+    def find(cls, eval_dir: Path, vocabulary: str, px: int, n_emoji: int, subject_ids: list[list[int]]):
+        """The cached judge for this vocabulary and size, or None when there is none yet."""
+        found = [p for p in eval_dir.glob("judge2-*.safetensors")
+                 if (m := JUDGE_NAME.fullmatch(p.name)) and m["vocabulary"] == vocabulary and int(m["px"]) == px]
+        if not found:
+            return None
+        from safetensors.torch import load_file
+
+        from training.evaluate import Judge
+
+        path = max(found, key=lambda p: p.stat().st_mtime)
+        m = JUDGE_NAME.fullmatch(path.name)
+        judge = Judge(n_emoji, int(m["width"]), int(m["stride"]))
+        judge.load_state_dict(load_file(str(path)))
+        return cls(judge, subject_ids, path)
+
+    @torch.no_grad()
+    def __call__(self, pictures: torch.Tensor) -> dict:
+        """pictures: sample_grid's output. -> counts and per-word hits."""
+        from training.data import STYLES
+
+        n = len(self.subject_ids)
+        if pictures.shape[0] != 3 * n:
+            raise ValueError(f"expected {3 * n} pictures (3 per subject), got {pictures.shape[0]}")
+        dev = next(self.judge.parameters()).device
+        emoji, style, _ = self.judge(pictures.to(dev).float())
+        top5 = emoji.topk(5, dim=1).indices.cpu()
+        found = torch.tensor([bool(set(top5[k].tolist()) & set(self.subject_ids[k // 3])) for k in range(3 * n)])
+        first = torch.tensor([int(top5[k, 0]) in self.subject_ids[k // 3] for k in range(3 * n)])
+        asked = torch.tensor([STYLES.index(GRID_STYLES[k % 3]) for k in range(3 * n)])
+        styled = style.argmax(1).cpu() == asked
+        per_word = found.view(n, 3)
+        return {"pictures": 3 * n, "top5": int(found.sum()), "top1": int(first.sum()), "style": int(styled.sum()),
+                "words_in_every_style": int(per_word.all(1).sum()), "words_in_any_style": int(per_word.any(1).sum()),
+                "found": per_word.tolist()}
+
+    @staticmethod
+    def line(score: dict) -> str:
+        n = score["pictures"]
+        words = n // 3
+        return (f"subject grid, judged: subject in top 5 {score['top5']}/{n} (top 1 {score['top1']}), style "
+                f"{score['style']}/{n}; words found in all 3 styles {score['words_in_every_style']}/{words}, "
+                f"in at least one {score['words_in_any_style']}/{words}")

@@ -44,7 +44,8 @@ from safetensors.torch import load_file, save_file
 from training import data as D
 from training import model as M
 from training.batches import POOL_CHUNK, FreshBatches, PoolBatches, Prefetch, _encoder, _gen  # noqa: F401 (Prefetch: tests)
-from training.monitor import CaptionGain, ConditioningProbe, ema_weights, sample_grid, vae_round_trip
+from training.monitor import (SAMPLE_SUBJECTS, CaptionGain, ConditioningProbe, GridJudge, ema_weights, sample_grid,
+                              vae_round_trip)
 from training.tokenizer import load_tokenizer, train_tokenizer
 from training.vocab import Vocabulary, learned_split
 
@@ -505,12 +506,30 @@ class Run:
                                                      "seconds": round(seconds + time.time() - t0, 1)})
                 if cfg.size != "smoke" and (step % cfg.sample_every == 0 or stop):
                     with ema_weights(params, ema):
-                        sample_grid(text, unet, vae, tok, self.px, self.vae_factor(), self.run, step)
+                        pictures = sample_grid(text, unet, vae, tok, self.px, self.vae_factor(), self.run, step)
+                    self.judge_grid(pictures, step)
             if stop and step < cfg.unet_steps:
                 log(f"unet: stopping at step {step}; run again to resume")
                 break
         source.close()
         return step
+
+    def judge_grid(self, pictures: torch.Tensor, step: int) -> dict | None:
+        """Score the subject grid with the evaluation's cached judge, if there is one for this
+        vocabulary and size; log it and append it to grid_scores.jsonl (the run's curve)."""
+        if self.vocabulary is None:
+            return None
+        judge = GridJudge.find(self.run / "eval", self.cfg.vocabulary, self.px, len(self.pack.emoji),
+                               [self.vocabulary.subjects[w] for w in SAMPLE_SUBJECTS])
+        if judge is None:
+            log(f"subject grid not judged: no cached judge for {self.px} px in {self.run / 'eval'} "
+                f"(python -m training.evaluate --judge-only --size {self.px} --out {self.run / 'eval'})")
+            return None
+        score = judge(pictures)
+        log(GridJudge.line(score))
+        with open(self.run / "grid_scores.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "judge": judge.path.name, **score}) + "\n")
+        return score
 
     def _init_source(self) -> Path:
         """The checkpoint `--init-unet` names (a file, or a run folder holding unet.safetensors),
