@@ -91,10 +91,12 @@ class StatuaryBot(commands.Bot):
                     settings.Settings(self), remix.Remix(self), upscale.Upscale(self)):
             await self.add_cog(cog)
         self.add_dynamic_items(ResultButton, HistoryButton)
+        # discord.py has no public setter for an option's description or choices; both are read when syncing.
         vocab = getattr(self.service, "vocabulary", None)
         if vocab is not None:   # the default model: name a few of its words where people type the prompt
-            # discord.py has no public setter for an option's description; it is read when syncing.
             self.tree.get_command("imagine")._params["prompt"].description = making.prompt_description(vocab)
+        for name in ("imagine", "settings"):   # offer only the samplers that suit the model's schedule
+            self.tree.get_command(name)._params["sampler"].choices = making.sampler_choices(self.service.limits)
         if self.sync_commands and not self.synced:
             await self.tree.sync()
             self.synced += 1

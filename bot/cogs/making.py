@@ -25,6 +25,7 @@ from core.request import (COUNT_MAX, SAMPLERS, SEED_MAX, STEPS_MAX, FieldError, 
 
 if TYPE_CHECKING:
     from bot.client import StatuaryBot
+    from core.request import ModelLimits
     from core.vocabulary import ModelVocabulary
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,14 @@ SUBTLE, STRONG = 0.2, 0.6  # variation strengths of the V and 'V strong' buttons
 ASPECT_VALUES = tuple(label.split()[0] for label, _, _ in render.ASPECTS)
 ASPECT_CHOICES = [app_commands.Choice(name=label, value=label.split()[0]) for label, _, _ in render.ASPECTS]
 SIZE_MIN, SIZE_MAX = 64, 4096
-SAMPLER_CHOICES = [app_commands.Choice(name=s, value=s) for s in SAMPLERS]
+SAMPLER_CHOICES = [app_commands.Choice(name=s, value=s) for s in SAMPLERS]   # replaced at start-up (sampler_choices)
+
+
+def sampler_choices(limits: "ModelLimits") -> list[app_commands.Choice[str]]:
+    """The sampler choices of /imagine and /settings for the loaded model: only the samplers that
+    suit its noise schedule (ModelLimits.samplers), its default named as such."""
+    return [app_commands.Choice(name=f"{s} (this model's default)" if s == limits.default_sampler else s, value=s)
+            for s in limits.samplers]
 
 
 def prompt_description(vocab: "ModelVocabulary") -> str:

@@ -16,19 +16,20 @@ from discord.ext import commands
 
 from bot.cogs.making import ASPECT_CHOICES, ASPECT_VALUES, SAMPLER_CHOICES
 from bot.community import MemberDefaults
-from core.request import COUNT_MAX, SAMPLERS, STEPS_MAX, FieldError, InvalidRequest
+from core.request import COUNT_MAX, STEPS_MAX, FieldError, InvalidRequest, ModelLimits
 
 if TYPE_CHECKING:
     from bot.client import StatuaryBot
 
 
-def check(steps: int | None, sampler: str | None, aspect: str | None, count: int | None) -> None:
-    """Discord's ranges and choices can be bypassed (an old client, a raw API call): check again."""
+def check(steps: int | None, sampler: str | None, aspect: str | None, count: int | None, limits: ModelLimits) -> None:
+    """Discord's ranges and choices can be bypassed (an old client, a raw API call): check again.
+    A sampler must suit the loaded model (`limits`), as /imagine would require."""
     errors = []
     if steps is not None and not (isinstance(steps, int) and 1 <= steps <= STEPS_MAX):
         errors.append(FieldError("steps", steps, f"use a whole number from 1 to {STEPS_MAX}"))
-    if sampler is not None and sampler not in SAMPLERS:
-        errors.append(FieldError("sampler", sampler, "use one of " + ", ".join(SAMPLERS)))
+    if sampler is not None and sampler not in limits.samplers:
+        errors.append(FieldError("sampler", sampler, limits.allowed_samplers))
     if aspect is not None and aspect not in ASPECT_VALUES:
         errors.append(FieldError("aspect", aspect, "use one of " + ", ".join(ASPECT_VALUES)))
     if count is not None and not (isinstance(count, int) and 1 <= count <= COUNT_MAX):
@@ -72,7 +73,7 @@ class Settings(commands.Cog):
                        private: bool | None = None, reset: bool = False) -> None:
         """Your own defaults for /imagine: shown, changed, or reset (only you see this)"""
         try:
-            check(steps, sampler, aspect, count)
+            check(steps, sampler, aspect, count, self.bot.service.limits)
         except InvalidRequest as exc:
             return await self.bot.tell(interaction, f"⚠️ {exc}")
         await interaction.response.defer(ephemeral=True, thinking=True)
