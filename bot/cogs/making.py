@@ -55,6 +55,15 @@ def prompt_description(vocab: "ModelVocabulary") -> str:
     return "What to draw: an emoji subject, with 3d/flat/cartoon style"
 
 
+def unsuited_default_note(member: MemberDefaults, limits: "ModelLimits") -> str:
+    """One line when the member's /settings sampler does not suit the loaded model ("" otherwise):
+    /imagine then draws with the model's default instead of refusing every command."""
+    if member.sampler is None or member.sampler in limits.samplers:
+        return ""
+    return (f"Your /settings sampler {member.sampler} does not suit this model; it drew with "
+            f"{limits.default_sampler}, the model's default.")
+
+
 def lora_suggestions(catalog: list[dict[str, Any]], current: str, most: int = 25) -> list[app_commands.Choice[str]]:
     """Autocomplete for /imagine's lora option: files whose name holds what was typed before any
     ':weight', with that weight kept; trigger words (when the file names them) in the label."""
@@ -133,8 +142,11 @@ class Making(commands.Cog):
             return bot.service.submit(request, owner, quota=quota)
 
         vocab = getattr(bot.service, "vocabulary", None)
-        note = f"💡 {vocab.hint()}" if vocab is not None and not vocab.knows(prompt) else ""  # it still runs
-        await self.start(interaction, [prompt, negative or ""], submit, f"**{echo(prompt, 300)}**", note)
+        notes = [f"💡 {vocab.hint()}"] if vocab is not None and not vocab.knows(prompt) else []  # it still runs
+        if sampler is None and (note := unsuited_default_note(bot.community.member(interaction.user.id),
+                                                              bot.service.limits)):
+            notes.append(f"💡 {note}")
+        await self.start(interaction, [prompt, negative or ""], submit, f"**{echo(prompt, 300)}**", "\n".join(notes))
 
     @app_commands.command(name="reproduce")
     @app_commands.describe(id="The image's id (8 characters, shown under every result)")
@@ -315,7 +327,9 @@ class Making(commands.Cog):
         mine = {k for k, given in (("steps", steps), ("count", count)) if given is None and getattr(member, k)}
         own_shape = aspect is None and shape is not None and min(shape) > 0
         aspect = aspect or member.aspect or "1:1"
-        sampler = sampler or member.sampler
+        # A /settings sampler saved under another model that does not suit this one: the model's default
+        # (unsuited_default_note tells the member); one typed into /imagine is checked below.
+        sampler = sampler or (member.sampler if member.sampler in limits.samplers else None)
         steps = member.steps if steps is None else steps
         count = member.count if count is None else count
         # Discord's own choices and ranges can be bypassed (an old client, a raw API call): check again.

@@ -55,3 +55,23 @@ def test_only_the_samplers_that_suit_the_model_are_offered_and_bypassing_them_is
         assert d.store.history().items[0].image_request["sampler"] == "ddim"   # the model's default, recorded
 
     discord_run(scenario)
+
+
+def test_a_saved_sampler_that_does_not_suit_a_new_model_gives_way_to_its_default_with_a_note(discord_run):
+    async def scenario(d):
+        st = d.standin
+        # Saved while the server ran a Stable Diffusion checkpoint; the operator has since switched models.
+        d.bot.community.update_member(ALICE, sampler="dpmpp_2m_karras", steps=2)
+        final = await final_of(st, await st.slash("imagine", prompt="a cat", seed=4))
+        assert final.get("attachments")
+        assert ("💡 Your /settings sampler dpmpp_2m_karras does not suit this model; it drew with ddim, "
+                "the model's default.") in final["content"]
+        rec = d.store.history().items[0]
+        assert (rec.image_request["sampler"], rec.image_request["steps"]) == ("ddim", 2)   # the rest still applies
+
+        d.bot.community.update_member(ALICE, sampler="euler")                  # one that suits: used, no note
+        final = await final_of(st, await st.slash("imagine", prompt="a cat", seed=5))
+        assert "does not suit" not in final["content"]
+        assert d.store.history().items[0].image_request["sampler"] == "euler"
+
+    discord_run(scenario)
