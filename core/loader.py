@@ -103,17 +103,17 @@ class LoadedModel:
 
 
 def check_safetensors(path: str | os.PathLike) -> None:
-    """Refuse anything that is not a well-formed safetensors file, judged by its bytes."""
+    """Refuse anything that is not a well-formed safetensors file, judged by its bytes.
+
+    A safetensors file opens with its header's length (8 bytes, little-endian), so its first byte
+    can be anything, b"\x80" (a pickle's opening) included: the file is judged as safetensors
+    first, and only one that fails is named a pickle or a zip archive in the message."""
     path = Path(path)
     with open(path, "rb") as f:
         head = f.read(8)
         size = path.stat().st_size
         why = None
-        if head[:2] == b"PK":
-            why = "it is a zip archive (a PyTorch pickle checkpoint)"
-        elif head[:1] == b"\x80":
-            why = "it is a Python pickle"
-        elif len(head) < 8:
+        if len(head) < 8:
             why = "it is too short"
         else:
             (n,) = struct.unpack("<Q", head)
@@ -132,6 +132,10 @@ def check_safetensors(path: str | os.PathLike) -> None:
                     needed = 8 + n + max(ends, default=0)
                     if needed > size:  # a download or copy that stopped early
                         why = f"it is truncated ({size} bytes; its header describes {needed})"
+        if why and head[:2] == b"PK":
+            why = "it is a zip archive (a PyTorch pickle checkpoint)"
+        elif why and head[:1] == b"\x80":
+            why = "it is a Python pickle"
     if why:
         raise UnsafeWeights(
             f"{path} is not a safetensors file: {why}. Statuary loads weights from safetensors only, "

@@ -110,6 +110,22 @@ def test_folder_with_only_bin_weights_is_refused(tmp_path, tiny_model_dir):
         load_model(str(copy), device="cpu")
 
 
+def test_a_safetensors_file_whose_header_length_starts_like_a_pickle_is_accepted(tmp_path):
+    """A header of 128 + 256k bytes makes the file's first byte 0x80, a pickle's first byte:
+    one file in 256 (a LoRA, a shard) was refused as a pickle."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = tmp_path / "lora.safetensors"
+    for pad in range(300):
+        save_file({"w": torch.ones(2)}, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[:1] == b"\x80"
+    check_safetensors(path)
+    assert torch.equal(load_file(str(path))["w"], torch.ones(2))
+
+
 def test_garbage_header_is_refused(tmp_path):
     path = tmp_path / "x.safetensors"
     path.write_bytes(struct.pack("<Q", 10) + b"not json!!" + b"\0" * 16)
