@@ -260,11 +260,78 @@ def test_resume_continues_exactly(pack_dir, smoke_run, tmp_path):
     assert worst < 1e-5
 
 
-def test_export_refuses_to_ship_untrained_weights(smoke_run, pack_dir):
+def test_export_refuses_to_write_into_the_shipped_folder(smoke_run, pack_dir):
     run = T.Run(T.Config.smoke(), pack_dir, smoke_run / "run", "cpu")
-    with pytest.raises(SystemExit, match="untrained weights never ship"):
+    with pytest.raises(SystemExit, match="unevaluated weights never ship.*training.ship"):
         run.export(T.SHIPPED)
     assert not list(T.SHIPPED.rglob("*.safetensors"))
+
+
+# training.evaluate as small as it goes: a judge of 20 steps, 16 prompts, 2 denoising steps.
+EVAL_FAST = ["--judge-steps", "20", "--judge-batch", "16", "--judge-width", "8", "--batch", "8", "--n-single", "8",
+             "--n-combo", "4", "--n-pairs", "4", "--n-diversity", "2", "--steps", "2", "--device", "cpu"]
+
+
+def test_weights_reach_the_shipped_folder_only_through_an_evaluation_that_passes(smoke_run, pack_dir, tmp_path,
+                                                                                 monkeypatch):
+    import shutil
+
+    from training import ship as S
+
+    shipped = tmp_path / "default"
+    shipped.mkdir()
+    (shipped / "MODEL_CARD.md").write_text("the card")
+    eval_dir = tmp_path / "eval"
+
+    def ship(model):
+        return S.main(["--model", str(model), "--data", str(pack_dir), "--eval-dir", str(eval_dir), "--to", str(shipped),
+                       "--grid", str(tmp_path / "grid.png"), *EVAL_FAST])
+
+    assert ship(smoke_run / "model") == 1          # the smoke architecture: refused before evaluating
+    assert not eval_dir.exists()
+    # The same weights as if trained at the default size past min_ship_steps.
+    candidate = tmp_path / "candidate"
+    shutil.copytree(smoke_run / "model", candidate)
+    trained = json.loads((candidate / "training.json").read_text())
+    trained["config"].update(size="default", min_ship_steps=T.Config.smoke().unet_steps)
+    (candidate / "training.json").write_text(json.dumps(trained))
+
+    # 1. The first-ship bar: an 8-step model is far below it. Nothing is written.
+    assert ship(candidate) == 1
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    assert metrics["generated"]["all"]["top5"] < S.FIRST_SHIP["top5"] and metrics["prompts"] == 16
+    assert metrics["weights_sha256"] == S.weights_sha256(candidate) and metrics["judge"].startswith("judge2-")
+    assert metrics["unet_step"] == T.Config.smoke().unet_steps
+    assert [p.name for p in shipped.iterdir()] == ["MODEL_CARD.md"]
+
+    # 2. A bar it meets: the export's files are copied, the card stays, the metrics go beside, the grid is drawn.
+    monkeypatch.setattr(S, "FIRST_SHIP", {k: 0.0 for k in S.FIRST_SHIP})
+    assert ship(candidate) == 0
+    assert (shipped / "MODEL_CARD.md").read_text() == "the card"
+    assert S.weights_sha256(shipped) == S.weights_sha256(candidate)
+    assert json.loads((shipped / "metrics.json").read_text())["weights_sha256"] == S.weights_sha256(candidate)
+    assert Image.open(tmp_path / "grid.png").size[1] > 20 * 32
+
+    # 3. With a model shipped, the same model again does not beat it.
+    assert ship(candidate) == 1
+    assert json.loads((shipped / "metrics.json").read_text())["weights_sha256"] == S.weights_sha256(candidate)
+
+
+def test_the_ship_verdict_wants_the_bar_first_then_a_better_model_on_the_same_evaluation():
+    from training.ship import verdict
+
+    def metrics(top5, style, colour, prompts=850, judge="judge2-a"):
+        return {"prompts": prompts, "steps": 20, "guidance": 7.0, "judge": judge,
+                "generated": {"all": {"top5": top5, "style": style, "colour": colour}}}
+
+    assert verdict(metrics(0.61, 0.86, 0.85), None) == []
+    assert verdict(metrics(0.59, 0.90, 0.84), None) == ["top5 0.590 is below the first-ship bar 0.60",
+                                                        "colour 0.840 is below the first-ship bar 0.85"]
+    shipped = metrics(0.65, 0.88, 0.90)
+    assert verdict(metrics(0.70, 0.88, 0.90), shipped) == []
+    assert verdict(metrics(0.70, 0.87, 0.95), shipped) == ["style 0.870 is below the shipped model's 0.880"]
+    assert verdict(metrics(0.65, 0.88, 0.90), shipped) == ["no better than the shipped model on any of top5, style, colour"]
+    assert "judge: 'judge2-b' here, 'judge2-a' shipped" in verdict(metrics(0.9, 0.9, 0.9, judge="judge2-b"), shipped)[0]
 
 
 def test_checkpoint_round_trip_keeps_optimizer_state(tmp_path):

@@ -38,15 +38,16 @@ case "${1:-}" in
     if [ "${2:-0}" != "0" ]; then
       python -m training.train --data training/build/data --run "$RUN" --minutes "$2" 2>&1 | tee -a "$OUT/train.log"
     fi
-    python -m training.train --data training/build/data --run "$RUN" --phase none --export models/default 2>&1 | tee -a "$OUT/train.log"
-    python -m training.evaluate --model models/default --data training/build/data --out "$RUN/eval" 2>&1 | tee "$OUT/evaluate.log"
+    # A scratch export: only training.ship writes models/default, after its own evaluation.
+    python -m training.train --data training/build/data --run "$RUN" --phase none --export "$RUN/export" 2>&1 | tee -a "$OUT/train.log"
+    python -m training.evaluate --model "$RUN/export" --data training/build/data --out "$RUN/eval" 2>&1 | tee "$OUT/evaluate.log"
     # What comes back is at most 8 files of at most 16 MiB each: the model as a tar split in
     # 15 MiB parts (47 MiB -> 4), the sample grid to look at, and one small tar of the rest.
-    # Here:  cat model.tar.part* | tar -xf - -C models/default
-    tar -C models/default -cf - . | split -b 15m -d - "$OUT/model.tar.part"
+    # Here:  mkdir /tmp/m && cat model.tar.part* | tar -xf - -C /tmp/m && python -m training.ship --model /tmp/m ...
+    tar -C "$RUN/export" -cf - . | split -b 15m -d - "$OUT/model.tar.part"
     cp "$RUN"/eval/samples.png "$OUT/"
     cp "$OUT/train.log" "$OUT/evaluate.log" "$RUN"/eval/metrics.json "$RUN"/eval/samples.txt "$RUN"/ 2>/dev/null || true
-    tar -C "$RUN" -cf "$OUT/eval.tar" --exclude='*.safetensors' --exclude='eval/*.png' . 2>/dev/null || true
+    tar -C "$RUN" -cf "$OUT/eval.tar" --exclude='*.safetensors' --exclude='eval/*.png' --exclude=export . 2>/dev/null || true
     rm -f "$OUT/train.log" "$OUT/evaluate.log" "$OUT"/*.json
     ls -la "$OUT"
     ;;

@@ -265,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
 
     metrics = {
         "model": str(args.model), "prompts": len(specs), "steps": args.steps, "guidance": args.guidance,
+        "judge": judge_path.name,
         "generated": summarise(fake_hits, specs), "real": summarise(real_hits, specs),
         "diversity": {"pixel_gen": float(np.mean(div_gen)), "pixel_real": float(np.mean(div_real)),
                       "pixel_ratio": float(np.mean(div_gen) / max(1e-9, np.mean(div_real))),

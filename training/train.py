@@ -5,7 +5,8 @@ limit, stops itself with a checkpoint after --minutes and the next call resumes)
 
     python -m training.train --data training/build/data --run training/runs/main --minutes 8      # VAE, then UNet
     python -m training.train --data training/build/data --run training/runs/main --minutes 8      # resumes
-    python -m training.train --data training/build/data --run training/runs/main --phase none --export models/default
+    python -m training.train --data training/build/data --run training/runs/main --phase none --export /tmp/m
+    python -m training.ship --model /tmp/m --eval-dir training/runs/main/eval     # evaluates; copies into models/default if it passes
 
 On a CPU, in seconds, with a toy-sized model (what the tests run):
 
@@ -83,7 +84,7 @@ class Config:
     vocab: int = 4096
     ckpt_every: int = 1000         # steps between checkpoints (also written when time is up)
     sample_every: int = 1000       # steps between subject grids (samples.png), at a checkpoint
-    min_ship_steps: int = 5000     # refuse to export into models/default below this
+    min_ship_steps: int = 5000     # training.ship refuses an export with fewer UNet steps, before evaluating it
 
     # What a run folder is: changing these needs a new --run. The rest (schedule, speed,
     # resolution, pool) may change from one invocation to the next, and is logged.
@@ -595,18 +596,19 @@ class Run:
         return pool
 
     # -- export -----------------------------------------------------------------------------
-    def export(self, out: Path, shard: str = "15MB", allow_untrained: bool = False) -> Path:
-        """Write the diffusers folder from the EMA weights, fp16 safetensors only."""
+    def export(self, out: Path, shard: str = "15MB") -> Path:
+        """Write the diffusers folder from the EMA weights, fp16 safetensors only, to a scratch
+        folder: training.ship evaluates it and copies it into models/default if it passes."""
         from diffusers import StableDiffusionPipeline
 
         ckpt = self.run / "unet.safetensors"
         if not ckpt.exists():
             raise SystemExit(f"no UNet checkpoint in {self.run}: train first")
         flat, info = load_checkpoint(ckpt)
-        shipping = out.resolve() == SHIPPED.resolve()
-        if shipping and not allow_untrained and (self.cfg.size != "default" or info["step"] < self.cfg.min_ship_steps):
-            raise SystemExit(f"refusing to write {info['step']}-step '{self.cfg.size}' weights into {SHIPPED}: "
-                             f"untrained weights never ship (need size 'default' and >= {self.cfg.min_ship_steps} steps)")
+        if out.resolve() == SHIPPED.resolve():
+            raise SystemExit(f"refusing to export into {SHIPPED}: unevaluated weights never ship. Export to a scratch "
+                             f"folder, then `python -m training.ship --model <it>` evaluates it and copies it there "
+                             f"only if it passes")
         tok = self.tokenizer()
         vae = self.frozen_vae()
         vae.register_to_config(scaling_factor=self.latent_scale(vae))
