@@ -458,6 +458,8 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
         assert Image.open(straight / f"vae_round_trip-{px}.png").size == (12 * px * 2, 2 * px * 2)
     gain = [line for line in log.splitlines() if "caption gain" in line]
     assert gain and "t=400" in gain[-1] and "t=800" in gain[-1]      # logged with the probe, from the pool
+    words = [line for line in log.splitlines() if "word gain" in line]
+    assert words and "subject" in words[-1] and "style" in words[-1] and words[-1].count("%") == 6
     chunks = sorted((straight / "pool-16").glob("chunk-*.safetensors"))
     assert len(chunks) == 1
     pool = load_file(str(chunks[0]))
@@ -482,6 +484,21 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
     unet.load_state_dict(T._unprefixed("unet", flat))
     line = T.ConditioningProbe(tok, "cpu", 8, 0)(text, unet)
     assert line.startswith("conditioning: text spread") and "prompt vs prompt" in line
+
+    # The word gain's captions differ from the right one in the subject's name only, or the style's word only.
+    from training.monitor import WordGain
+
+    names = {e: n for e, n in run.sampler.names.items() if e in {k[0] for k in run.split.by_emoji_style}}
+    wg = WordGain(pool, 1.0, tok, names, "cpu", 0)
+    decode = lambda ids: [tok.decode([int(i) for i in row], skip_special_tokens=True) for row in ids]  # noqa: E731
+    right, subject, style = decode(wg.right), decode(wg.subject), decode(wg.style)
+    assert len(right) == int((pool["emoji"][:, 1] < 0).sum()) >= 2
+    for r, o, st in zip(right, subject, style):
+        (rn, rs), (on, os_), (sn, ss) = (x.rsplit(" , ", 1) for x in (r, o, st))
+        assert rs == os_ and rn != on and rn == sn and rs != ss
+        assert {rs, ss} <= {"3 d style", "flat style", "cartoon style"}
+    m = wg.measure(text, unet, T.M.scheduler().alphas_cumprod)
+    assert len(m["subject"]) == len(m["style"]) == 3 and all(np.isfinite(m["subject"] + m["style"]))
 
 
 def test_sample_grid_draws_the_required_subjects(smoke_run, pack_dir):

@@ -45,8 +45,8 @@ from safetensors.torch import load_file, save_file
 from training import data as D
 from training import model as M
 from training.batches import POOL_CHUNK, FreshBatches, PoolBatches, Prefetch, _encoder, _gen  # noqa: F401 (Prefetch: tests)
-from training.monitor import (SAMPLE_SUBJECTS, CaptionGain, ConditioningProbe, GridJudge, ema_weights, sample_grid,
-                              vae_round_trip)
+from training.monitor import (SAMPLE_SUBJECTS, CaptionGain, ConditioningProbe, GridJudge, WordGain, ema_weights,
+                              sample_grid, vae_round_trip)
 from training.tokenizer import load_tokenizer, train_tokenizer
 from training.vocab import Vocabulary, learned_split
 
@@ -456,8 +456,11 @@ class Run:
                 return step                   # out of time while encoding; the next run goes on
             source = PoolBatches(pool, cfg, tok, self.device)
             gain = CaptionGain(pool, sf, self.device, cfg.seed)
+            learned = {k[0] for k in self.split.by_emoji_style}
+            words = WordGain(pool, sf, tok, {e: n for e, n in self.sampler.names.items() if e in learned}, self.device,
+                             cfg.seed)
         else:
-            source, gain = FreshBatches(self, vae, tok, step), None
+            source, gain, words = FreshBatches(self, vae, tok, step), None, None
         probe = ConditioningProbe(tok, self.device, self.px // self.vae_factor(), cfg.seed)
         log(f"unet: {self.px} px, batch {cfg.batch}, lr {cfg.lr:g} (text {cfg.text_lr or cfg.lr:g}), "
             f"t = 999 u^{cfg.t_exponent:g}, {'pool of ' + str(len(source)) if cfg.pool else 'fresh batches'}")
@@ -499,6 +502,7 @@ class Run:
                 log(probe(text, unet))
                 if gain is not None:
                     log(gain(text, unet, acp))
+                    log(words(text, unet, acp))
             if step % cfg.ckpt_every == 0 or step == cfg.unet_steps or stop:
                 tensors = {**_prefixed("text", text), **_prefixed("unet", unet),
                            **{f"ema.{i}": e for i, e in enumerate(ema)}}
