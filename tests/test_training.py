@@ -307,6 +307,7 @@ def test_weights_reach_the_shipped_folder_only_through_an_evaluation_that_passes
     # 2. A bar it meets: the export's files are copied, the card stays, the metrics go beside, the grid is drawn.
     monkeypatch.setattr(S, "FIRST_SHIP", {k: 0.0 for k in S.FIRST_SHIP})
     assert ship(candidate) == 0
+    assert torch.get_num_threads() == 1            # the in-process grid kept the caller's threads
     assert (shipped / "MODEL_CARD.md").read_text() == "the card"
     assert S.weights_sha256(shipped) == S.weights_sha256(candidate)
     assert json.loads((shipped / "metrics.json").read_text())["weights_sha256"] == S.weights_sha256(candidate)

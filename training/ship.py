@@ -121,10 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     shutil.copy2(args.eval_dir / "metrics.json", shipped_path)
     print(f"Shipped step {metrics['unet_step']} ({metrics['weights_sha256'][:12]}) to {args.to}: "
           + ", ".join(f"{k} {metrics['generated']['all'][k]:.3f}" for k in SCORES))
+    import torch
+
     from training import subject_grid
 
     args.grid.parent.mkdir(parents=True, exist_ok=True)
-    subject_grid.main(["--model", str(args.to), "--zoom", "2", "--out", str(args.grid)])
+    # The grid runs in this process: keep its thread count (subject_grid's own default is 2).
+    subject_grid.main(["--model", str(args.to), "--zoom", "2", "--out", str(args.grid),
+                       "--threads", str(torch.get_num_threads())])
     print(f"Look at {args.grid} before committing: most of the 40 subjects must be recognisable in all three styles.")
     return 0
 
