@@ -272,7 +272,7 @@ EVAL_FAST = ["--judge-steps", "20", "--judge-batch", "16", "--judge-width", "8",
              "--n-combo", "4", "--n-pairs", "4", "--n-diversity", "2", "--steps", "2", "--device", "cpu"]
 
 
-def test_weights_reach_the_shipped_folder_only_through_an_evaluation_that_passes(smoke_run, pack_dir, tmp_path,
+def test_weights_reach_the_shipped_folder_only_through_an_evaluation_that_passes(smoke_run, pack_dir, tmp_path, capsys,
                                                                                  monkeypatch):
     import shutil
 
@@ -288,6 +288,7 @@ def test_weights_reach_the_shipped_folder_only_through_an_evaluation_that_passes
                        "--grid", str(tmp_path / "grid.png"), *EVAL_FAST])
 
     assert ship(smoke_run / "model") == 1          # the smoke architecture: refused before evaluating
+    assert "trained at size 'smoke'" in capsys.readouterr().out
     assert not eval_dir.exists()
     # The same weights as if trained at the default size past min_ship_steps.
     candidate = tmp_path / "candidate"

@@ -96,8 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     if model == args.to.resolve():
         p.error(f"--model must be an export outside {args.to} (training.train --phase none --export /tmp/m)")
     trained = json.loads((model / "training.json").read_text()) if (model / "training.json").exists() else None
-    if trained is None or trained["config"].get("size") != "default":
-        print(f"{model} is not an export of the default model's architecture (its training.json); nothing shipped.")
+    if trained is None:
+        print(f"{model} has no training.json: not a folder written by `training.train --export`. Nothing shipped.")
+        return 1
+    if trained["config"].get("size") != "default":
+        print(f"{model} was trained at size {trained['config'].get('size')!r}, not the default model's "
+              f"architecture. Nothing shipped.")
         return 1
     if (trained.get("unet_step") or 0) < trained["config"].get("min_ship_steps", 0):
         print(f"{model} holds a UNet of {trained.get('unet_step')} steps; the run's min_ship_steps is "
