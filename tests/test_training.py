@@ -501,6 +501,7 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
         assert {rs, ss} <= {"3 d style", "flat style", "cartoon style"}
     m = wg.measure(text, unet, T.M.scheduler().alphas_cumprod)
     assert len(m["subject"]) == len(m["style"]) == 3 and all(np.isfinite(m["subject"] + m["style"]))
+    assert "(raw weights," in words[-1] and "(EMA weights," in wg(text, unet, T.M.scheduler().alphas_cumprod, "EMA")
 
 
 def test_sample_grid_draws_the_required_subjects(smoke_run, pack_dir):

@@ -165,10 +165,10 @@ class WordGain:
         text.train(was[0]), unet.train(was[1])
         return out
 
-    def __call__(self, text, unet, alphas_cumprod: torch.Tensor) -> str:
+    def __call__(self, text, unet, alphas_cumprod: torch.Tensor, weights: str = "raw") -> str:
         m = self.measure(text, unet, alphas_cumprod)
         ts = "/".join(str(t) for t in self.STEPS)
-        return (f"word gain at t={ts} (right word vs another, {len(self.z)} single pictures): subject "
+        return (f"word gain at t={ts} ({weights} weights, right word vs another, {len(self.z)} single pictures): subject "
                 + "/".join(f"{100 * g:.1f}%" for g in m["subject"]) + ", style "
                 + "/".join(f"{100 * g:.1f}%" for g in m["style"]))
 

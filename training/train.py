@@ -512,6 +512,8 @@ class Run:
                 if cfg.size != "smoke" and (step % cfg.sample_every == 0 or stop):
                     with ema_weights(params, ema):
                         pictures = sample_grid(text, unet, vae, tok, self.px, self.vae_factor(), self.run, step)
+                        if words is not None:   # the raw weights' figure swings with the rate; the EMA's ships
+                            log(words(text, unet, acp, weights="EMA"))
                     self.judge_grid(pictures, step)
             if stop and step < cfg.unet_steps:
                 log(f"unet: stopping at step {step}; run again to resume")
