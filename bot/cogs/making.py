@@ -55,10 +55,16 @@ def prompt_description(vocab: "ModelVocabulary") -> str:
     return "What to draw: an emoji subject, with 3d/flat/cartoon style"
 
 
+def saved_sampler(member: MemberDefaults, limits: "ModelLimits") -> str | None:
+    """The member's /settings sampler when it suits the loaded model; None (the model's default)
+    when there is none, or when it was saved under a model with another noise schedule."""
+    return member.sampler if member.sampler in limits.samplers else None
+
+
 def unsuited_default_note(member: MemberDefaults, limits: "ModelLimits") -> str:
     """One line when the member's /settings sampler does not suit the loaded model ("" otherwise):
     /imagine then draws with the model's default instead of refusing every command."""
-    if member.sampler is None or member.sampler in limits.samplers:
+    if member.sampler is None or saved_sampler(member, limits) is not None:
         return ""
     return (f"Your /settings sampler {member.sampler} does not suit this model; it drew with "
             f"{limits.default_sampler}, the model's default.")
@@ -329,7 +335,7 @@ class Making(commands.Cog):
         aspect = aspect or member.aspect or "1:1"
         # A /settings sampler saved under another model that does not suit this one: the model's default
         # (unsuited_default_note tells the member); one typed into /imagine is checked below.
-        sampler = sampler or (member.sampler if member.sampler in limits.samplers else None)
+        sampler = sampler or saved_sampler(member, limits)
         steps = member.steps if steps is None else steps
         count = member.count if count is None else count
         # Discord's own choices and ranges can be bypassed (an old client, a raw API call): check again.
