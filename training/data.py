@@ -293,6 +293,11 @@ class Split:
     held_pairs: set[tuple[int, int]]         # emoji pairs (sorted) never composed for training
     by_emoji_style: dict[tuple[int, str], list[int]] = field(repr=False, default_factory=dict)
 
+    @property
+    def emoji(self) -> frozenset[int]:
+        """The emoji this split covers (a vocabulary's learned emoji), in any style."""
+        return frozenset(k[0] for k in self.by_emoji_style)
+
     @classmethod
     def make(cls, pack: Pack, seed: int, held_fraction: float = 0.06, n_held_pairs: int = 200,
              only: set[int] | None = None, keep: set[int] = frozenset()) -> "Split":

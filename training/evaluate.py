@@ -213,10 +213,10 @@ def main(argv: list[str] | None = None) -> int:
 
     pack = D.Pack.load(args.data)
     split, names = learned_split(pack, args.seed, vocabulary)
-    only = {k[0] for k in split.by_emoji_style} if names else None
+    only = set(split.emoji) if names else None
     renderer = D.Renderer(pack.sprites(min(size, 128)), size, device)
     sampler = D.Sampler(pack, split, args.seed, names=names)
-    log(f"{vocabulary} vocabulary: {len({k[0] for k in split.by_emoji_style})} emoji, {size} px")
+    log(f"{vocabulary} vocabulary: {len(split.emoji)} emoji, {size} px")
 
     # 1. The judge, trained on real pictures only (cached).
     # The cache name carries what the judge depends on, so a changed setting retrains it.

@@ -162,7 +162,9 @@ def lr_at(step: int, base: float, warmup: int, total: int) -> float:
 
 class Run:
     def __init__(self, cfg: Config, data: Path, run: Path, device: str, compile_: bool = False,
-                 stop_at: int | None = None, init_unet: Path | None = None):
+                 stop_at: int | None = None, init_unet: Path | None = None, write_config: bool = True):
+        """`write_config=False` reads a run folder without touching it (training.compare measures
+        runs that are still training)."""
         self.cfg, self.run, self.device = cfg, run, torch.device(device)
         self.stop_at = stop_at          # leave the loop (with a checkpoint) at this step
         self.init_unet = init_unet      # a UNet checkpoint (or its run folder) to start this run's UNet from
@@ -179,9 +181,10 @@ class Run:
             if fixed:
                 raise SystemExit(f"{run} was started with a different configuration: {fixed}. "
                                  "Use a new --run folder or the same options.")
-            if diff:
+            if diff and write_config:
                 log(f"schedule changed on resume: {diff}")
-        cfg_path.write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+        if write_config:
+            cfg_path.write_text(json.dumps(asdict(cfg), indent=1) + "\n")
         self.pack = D.Pack.load(data)
         # The VAE learns every emoji (it is a general autoencoder); the denoiser learns the vocabulary.
         self.vae_sampler = D.Sampler(self.pack, D.Split.make(self.pack, cfg.seed), cfg.seed, cfg.pair_prob, cfg.drop_caption)
@@ -399,6 +402,10 @@ class Run:
         return sf
 
     # -- phase 2: text encoder + UNet ----------------------------------------------------
+    def learned_names(self) -> dict[int, list[str]]:
+        """Emoji id -> its words (canonical first), for the emoji this run's UNet learns."""
+        return {e: n for e, n in self.sampler.names.items() if e in self.split.emoji}
+
     def build_denoiser(self, tok):
         torch.manual_seed(self.cfg.seed + 1)
         text = M.build_text_encoder(self.size, len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
@@ -456,9 +463,7 @@ class Run:
                 return step                   # out of time while encoding; the next run goes on
             source = PoolBatches(pool, cfg, tok, self.device)
             gain = CaptionGain(pool, sf, self.device, cfg.seed)
-            learned = {k[0] for k in self.split.by_emoji_style}
-            words = WordGain(pool, sf, tok, {e: n for e, n in self.sampler.names.items() if e in learned}, self.device,
-                             cfg.seed)
+            words = WordGain(pool, sf, tok, self.learned_names(), self.device, cfg.seed)
         else:
             source, gain, words = FreshBatches(self, vae, tok, step), None, None
         probe = ConditioningProbe(tok, self.device, self.px // self.vae_factor(), cfg.seed)
@@ -524,11 +529,10 @@ class Run:
     def judge_grid(self, pictures: torch.Tensor, step: int) -> dict | None:
         """Score the subject grid with the evaluation's cached judge, if there is one for this
         vocabulary and size; log it and append it to grid_scores.jsonl (the run's curve)."""
-        if self.vocabulary is None:
-            return None
-        judge = GridJudge.find(self.run / "eval", self.cfg.vocabulary, self.px, len(self.pack.emoji),
-                               [self.vocabulary.subjects[w] for w in SAMPLE_SUBJECTS])
+        judge = self.grid_judge()
         if judge is None:
+            if self.vocabulary is None:
+                return None
             log(f"subject grid not judged: no cached judge for {self.px} px in {self.run / 'eval'} "
                 f"(python -m training.evaluate --judge-only --size {self.px} --out {self.run / 'eval'})")
             return None
@@ -537,6 +541,14 @@ class Run:
         with open(self.run / "grid_scores.jsonl", "a") as f:
             f.write(json.dumps({"step": step, "judge": judge.path.name, **score}) + "\n")
         return score
+
+    def grid_judge(self) -> GridJudge | None:
+        """The evaluation's cached judge for this vocabulary and size, set to read sample_grid's
+        pictures; None without a word list or before `training.evaluate --judge-only` cached one."""
+        if self.vocabulary is None:
+            return None
+        return GridJudge.find(self.run / "eval", self.cfg.vocabulary, self.px, len(self.pack.emoji),
+                              [self.vocabulary.subjects[w] for w in SAMPLE_SUBJECTS])
 
     def _init_source(self) -> Path:
         """The checkpoint `--init-unet` names (a file, or a run folder holding unet.safetensors),
