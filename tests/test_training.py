@@ -478,7 +478,7 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
     assert T.main(base + ["--run", str(straight), "--set", "unet_steps=9"]) == 0
     assert json.loads((straight / "unet.json").read_text())["step"] == 9
 
-    run = T.Run(T.Config.smoke(), pack_dir, straight, "cpu")
+    run = T.Run(T.Config.smoke(), pack_dir, straight, "cpu", write_config=False)   # reads; the run keeps its levers
     tok = run.tokenizer()
     text, unet = run.build_denoiser(tok)
     flat, _ = T.load_checkpoint(straight / "unet.safetensors")
@@ -490,8 +490,7 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
     # The word gain's captions differ from the right one in the subject's name only, or the style's word only.
     from training.monitor import WordGain
 
-    names = {e: n for e, n in run.sampler.names.items() if e in {k[0] for k in run.split.by_emoji_style}}
-    wg = WordGain(pool, 1.0, tok, names, "cpu", 0)
+    wg = WordGain(pool, 1.0, tok, run.learned_names(), "cpu", 0)
     decode = lambda ids: [tok.decode([int(i) for i in row], skip_special_tokens=True) for row in ids]  # noqa: E731
     right, subject, style = decode(wg.right), decode(wg.subject), decode(wg.style)
     assert len(right) == int((pool["emoji"][:, 1] < 0).sum()) >= 2
@@ -502,6 +501,32 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
     m = wg.measure(text, unet, T.M.scheduler().alphas_cumprod)
     assert len(m["subject"]) == len(m["style"]) == 3 and all(np.isfinite(m["subject"] + m["style"]))
     assert "(raw weights," in words[-1] and "(EMA weights," in wg(text, unet, T.M.scheduler().alphas_cumprod, "EMA")
+
+    # training.compare measures checkpoints side by side (an A/B of two forks) without touching their runs.
+    import shutil
+
+    from training import compare
+
+    fork = halves / "fork-4"
+    fork.mkdir()
+    for f in ("unet.safetensors", "unet.json"):
+        shutil.copy(halves / f, fork / f)
+    before = {p: p.read_bytes() for p in (straight / "config.json", halves / "config.json", straight / "unet.json")}
+    out = tmp_path / "ab"
+    assert compare.main([str(straight), str(fork / "unet.safetensors"), "--data", str(pack_dir), "--pictures", "4",
+                         "--grid", "--out", str(out), "--json", str(out / "rows.json")]) == 0
+    assert {p: p.read_bytes() for p in before} == before
+    rows = json.loads((out / "rows.json").read_text())
+    assert [r["step"] for r in rows] == [9, T.Config.smoke().unet_steps]
+    for r in rows:
+        for w in ("raw", "EMA"):
+            assert len(r[w]["subject"]) == len(r[w]["style"]) == len(r[w]["loss"]) == 3
+            assert all(np.isfinite(r[w]["subject"] + r[w]["style"] + r[w]["loss"]))
+        assert r["pictures"] == 4 and r["grid"] is None                # no judge cached for the smoke runs
+    assert rows[0]["raw"] != rows[1]["raw"]                             # two different checkpoints were read
+    assert sorted(p.name for p in out.glob("*.png")) == ["halves-8.png", "straight-9.png"]
+    table = capsys.readouterr().out
+    assert table.count("| raw |") == table.count("| EMA |") == 2 and "subject gain" in table
 
 
 def test_sample_grid_draws_the_required_subjects(smoke_run, pack_dir):

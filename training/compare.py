@@ -1,0 +1,150 @@
+"""Measure UNet checkpoints side by side: which recipe learns the words faster?
+
+    python -m training.compare training/runs/cpu2 training/runs/cpu2-lr            # their checkpoints now
+    python -m training.compare training/runs/cpu2/fork-6600/unet.safetensors ... --grid --out /tmp/ab
+
+A lever is tried as an A/B: two run folders forked from one checkpoint, each trained to the
+same step (`training.train --stop-at`), then measured here on the same pictures with the same
+noise. For each checkpoint, raw and EMA weights (the EMA's are what ships):
+
+- the word gain (`monitor.WordGain`) on --pictures single-emoji pool pictures: how much the
+  right subject name / style word lowers the loss against another one, at t = 400/600/800;
+- the v-loss on the same pictures with their own captions at t = 200/500/800 (fixed noise):
+  everything the model has learned, background colours and places included;
+- with --grid, the 40-subject grid of the EMA weights, judged by the run's cached judge, and
+  written to --out as <name>-<step>.png to look at.
+
+It reads run folders without writing to them, so runs may go on training meanwhile (a
+checkpoint is replaced atomically; the one read is the one named in the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from training import model as M
+from training.monitor import WordGain, ema_weights, sample_grid
+from training.train import Config, Run, _unprefixed, load_checkpoint
+
+LOSS_STEPS = (200, 500, 800)
+
+
+def checkpoint_of(arg: Path) -> tuple[Path, Path]:
+    """(run folder, checkpoint file) for a run folder or a unet.safetensors inside (or below) one."""
+    if arg.is_dir():
+        return arg, arg / "unet.safetensors"
+    folder = arg.parent
+    while not (folder / "config.json").exists():
+        if folder == folder.parent:
+            raise SystemExit(f"{arg}: no run folder (config.json) above this checkpoint")
+        folder = folder.parent
+    return folder, arg
+
+
+def open_run(folder: Path, data: Path) -> Run:
+    saved = json.loads((folder / "config.json").read_text())
+    known = {f.name for f in fields(Config)}
+    return Run(Config(**{k: v for k, v in saved.items() if k in known}), data, folder, "cpu", write_config=False)
+
+
+@torch.no_grad()
+def own_caption_loss(words: WordGain, text, unet, acp: torch.Tensor) -> list[float]:
+    h = text(words.right)[0]
+    out = []
+    for tv in LOSS_STEPS:
+        t = torch.full((len(words.z),), tv)
+        a, s = acp[t].sqrt()[:, None, None, None], (1 - acp[t]).sqrt()[:, None, None, None]
+        noisy, target = a * words.z + s * words.noise, a * words.noise - s * words.z
+        out.append(F.mse_loss(unet(noisy, t, encoder_hidden_states=h).sample.float(), target).item())
+    return out
+
+
+def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None) -> dict:
+    folder, ckpt = checkpoint_of(arg)
+    if not ckpt.exists():
+        raise SystemExit(f"{ckpt}: no UNet checkpoint")
+    run = open_run(folder, data)
+    # Copy first: the trainer may replace the file while we read it.
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "unet.safetensors"
+        shutil.copy(ckpt, local)
+        shutil.copy(ckpt.with_suffix(".json"), local.with_suffix(".json"))
+        flat, info = load_checkpoint(local)
+    tok = run.tokenizer()
+    vae = run.frozen_vae()
+    sf = info["latent_scale"]
+    text, unet = run.build_denoiser(tok)
+    text.load_state_dict(_unprefixed("text", flat))
+    unet.load_state_dict(_unprefixed("unet", flat))
+    text.eval(), unet.eval()
+    params = list(text.parameters()) + list(unet.parameters())
+    ema_sd = _unprefixed("ema", flat)
+    ema = [ema_sd[str(i)] for i in range(len(params))]
+    if not (folder / f"pool-{run.px}").is_dir():
+        raise SystemExit(f"{folder}: no latent pool at {run.px} px; the word gain is measured on a run's pool")
+    pool = run.latent_pool(vae, tok, float("inf"))
+    words = WordGain(pool, sf, tok, run.learned_names(), "cpu", run.cfg.seed, n=n)
+    acp = M.scheduler().alphas_cumprod
+    row = {"checkpoint": str(ckpt), "step": info["step"], "lr": run.cfg.lr, "text_lr": run.cfg.text_lr,
+           "pictures": len(words.z)}
+    for name in ("raw", "EMA"):
+        ctx = ema_weights(params, ema) if name == "EMA" else contextlib.nullcontext()
+        with ctx:
+            row[name] = {**words.measure(text, unet, acp), "loss": own_caption_loss(words, text, unet, acp)}
+            if grid and name == "EMA":
+                with tempfile.TemporaryDirectory() as tmp:
+                    pictures = sample_grid(text, unet, vae, tok, run.px, run.vae_factor(), Path(tmp), info["step"])
+                    if out is not None:
+                        out.mkdir(parents=True, exist_ok=True)
+                        shutil.copy(Path(tmp) / "samples.png", out / f"{folder.name}-{info['step']}.png")
+                judge = run.grid_judge()
+                row["grid"] = judge(pictures) if judge is not None else None
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    pct = "/".join
+    lines = ["| checkpoint | step | lr (text) | weights | subject gain t=400/600/800 | style gain | "
+             "own-caption v-loss t=200/500/800 | grid: top 5 / style of 120 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for name in ("raw", "EMA"):
+            m = r[name]
+            g = r.get("grid") if name == "EMA" else None
+            judged = f"{g['top5']} / {g['style']}" if g else ""
+            lines.append(
+                f"| {r['checkpoint']} | {r['step']} | {r['lr']:g} ({r['text_lr']:g}) | {name} | "
+                f"{pct(f'{100 * x:.1f}%' for x in m['subject'])} | {pct(f'{100 * x:.1f}%' for x in m['style'])} | "
+                f"{pct(f'{x:.4f}' for x in m['loss'])} | {judged} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoints", nargs="+", type=Path, help="run folders or unet.safetensors files")
+    p.add_argument("--data", type=Path, default=Path("training/build/data"))
+    p.add_argument("--pictures", type=int, default=384, help="single-emoji pool pictures for the word gain")
+    p.add_argument("--grid", action="store_true", help="also draw and judge the 40-subject grid (EMA weights)")
+    p.add_argument("--out", type=Path, default=None, help="where to write the grids (with --grid)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = [measure(c, args.data, args.pictures, args.grid, args.out) for c in args.checkpoints]
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
