@@ -1,0 +1,125 @@
+"""Training speed of the default model's text encoder + UNet on this CPU, side by side.
+
+    python bench/cpu_train_step.py                       # fp32 against bf16 autocast, 2 threads
+    python bench/cpu_train_step.py --variants fp32,bf16,bf16-cl --rounds 3
+
+One optimizer step as training.train takes it from the latent pool (text encoder
+forward, UNet forward and backward, AdamW), batch 32 of 16x16x4 latents (128 px), random
+weights. Variants are timed in interleaved rounds, so a noisy neighbour slows them all
+alike; the ratios against the first variant are what to read. A variant is only worth
+taking if it trains as well: this prints the loss each reaches on the same fixed batches,
+which must agree to a few percent.
+
+Variants: fp32 (what the trainer does on CPU), bf16 (torch.autocast("cpu", bfloat16):
+matmuls and convolutions in bfloat16 on CPUs with AVX512-BF16 or AMX, weights, optimizer
+and loss in fp32), cl suffix (channels_last memory format for the UNet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from training import model as M  # noqa: E402
+
+
+def parse(variant: str) -> tuple[str, bool, bool]:
+    """'bf16-cl-compile' -> (dtype, channels_last, compile)."""
+    parts = variant.split("-")
+    return parts[0], "cl" in parts, "compile" in parts
+
+
+def build(seed: int, variant: str):
+    _, channels_last, compile_ = parse(variant)
+    torch.manual_seed(seed)
+    size = M.SIZES["default"]
+    text = M.build_text_encoder(size, 4096, 0, 1, 1)
+    unet = M.build_unet(size)
+    if channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    params = list(text.parameters()) + list(unet.parameters())
+    opt = torch.optim.AdamW(params, lr=2e-4, betas=(0.9, 0.99), weight_decay=0.01)
+    if compile_:
+        text, unet = torch.compile(text), torch.compile(unet)
+    return text, unet, params, opt
+
+
+def batches(n: int, batch: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        z = torch.randn(batch, 4, 16, 16, generator=g)
+        ids = torch.randint(2, 4096, (batch, 48), generator=g)
+        noise = torch.randn(batch, 4, 16, 16, generator=g)
+        t = torch.randint(0, 1000, (batch,), generator=g)
+        out.append((z, ids, noise, t))
+    return out
+
+
+def step(text, unet, params, opt, acp, b, variant: str) -> float:
+    dtype, channels_last, _ = parse(variant)
+    z, ids, noise, t = b
+    a, s = acp[t].sqrt()[:, None, None, None], (1 - acp[t]).sqrt()[:, None, None, None]
+    noisy, target = a * z + s * noise, a * noise - s * z
+    if channels_last:
+        noisy = noisy.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+        h = text(ids)[0]
+        pred = unet(noisy, t, encoder_hidden_states=h).sample
+    loss = F.mse_loss(pred.float(), target)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    return loss.item()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--variants", default="fp32,bf16")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=6, help="timed steps per variant per round")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--loss-steps", type=int, default=30, help="steps on fixed batches to compare the losses")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    names = args.variants.split(",")
+    acp = M.scheduler().alphas_cumprod
+    models = {n: build(0, n) for n in names}
+    data = batches(args.steps, args.batch, 1)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for n in names:                                   # warm-up (oneDNN picks kernels on first use)
+        step(*models[n], acp, data[0], n)
+        step(*models[n], acp, data[0], n)
+    for _ in range(args.rounds):
+        for n in names:
+            t0 = time.perf_counter()
+            for b in data:
+                step(*models[n], acp, b, n)
+            times[n].append(args.batch * args.steps / (time.perf_counter() - t0))
+    base = statistics.median(times[names[0]])
+    print(f"batch {args.batch}, {args.threads} threads, {args.rounds} rounds of {args.steps} steps; samples/s (median)")
+    for n in names:
+        m = statistics.median(times[n])
+        print(f"  {n:14s} {m:6.1f} samples/s  x{m / base:.2f}  (rounds: {', '.join(f'{x:.1f}' for x in times[n])})")
+    if args.loss_steps:
+        fixed = batches(args.loss_steps, args.batch, 2)
+        print(f"loss after {args.loss_steps} steps from the same weights on the same batches (mean of the last 10):")
+        for n in names:
+            m = build(0, n)
+            losses = [step(*m, acp, b, n) for b in fixed]
+            print(f"  {n:14s} {statistics.mean(losses[-10:]):.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
