@@ -350,6 +350,24 @@ def test_checkpoint_round_trip_keeps_optimizer_state(tmp_path):
     assert torch.equal(opt.state_dict()["state"][0]["exp_avg"], opt2.state_dict()["state"][0]["exp_avg"])
 
 
+def test_the_export_loads_with_the_scheduler_it_ships(smoke_run):
+    """from_pretrained builds the scheduler class model_index.json names, whatever scheduler/ holds:
+    the export named DDPMScheduler over a DDIM config, so diffusers users, training.evaluate and
+    Statuary (whose default sampler follows the folder's scheduler) all drew with ancestral DDPM
+    or DPM++ 2M instead of the DDIM the card promises."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from core.loader import load_model
+
+    folder = smoke_run / "model"
+    index = json.loads((folder / "model_index.json").read_text())
+    saved = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    assert index["scheduler"] == ["diffusers", saved["_class_name"]] == ["diffusers", "DDIMScheduler"]
+    assert type(StableDiffusionPipeline.from_pretrained(str(folder)).scheduler) is DDIMScheduler
+    limits = load_model(str(folder), device="cpu").limits
+    assert limits.default_sampler == "ddim" and not any("karras" in s for s in limits.samplers)
+
+
 def test_img2img_and_inpainting_run_through_ordinary_sd_modes(smoke_run):
     from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline, StableDiffusionPipeline
 

@@ -147,7 +147,12 @@ def n_params(module: torch.nn.Module) -> int:
 
 
 def write_model_index(folder: Path) -> None:
-    """model_index.json for StableDiffusionPipeline: no safety checker, no feature extractor."""
+    """model_index.json for StableDiffusionPipeline: no safety checker, no feature extractor.
+
+    Call it after the scheduler is saved: from_pretrained builds the class named here, not the
+    one in scheduler/scheduler_config.json, so it must name what was saved (DDIM, see
+    inference_scheduler) or every loader draws with another sampler than the folder ships."""
+    scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())["_class_name"]
     index = {
         "_class_name": "StableDiffusionPipeline",
         "_diffusers_version": __import__("diffusers").__version__,
@@ -155,7 +160,7 @@ def write_model_index(folder: Path) -> None:
         "image_encoder": [None, None],
         "requires_safety_checker": False,
         "safety_checker": [None, None],
-        "scheduler": ["diffusers", "DDPMScheduler"],
+        "scheduler": ["diffusers", scheduler],
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
         "unet": ["diffusers", "UNet2DConditionModel"],
