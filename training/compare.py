@@ -12,7 +12,9 @@ noise. For each checkpoint, raw and EMA weights (the EMA's are what ships):
 - the v-loss on the same pictures with their own captions at t = 200/500/800 (fixed noise):
   everything the model has learned, background colours and places included;
 - with --grid, the 40-subject grid of the EMA weights, judged by the run's cached judge, and
-  written to --out as <name>-<step>.png to look at.
+  written to --out as <name>-<step>.png to look at;
+- with --finish, pool pictures noised to t = 300/500/700/999 and finished by the EMA weights
+  (<name>-<step>-finish.png): where in the noise range the model has learned to draw.
 
 It reads run folders without writing to them, so runs may go on training meanwhile (a
 checkpoint is replaced atomically; the one read is the one named in the table).
@@ -32,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from training import model as M
-from training.monitor import WordGain, ema_weights, sample_grid
+from training.monitor import WordGain, ema_weights, finish_from_noise, sample_grid
 from training.train import Config, Run, _unprefixed, load_checkpoint
 
 LOSS_STEPS = (200, 500, 800)
@@ -68,7 +70,7 @@ def own_caption_loss(words: WordGain, text, unet, acp: torch.Tensor) -> list[flo
     return out
 
 
-def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None) -> dict:
+def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish: bool = False) -> dict:
     folder, ckpt = checkpoint_of(arg)
     if not ckpt.exists():
         raise SystemExit(f"{ckpt}: no UNet checkpoint")
@@ -100,6 +102,9 @@ def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None) -> dict
         ctx = ema_weights(params, ema) if name == "EMA" else contextlib.nullcontext()
         with ctx:
             row[name] = {**words.measure(text, unet, acp), "loss": own_caption_loss(words, text, unet, acp)}
+            if finish and name == "EMA":
+                out.mkdir(parents=True, exist_ok=True)
+                finish_from_noise(text, unet, vae, tok, pool, sf, out / f"{folder.name}-{info['step']}-finish.png")
             if grid and name == "EMA":
                 with tempfile.TemporaryDirectory() as tmp:
                     pictures = sample_grid(text, unet, vae, tok, run.px, run.vae_factor(), Path(tmp), info["step"])
@@ -134,12 +139,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=Path("training/build/data"))
     p.add_argument("--pictures", type=int, default=384, help="single-emoji pool pictures for the word gain")
     p.add_argument("--grid", action="store_true", help="also draw and judge the 40-subject grid (EMA weights)")
-    p.add_argument("--out", type=Path, default=None, help="where to write the grids (with --grid)")
+    p.add_argument("--finish", action="store_true",
+                   help="also write <run>-<step>-finish.png to --out: pool pictures noised to t = 300/500/700/999 "
+                        "and finished by the EMA weights (monitor.finish_from_noise)")
+    p.add_argument("--out", type=Path, default=None, help="where to write the grids and --finish pictures")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = [measure(c, args.data, args.pictures, args.grid, args.out) for c in args.checkpoints]
+    if args.finish and args.out is None:
+        p.error("--finish writes pictures: give --out")
+    rows = [measure(c, args.data, args.pictures, args.grid, args.out, args.finish) for c in args.checkpoints]
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")

@@ -46,7 +46,7 @@ from training import data as D
 from training import model as M
 from training.batches import POOL_CHUNK, FreshBatches, PoolBatches, Prefetch, _encoder, _gen  # noqa: F401 (Prefetch: tests)
 from training.monitor import (SAMPLE_SUBJECTS, CaptionGain, ConditioningProbe, GridJudge, WordGain, ema_weights,
-                              sample_grid, vae_round_trip)
+                              finish_from_noise, sample_grid, vae_round_trip)
 from training.tokenizer import load_tokenizer, train_tokenizer
 from training.vocab import Vocabulary, learned_split
 
@@ -519,6 +519,7 @@ class Run:
                         pictures = sample_grid(text, unet, vae, tok, self.px, self.vae_factor(), self.run, step)
                         if words is not None:   # the raw weights' figure swings with the rate; the EMA's ships
                             log(words(text, unet, acp, weights="EMA"))
+                            finish_from_noise(text, unet, vae, tok, pool, sf, self.run / "finish.png")
                     self.judge_grid(pictures, step)
             if stop and step < cfg.unet_steps:
                 log(f"unet: stopping at step {step}; run again to resume")
