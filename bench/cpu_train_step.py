@@ -67,8 +67,7 @@ def batches(n: int, batch: int, seed: int):
 def step(text, unet, params, opt, acp, b, variant: str) -> float:
     dtype, channels_last, _ = parse(variant)
     z, ids, noise, t = b
-    a, s = acp[t].sqrt()[:, None, None, None], (1 - acp[t]).sqrt()[:, None, None, None]
-    noisy, target = a * z + s * noise, a * noise - s * z
+    noisy, target = M.v_pair(z, noise, t, acp)
     if channels_last:
         noisy = noisy.contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):

@@ -336,6 +336,20 @@ def test_the_ship_verdict_wants_the_bar_first_then_a_better_model_on_the_same_ev
     assert "judge: 'judge2-b' here, 'judge2-a' shipped" in verdict(metrics(0.9, 0.9, 0.9, judge="judge2-b"), shipped)[0]
 
 
+def test_v_pair_is_the_schedulers_v_prediction_pair():
+    # One helper makes (noisy latent, v target) for training, the probes and the bench: check it
+    # against diffusers' own add_noise / get_velocity, and the two ends of the schedule.
+    sched = T.M.scheduler()
+    g = torch.Generator().manual_seed(0)
+    z, noise = torch.randn(5, 4, 3, 3, generator=g), torch.randn(5, 4, 3, 3, generator=g)
+    t = torch.tensor([0, 250, 500, 750, 999])
+    noisy, v = T.M.v_pair(z, noise, t, sched.alphas_cumprod)
+    assert torch.allclose(noisy, sched.add_noise(z, noise, t), atol=1e-6)
+    assert torch.allclose(v, sched.get_velocity(z, noise, t), atol=1e-6)
+    # zero terminal SNR: the last step is pure noise and its target is -z
+    assert torch.allclose(noisy[4], noise[4], atol=1e-6) and torch.allclose(v[4], -z[4], atol=1e-6)
+
+
 def test_checkpoint_round_trip_keeps_optimizer_state(tmp_path):
     m = torch.nn.Linear(3, 2)
     opt = torch.optim.AdamW(m.parameters(), lr=0.1)
@@ -548,6 +562,12 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
     assert Image.open(out / "straight-9-finish.png").size == (8 * 16, 5 * 16)
     table = capsys.readouterr().out
     assert table.count("| raw |") == table.count("| EMA |") == 2 and "subject gain" in table
+    # A run folder without its tokenizer is refused, not given a newly trained one.
+    bare = tmp_path / "bare"
+    shutil.copytree(straight, bare, ignore=shutil.ignore_patterns("tokenizer"))
+    with pytest.raises(SystemExit, match="no tokenizer"):
+        compare.main([str(bare), "--data", str(pack_dir), "--pictures", "4"])
+    assert not (bare / "tokenizer").exists()
 
 
 def test_sample_grid_draws_the_required_subjects(smoke_run, pack_dir):

@@ -31,7 +31,6 @@ from dataclasses import fields
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from training import model as M
 from training.monitor import WordGain, ema_weights, finish_from_noise, sample_grid
@@ -58,18 +57,6 @@ def open_run(folder: Path, data: Path) -> Run:
     return Run(Config(**{k: v for k, v in saved.items() if k in known}), data, folder, "cpu", write_config=False)
 
 
-@torch.no_grad()
-def own_caption_loss(words: WordGain, text, unet, acp: torch.Tensor) -> list[float]:
-    h = text(words.right)[0]
-    out = []
-    for tv in LOSS_STEPS:
-        t = torch.full((len(words.z),), tv)
-        a, s = acp[t].sqrt()[:, None, None, None], (1 - acp[t]).sqrt()[:, None, None, None]
-        noisy, target = a * words.z + s * words.noise, a * words.noise - s * words.z
-        out.append(F.mse_loss(unet(noisy, t, encoder_hidden_states=h).sample.float(), target).item())
-    return out
-
-
 def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish: bool = False) -> dict:
     folder, ckpt = checkpoint_of(arg)
     if not ckpt.exists():
@@ -81,6 +68,8 @@ def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish:
         shutil.copy(ckpt, local)
         shutil.copy(ckpt.with_suffix(".json"), local.with_suffix(".json"))
         flat, info = load_checkpoint(local)
+    if not (folder / "tokenizer" / "vocab.json").exists():   # Run.tokenizer() would train one into the folder
+        raise SystemExit(f"{folder}: no tokenizer; a run with a UNet checkpoint always has one")
     tok = run.tokenizer()
     vae = run.frozen_vae()
     sf = info["latent_scale"]
@@ -101,7 +90,7 @@ def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish:
     for name in ("raw", "EMA"):
         ctx = ema_weights(params, ema) if name == "EMA" else contextlib.nullcontext()
         with ctx:
-            row[name] = {**words.measure(text, unet, acp), "loss": own_caption_loss(words, text, unet, acp)}
+            row[name] = words.measure(text, unet, acp, loss_steps=LOSS_STEPS)
             if finish and name == "EMA":
                 out.mkdir(parents=True, exist_ok=True)
                 finish_from_noise(text, unet, vae, tok, pool, sf, out / f"{folder.name}-{info['step']}-finish.png")

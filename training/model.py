@@ -130,6 +130,14 @@ def scheduler() -> DDPMScheduler:
     )
 
 
+def v_pair(z: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, alphas_cumprod: torch.Tensor):
+    """(noisy latent, v target) for latents `z` at timesteps `t`: the v-prediction pair that
+    training, the monitor's probes and the benches all score the UNet on."""
+    acp = alphas_cumprod[t]
+    a, s = acp.sqrt()[:, None, None, None], (1 - acp).sqrt()[:, None, None, None]
+    return a * z + s * noise, a * noise - s * z
+
+
 def build_vae(size: ModelSize) -> AutoencoderKL:
     return AutoencoderKL(**vae_config(size))
 

@@ -105,8 +105,7 @@ class CaptionGain:
         parts = []
         for tv in self.STEPS:
             t = torch.full((len(self.z),), tv, device=self.z.device)
-            a, s = alphas_cumprod[t].sqrt()[:, None, None, None], (1 - alphas_cumprod[t]).sqrt()[:, None, None, None]
-            noisy, target = a * self.z + s * self.noise, a * self.noise - s * self.z
+            noisy, target = M.v_pair(self.z, self.noise, t, alphas_cumprod)
             lr = F.mse_loss(unet(noisy, t, encoder_hidden_states=right).sample.float(), target).item()
             lw = F.mse_loss(unet(noisy, t, encoder_hidden_states=wrong).sample.float(), target).item()
             parts.append(f"t={tv} {lr:.3f} vs {lw:.3f} ({100 * (1 - lr / max(lw, 1e-12)):.0f}%)")
@@ -152,17 +151,24 @@ class WordGain:
         self.noise = torch.randn(self.z.shape, generator=g).to(device)
 
     @torch.no_grad()
-    def measure(self, text, unet, alphas_cumprod: torch.Tensor) -> dict[str, list[float]]:
+    def measure(self, text, unet, alphas_cumprod: torch.Tensor, loss_steps: tuple[int, ...] = ()) -> dict[str, list[float]]:
+        """{"subject": gains, "style": gains} at STEPS; with `loss_steps`, also "loss": the v-loss
+        with the right captions at those steps (everything the model has learned of these pictures)."""
         was = text.training, unet.training
         text.eval(), unet.eval()
         h = {k: text(getattr(self, k))[0] for k in ("right", "subject", "style")}
         out = {"subject": [], "style": []}
+        if loss_steps:
+            out["loss"] = []
+            for tv in loss_steps:
+                t = torch.full((len(self.z),), tv, device=self.z.device)
+                noisy, target = M.v_pair(self.z, self.noise, t, alphas_cumprod)
+                out["loss"].append(F.mse_loss(unet(noisy, t, encoder_hidden_states=h["right"]).sample.float(), target).item())
         for tv in self.STEPS:
             t = torch.full((len(self.z),), tv, device=self.z.device)
-            a, s = alphas_cumprod[t].sqrt()[:, None, None, None], (1 - alphas_cumprod[t]).sqrt()[:, None, None, None]
-            noisy, target = a * self.z + s * self.noise, a * self.noise - s * self.z
+            noisy, target = M.v_pair(self.z, self.noise, t, alphas_cumprod)
             loss = {k: F.mse_loss(unet(noisy, t, encoder_hidden_states=v).sample.float(), target).item() for k, v in h.items()}
-            for k in out:
+            for k in ("subject", "style"):
                 out[k].append(1 - loss["right"] / max(loss[k], 1e-12))
         text.train(was[0]), unet.train(was[1])
         return out

@@ -478,9 +478,7 @@ class Run:
             noise = torch.randn(z.shape, device=z.device, generator=gen)
             u = torch.rand(z.shape[0], device=z.device, generator=gen)
             t = (u ** cfg.t_exponent * (sched.config.num_train_timesteps - 1)).round().long()
-            a = acp[t].sqrt()[:, None, None, None]
-            s = (1 - acp[t]).sqrt()[:, None, None, None]
-            noisy, target = a * z + s * noise, a * noise - s * z          # v-prediction
+            noisy, target = M.v_pair(z, noise, t, acp)
             with self.autocast():
                 h = text_f(ids)[0]
                 pred = unet_f(noisy, t, encoder_hidden_states=h).sample
