@@ -481,7 +481,7 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
     from safetensors.torch import load_file
 
     levers = ["--set", "pool=48", "--set", "t_exponent=0.5", "--set", "text_lr=3e-3", "--set", "unet_px=16",
-              "--set", "canonical=0.5"]
+              "--set", "canonical=0.5", "--set", "probe_every=3"]
     straight, halves = tmp_path / "straight", tmp_path / "halves"
     base = ["--smoke", "--data", str(pack_dir)] + levers
     assert T.main(base + ["--run", str(straight)]) == 0
@@ -492,6 +492,7 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
         assert Image.open(straight / f"vae_round_trip-{px}.png").size == (12 * px * 2, 2 * px * 2)
     gain = [line for line in log.splitlines() if "caption gain" in line]
     assert gain and "t=400" in gain[-1] and "t=800" in gain[-1]      # logged with the probe, from the pool
+    assert len(gain) == 3                                             # every probe_every = 3 steps (3, 6) and the last
     words = [line for line in log.splitlines() if "word gain" in line]
     assert words and "subject" in words[-1] and "style" in words[-1] and words[-1].count("%") == 6
     chunks = sorted((straight / "pool-16").glob("chunk-*.safetensors"))

@@ -83,6 +83,7 @@ class Config:
     drop_caption: float = 0.1      # empty caption share, for classifier-free guidance
     vocab: int = 4096
     ckpt_every: int = 1000         # steps between checkpoints (also written when time is up)
+    probe_every: int = 200         # steps between the probes (conditioning, caption gain, raw word gain; also at the end)
     sample_every: int = 1000       # steps between subject grids (samples.png), at a checkpoint
     min_ship_steps: int = 5000     # training.ship refuses an export with fewer UNet steps, before evaluating it
 
@@ -99,7 +100,7 @@ class Config:
         (--phase decoder, any time: the latent space stays) on whole pictures too, which crops
         never show it: the frame a crop-trained decoder draws along the picture's edge."""
         return cls(batch=32, vae_batch=16, vae_crop=64, vae_steps=6000, vae_lr=5e-4, vae_warmup=100, decoder_steps=1500,
-                   ckpt_every=200, vocabulary="common", canonical=0.5, unet_px=128, pool=49152,
+                   ckpt_every=200, probe_every=1000, vocabulary="common", canonical=0.5, unet_px=128, pool=49152,
                    t_exponent=0.5, lr=5e-4, text_lr=1e-3, warmup=200, unet_steps=12000, ema=0.999,
                    min_ship_steps=3000)
 
@@ -501,7 +502,7 @@ class Run:
                 log(f"unet step {step}/{cfg.unet_steps} loss {mean_loss:.4f} lr {opt.param_groups[1]['lr']:.2e} "
                     f"{rate:.1f} samples/s")
             stop = time.time() > deadline or step == self.stop_at
-            if step % 200 == 0 or step == cfg.unet_steps or stop:
+            if step % cfg.probe_every == 0 or step == cfg.unet_steps or stop:
                 log(probe(text, unet))
                 if gain is not None:
                     log(gain(text, unet, acp))
