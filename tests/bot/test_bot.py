@@ -246,7 +246,7 @@ def test_history_is_own_images_ephemeral_and_paged(discord_run, monkeypatch):
         it = await st.slash("history")
         page1 = await answer(st, it)
         assert page1["flags"] & EPHEMERAL and "page 1 of 2" in page1["content"] and "pear" not in page1["content"]
-        click = await st.click(page1, "Older ▶")
+        await st.click(page1, "Older ▶")
         page2 = await st.wait_for(lambda: "page 2 of 2" in st.messages[page1["id"]]["content"]
                                   and st.messages[page1["id"]])
         assert ids_in(a)[2] in page2["content"]
@@ -258,7 +258,6 @@ def test_history_is_own_images_ephemeral_and_paged(discord_run, monkeypatch):
 
 
 def test_queue_full_queue_and_cancel(discord_run, monkeypatch, service_factory, store):
-    gen = None
     release = threading.Event()
 
     async def scenario(d):
@@ -274,7 +273,7 @@ def test_queue_full_queue_and_cancel(discord_run, monkeypatch, service_factory, 
         await until(lambda: d.service.status()["running"], what="the first job to run")
         second = await st.slash("imagine", prompt="second", steps=2)
         await answer(st, second, "position 1")
-        third = await st.slash("imagine", prompt="third", steps=2)
+        await st.slash("imagine", prompt="third", steps=2)
         full = await st.wait_message(lambda m: "jobs waiting" in m["content"] and m["flags"] & EPHEMERAL)
         assert "limit per person is 1" in full["content"]
 

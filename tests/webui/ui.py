@@ -32,7 +32,7 @@ def open_tab(page: Page, name: str) -> None:
     else:
         page.get_by_role("button", name="More tabs").click()
         page.locator(".overflow-dropdown button", has_text=name).first.click()
-    expect(page.locator(f'[role=tab][aria-selected=true]', has_text=name)).to_have_count(1)
+    expect(page.locator('[role=tab][aria-selected=true]', has_text=name)).to_have_count(1)
 
 
 def wait_done(page: Page, status_id: str, previous: str | None = None, timeout: float = 90_000) -> str:
