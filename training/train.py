@@ -588,7 +588,6 @@ class Run:
         sampler = D.Sampler(self.pack, self.split, self.cfg.seed, self.cfg.pair_prob, 0.0,
                             self.sampler.names, self.cfg.canonical)
         encode = _encoder(tok)
-        renderer = self.renderer_at(self.px)
         t0, made = time.time(), 0
         for k in range(n_chunks):
             path = folder / f"chunk-{k:05d}.safetensors"
@@ -597,6 +596,7 @@ class Run:
             if time.time() > deadline:
                 log(f"pool: {k} of {n_chunks} chunks; stopping, run again to go on")
                 return None
+            renderer = self.renderer_at(self.px)     # (cached) only a missing chunk needs the sprites
             b = sampler.train_batch(30_000_000 + k, chunk)
             with torch.no_grad(), self.autocast():
                 x = renderer(b)
