@@ -34,7 +34,7 @@ import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench.cpu_train_step import batches, build, step  # noqa: E402
+from bench.cpu_train_step import batches, build, print_rates, step  # noqa: E402
 from training import model as M  # noqa: E402
 
 
@@ -130,11 +130,8 @@ def main(argv=None) -> int:
         arms[names[1]].append(rate)
         loss_synced = loss if r == 0 else loss_synced
         arms[names[2]].append(spawned(args.procs, False, args.steps, args.batch, 0)[0])
-    base = statistics.median(arms[names[0]])
     print(f"batch {args.batch} a step, {args.rounds} rounds of {args.steps} steps; samples/s (median)")
-    for n in names:
-        m = statistics.median(arms[n])
-        print(f"  {n:24s} {m:6.1f} samples/s  x{m / base:.2f}  (rounds: {', '.join(f'{x:.1f}' for x in arms[n])})")
+    print_rates(arms, width=24)
     if args.loss_steps:
         m = build(0, "fp32")
         losses = [step(*m, acp, x, "fp32") for x in batches(args.loss_steps, args.batch, 2)]

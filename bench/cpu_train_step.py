@@ -81,6 +81,14 @@ def step(text, unet, params, opt, acp, b, variant: str) -> float:
     return loss.item()
 
 
+def print_rates(rates: dict[str, list[float]], width: int = 14) -> None:
+    """One line per arm: its median samples/s, the ratio to the first arm's, and every round."""
+    base = statistics.median(next(iter(rates.values())))
+    for n, xs in rates.items():
+        m = statistics.median(xs)
+        print(f"  {n:{width}s} {m:6.1f} samples/s  x{m / base:.2f}  (rounds: {', '.join(f'{x:.1f}' for x in xs)})")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variants", default="fp32,bf16")
@@ -105,11 +113,8 @@ def main(argv=None) -> int:
             for b in data:
                 step(*models[n], acp, b, n)
             times[n].append(args.batch * args.steps / (time.perf_counter() - t0))
-    base = statistics.median(times[names[0]])
     print(f"batch {args.batch}, {args.threads} threads, {args.rounds} rounds of {args.steps} steps; samples/s (median)")
-    for n in names:
-        m = statistics.median(times[n])
-        print(f"  {n:14s} {m:6.1f} samples/s  x{m / base:.2f}  (rounds: {', '.join(f'{x:.1f}' for x in times[n])})")
+    print_rates(times)
     if args.loss_steps:
         fixed = batches(args.loss_steps, args.batch, 2)
         print(f"loss after {args.loss_steps} steps from the same weights on the same batches (mean of the last 10):")
