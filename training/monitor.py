@@ -157,19 +157,17 @@ class WordGain:
         was = text.training, unet.training
         text.eval(), unet.eval()
         h = {k: text(getattr(self, k))[0] for k in ("right", "subject", "style")}
-        out = {"subject": [], "style": []}
-        if loss_steps:
-            out["loss"] = []
-            for tv in loss_steps:
-                t = torch.full((len(self.z),), tv, device=self.z.device)
-                noisy, target = M.v_pair(self.z, self.noise, t, alphas_cumprod)
-                out["loss"].append(F.mse_loss(unet(noisy, t, encoder_hidden_states=h["right"]).sample.float(), target).item())
-        for tv in self.STEPS:
+        out = {"subject": [], "style": [], **({"loss": []} if loss_steps else {})}
+        for tv in sorted(set(self.STEPS) | set(loss_steps)):      # each UNet call once, t = 800 in both
             t = torch.full((len(self.z),), tv, device=self.z.device)
             noisy, target = M.v_pair(self.z, self.noise, t, alphas_cumprod)
-            loss = {k: F.mse_loss(unet(noisy, t, encoder_hidden_states=v).sample.float(), target).item() for k, v in h.items()}
-            for k in ("subject", "style"):
-                out[k].append(1 - loss["right"] / max(loss[k], 1e-12))
+            words = ("right", "subject", "style") if tv in self.STEPS else ("right",)
+            loss = {k: F.mse_loss(unet(noisy, t, encoder_hidden_states=h[k]).sample.float(), target).item() for k in words}
+            if tv in loss_steps:
+                out["loss"].append(loss["right"])
+            if tv in self.STEPS:
+                for k in ("subject", "style"):
+                    out[k].append(1 - loss["right"] / max(loss[k], 1e-12))
         text.train(was[0]), unet.train(was[1])
         return out
 
