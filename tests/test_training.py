@@ -569,6 +569,11 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
     with pytest.raises(SystemExit, match="no tokenizer"):
         compare.main([str(bare), "--data", str(pack_dir), "--pictures", "4"])
     assert not (bare / "tokenizer").exists()
+    # ... and so is one without its latent pool (the word gain is measured on it), not given a new one.
+    shutil.copytree(straight, tmp_path / "poolless", ignore=shutil.ignore_patterns("pool-*"))
+    with pytest.raises(SystemExit, match="latent pool at 16 px lacks chunk 0"):
+        compare.main([str(tmp_path / "poolless"), "--data", str(pack_dir), "--pictures", "4"])
+    assert not list((tmp_path / "poolless").glob("pool-*"))
 
 
 def test_sample_grid_draws_the_required_subjects(smoke_run, pack_dir):

@@ -68,8 +68,6 @@ def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish:
         shutil.copy(ckpt, local)
         shutil.copy(ckpt.with_suffix(".json"), local.with_suffix(".json"))
         flat, info = load_checkpoint(local)
-    if not (folder / "tokenizer" / "vocab.json").exists():   # Run.tokenizer() would train one into the folder
-        raise SystemExit(f"{folder}: no tokenizer; a run with a UNet checkpoint always has one")
     tok = run.tokenizer()
     vae = run.frozen_vae()
     sf = info["latent_scale"]
@@ -80,8 +78,6 @@ def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish:
     params = list(text.parameters()) + list(unet.parameters())
     ema_sd = _unprefixed("ema", flat)
     ema = [ema_sd[str(i)] for i in range(len(params))]
-    if not (folder / f"pool-{run.px}").is_dir():
-        raise SystemExit(f"{folder}: no latent pool at {run.px} px; the word gain is measured on a run's pool")
     pool = run.latent_pool(vae, tok, float("inf"))
     words = WordGain(pool, sf, tok, run.learned_names(), "cpu", run.cfg.seed, n=n)
     acp = M.scheduler().alphas_cumprod

@@ -168,6 +168,7 @@ class Run:
         runs that are still training)."""
         self.cfg, self.run, self.device = cfg, run, torch.device(device)
         self.stop_at = stop_at          # leave the loop (with a checkpoint) at this step
+        self.read_only = not write_config   # never write into the folder: no config, tokenizer or pool chunks
         self.init_unet = init_unet      # a UNet checkpoint (or its run folder) to start this run's UNet from
         # Processes drawing batch recipes: none on a CPU (tests), several beside a GPU.
         self.workers = max(1, min(8, (os.cpu_count() or 2) - 4)) if self.device.type == "cuda" else 0
@@ -218,6 +219,8 @@ class Run:
 
     def tokenizer(self):
         folder = self.run / "tokenizer"
+        if not (folder / "vocab.json").exists() and self.read_only:
+            raise SystemExit(f"{self.run}: no tokenizer, and the run folder is open read-only (training makes one)")
         if not (folder / "vocab.json").exists():
             n = 40 if self.cfg.size == "smoke" else 400
             caps = [c for k in range(n) for c in self.sampler.train_batch(10_000_000 + k, 256).captions]
@@ -582,7 +585,8 @@ class Run:
         function of (seed, k), so an interrupted pool resumes where it stopped. Captions are
         drawn without dropout; training drops them, so each picture also serves unconditioned."""
         folder = self.run / f"pool-{self.px}"
-        folder.mkdir(exist_ok=True)
+        if not self.read_only:
+            folder.mkdir(exist_ok=True)
         chunk = min(POOL_CHUNK, self.cfg.pool)
         n_chunks = -(-self.cfg.pool // chunk)
         sampler = D.Sampler(self.pack, self.split, self.cfg.seed, self.cfg.pair_prob, 0.0,
@@ -593,6 +597,9 @@ class Run:
             path = folder / f"chunk-{k:05d}.safetensors"
             if path.exists():
                 continue
+            if self.read_only:
+                raise SystemExit(f"{folder}: the latent pool at {self.px} px lacks chunk {k} of {n_chunks}, and the run "
+                                 "folder is open read-only (training builds the pool)")
             if time.time() > deadline:
                 log(f"pool: {k} of {n_chunks} chunks; stopping, run again to go on")
                 return None
