@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from training import data as D
@@ -288,7 +289,7 @@ def test_weights_reach_the_shipped_folder_only_through_an_evaluation_that_passes
                        "--grid", str(tmp_path / "grid.png"), *EVAL_FAST])
 
     assert ship(smoke_run / "model") == 1          # the smoke architecture: refused before evaluating
-    assert "trained at size 'smoke'" in capsys.readouterr().out
+    assert "trained at size 'smoke'" in capsys.readouterr().err
     assert not eval_dir.exists()
     # The same weights as if trained at the default size past min_ship_steps.
     candidate = tmp_path / "candidate"
@@ -651,7 +652,7 @@ def test_the_judge_sees_the_combinations_training_never_does(pack_dir):
     assert seen[False] >= D.HELD_OUT_STYLE_COLOUR
 
 
-def test_decoder_fine_tuning_keeps_the_latent_space(smoke_run, pack_dir, tmp_path):
+def test_decoder_fine_tuning_keeps_the_latent_space(smoke_run, pack_dir, tmp_path, capsys):
     """The decoder phase sharpens pictures without moving the latents the pool and UNet use."""
     import shutil
 
@@ -660,8 +661,9 @@ def test_decoder_fine_tuning_keeps_the_latent_space(smoke_run, pack_dir, tmp_pat
     before = T.Run(T.Config.smoke(), pack_dir, run_dir, "cpu").frozen_vae()
     args = ["--smoke", "--data", str(pack_dir), "--run", str(run_dir), "--set", "decoder_steps=6"]
     assert T.main(args + ["--phase", "decoder", "--stop-at", "3"]) == 0
-    assert T.main(args + ["--phase", "decoder"]) == 0                  # resumes at 3
+    assert T.main(args + ["--phase", "decoder", "--set", "decoder_corners=4"]) == 0   # resumes at 3
     assert json.loads((run_dir / "decoder.json").read_text())["step"] == 6
+    assert "decoder step 6: round trip of plain backgrounds" in capsys.readouterr().err
     after = T.Run(T.Config.smoke(), pack_dir, run_dir, "cpu").frozen_vae()
     b, a = before.state_dict(), after.state_dict()
     assert all(torch.equal(b[k], a[k]) for k in b if not k.startswith(("decoder.", "post_quant_conv.")))
@@ -670,6 +672,50 @@ def test_decoder_fine_tuning_keeps_the_latent_space(smoke_run, pack_dir, tmp_pat
     assert T.main(["--smoke", "--data", str(pack_dir), "--run", str(run_dir), "--phase", "vae",
                    "--set", "vae_steps=20"]) == 0
     assert json.loads((run_dir / "vae.json").read_text())["step"] == T.Config.smoke().vae_steps
+
+
+def test_the_decoder_loss_weights_the_corners():
+    """decoder_corners: an error in a corner square costs 1 + w times the same error in the
+    middle; a uniform error costs what the plain L1 + L2 does, and w = 0 is exactly that loss."""
+    x = torch.zeros(2, 3, 32, 32)
+    speck = lambda r, c: x.clone().index_put_((torch.tensor([0]), torch.tensor([1]), torch.tensor([r]),  # noqa: E731
+                                               torch.tensor([c])), torch.tensor(0.5))
+    corner, middle = speck(1, 30), speck(16, 16)
+    plain = F.l1_loss(corner, x) + F.mse_loss(corner, x)
+    assert torch.equal(T.decoder_loss(corner, x, 0.0), plain)
+    assert T.decoder_loss(corner, x, 4.0) / T.decoder_loss(middle, x, 4.0) == pytest.approx(5.0)
+    assert T.decoder_loss(middle, x, 4.0) < T.decoder_loss(middle, x, 0.0)   # the corners take a share of the mean
+    uniform = x + 0.3
+    assert T.decoder_loss(uniform, x, 4.0) == pytest.approx(float(T.decoder_loss(uniform, x, 0.0)))
+    w = T.corner_weights(32, 4.0)
+    assert w.sum() == 32 * 32 + 4 * 4 * 4 * 4 and w[3, 28] == 5 and w[4, 28] == 1
+
+
+def test_corner_error_finds_a_speck_the_decoder_draws():
+    """monitor.corner_error: a decoder that draws a speck in every picture's top right is told
+    apart from the other corners and the centre; a faithful one reads 0 everywhere."""
+    from types import SimpleNamespace
+
+    from training.monitor import corner_error
+
+    class Decoder:
+        def __init__(self, speck):
+            self.speck = speck
+
+        def encode(self, x):
+            return SimpleNamespace(latent_dist=SimpleNamespace(mean=x))
+
+        def decode(self, z):
+            y = z.clone()
+            if self.speck:
+                y[:, :, 1:3, -3:-1] += 0.8
+            return SimpleNamespace(sample=y)
+
+    colours = [(255, 0, 0), (20, 40, 60)]
+    assert set(corner_error(Decoder(False), 64, colours).values()) == {0.0}
+    err = corner_error(Decoder(True), 64, colours)
+    assert err["top right"] == pytest.approx(0.8 * 4 / 16) and err["centre"] == 0.0
+    assert err["top left"] == err["bottom left"] == err["bottom right"] == 0.0
 
 
 def test_a_unet_phase_can_start_from_another_runs_unet(pack_dir, smoke_run, tmp_path, capsys):

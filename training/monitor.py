@@ -15,6 +15,8 @@
   model: which part of the noise range it has learned.
 - `vae_round_trip`: real training pictures beside the VAE's encode + decode of them, at
   each size the model is trained at. What the VAE cannot give back, no UNet can draw.
+- `corner_error`: the round trip of plain backgrounds, corner by corner: a decoder can learn
+  to draw a speck in one corner of every picture, and this finds it.
 """
 
 from __future__ import annotations
@@ -195,6 +197,26 @@ def vae_round_trip(vae, renderer, batch, path: Path) -> float:
     img = np.concatenate([row(x), row(y)], 0)
     Image.fromarray(img).resize((img.shape[1] * 2, img.shape[0] * 2), Image.NEAREST).save(path)
     return float((x - y).abs().mean())
+
+
+CORNERS = ("top left", "top right", "bottom left", "bottom right")
+
+
+def corner_error(vae, px: int, colours) -> dict[str, float]:
+    """Mean |error| of the VAE's round trip of plain backgrounds (one per RGB colour in
+    `colours`) in each px/16-wide corner square and in the centre square, on [-1, 1]. A plain
+    picture has nothing to get wrong, so any corner well above the others is the decoder's own
+    drawing (the speck a decoder trained on crops drew into every picture's top right)."""
+    c = torch.tensor(list(colours), dtype=torch.float32) / 127.5 - 1
+    x = c[:, :, None, None].expand(-1, 3, px, px).contiguous()
+    with torch.no_grad():
+        y = vae.decode(vae.encode(x).latent_dist.mean).sample.float()
+    e = (y - x).abs().mean((0, 1))
+    s, mid = max(1, px // 16), px // 2
+    ends = (slice(0, s), slice(px - s, px))
+    out = {name: float(e[ends[k // 2], ends[k % 2]].mean()) for k, name in enumerate(CORNERS)}
+    out["centre"] = float(e[mid - s // 2:mid + (s + 1) // 2, mid - s // 2:mid + (s + 1) // 2].mean())
+    return out
 
 
 @contextlib.contextmanager
