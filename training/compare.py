@@ -14,7 +14,10 @@ noise. For each checkpoint, raw and EMA weights (the EMA's are what ships):
 - with --grid, the 40-subject grid of the EMA weights, judged by the run's cached judge, and
   written to --out as <name>-<step>.png to look at;
 - with --finish, pool pictures noised to t = 300/500/700/999 and finished by the EMA weights
-  (<name>-<step>-finish.png): where in the noise range the model has learned to draw.
+  (<name>-<step>-finish.png): where in the noise range the model has learned to draw;
+- with --fresh, the word gain and v-loss of the EMA weights on as many fresh compositions,
+  drawn like the pool's but never trained on: a gap to the pool's row says the model is
+  learning the pool by heart rather than the words.
 
 It reads run folders without writing to them, so runs may go on training meanwhile (a
 checkpoint is replaced atomically; the one read is the one named in the table).
@@ -34,9 +37,11 @@ import torch
 
 from training import model as M
 from training.monitor import WordGain, ema_weights, finish_from_noise, sample_grid
+from training.batches import _encoder
 from training.train import Config, Run, _unprefixed, load_checkpoint
 
 LOSS_STEPS = (200, 500, 800)
+FRESH_SEED = 77_000_000   # pool chunks are drawn at 30,000,000 + k; fresh pictures far from them
 
 
 def checkpoint_of(arg: Path) -> tuple[Path, Path]:
@@ -57,7 +62,8 @@ def open_run(folder: Path, data: Path) -> Run:
     return Run(Config(**{k: v for k, v in saved.items() if k in known}), data, folder, "cpu", write_config=False)
 
 
-def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish: bool = False) -> dict:
+def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish: bool = False,
+            fresh: bool = False) -> dict:
     folder, ckpt = checkpoint_of(arg)
     if not ckpt.exists():
         raise SystemExit(f"{ckpt}: no UNet checkpoint")
@@ -80,6 +86,9 @@ def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish:
     ema = [ema_sd[str(i)] for i in range(len(params))]
     pool = run.latent_pool(vae, tok, float("inf"))
     words = WordGain(pool, sf, tok, run.learned_names(), "cpu", run.cfg.seed, n=n)
+    if fresh:   # a quarter of compositions are pairs, which the word gain skips
+        new = run.compose_latents(run.pool_sampler(), FRESH_SEED, n * 3 // 2 + 32, vae, _encoder(tok))
+        fresh_words = WordGain(new, sf, tok, run.learned_names(), "cpu", run.cfg.seed, n=n)
     acp = M.scheduler().alphas_cumprod
     row = {"checkpoint": str(ckpt), "step": info["step"], "lr": run.cfg.lr, "text_lr": run.cfg.text_lr,
            "pictures": len(words.z)}
@@ -87,6 +96,8 @@ def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish:
         ctx = ema_weights(params, ema) if name == "EMA" else contextlib.nullcontext()
         with ctx:
             row[name] = words.measure(text, unet, acp, loss_steps=LOSS_STEPS)
+            if fresh and name == "EMA":
+                row["EMA, fresh"] = fresh_words.measure(text, unet, acp, loss_steps=LOSS_STEPS)
             if finish and name == "EMA":
                 out.mkdir(parents=True, exist_ok=True)
                 finish_from_noise(text, unet, vae, tok, pool, sf, out / f"{folder.name}-{info['step']}-finish.png")
@@ -107,7 +118,7 @@ def table(rows: list[dict]) -> str:
              "own-caption v-loss t=200/500/800 | grid: top 5 / style of 120 |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        for name in ("raw", "EMA"):
+        for name in [k for k in ("raw", "EMA", "EMA, fresh") if k in r]:
             m = r[name]
             g = r.get("grid") if name == "EMA" else None
             judged = f"{g['top5']} / {g['style']}" if g else ""
@@ -127,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finish", action="store_true",
                    help="also write <run>-<step>-finish.png to --out: pool pictures noised to t = 300/500/700/999 "
                         "and finished by the EMA weights (monitor.finish_from_noise)")
+    p.add_argument("--fresh", action="store_true",
+                   help="also measure the EMA weights on as many fresh compositions, never trained on")
     p.add_argument("--out", type=Path, default=None, help="where to write the grids and --finish pictures")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=None, help="also write the rows here")
@@ -134,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.finish and args.out is None:
         p.error("--finish writes pictures: give --out")
-    rows = [measure(c, args.data, args.pictures, args.grid, args.out, args.finish) for c in args.checkpoints]
+    rows = [measure(c, args.data, args.pictures, args.grid, args.out, args.finish, args.fresh) for c in args.checkpoints]
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")

@@ -593,9 +593,7 @@ class Run:
             folder.mkdir(exist_ok=True)
         chunk = min(POOL_CHUNK, self.cfg.pool)
         n_chunks = -(-self.cfg.pool // chunk)
-        sampler = D.Sampler(self.pack, self.split, self.cfg.seed, self.cfg.pair_prob, 0.0,
-                            self.sampler.names, self.cfg.canonical)
-        encode = _encoder(tok)
+        sampler, encode = self.pool_sampler(), _encoder(tok)
         t0, made = time.time(), 0
         for k in range(n_chunks):
             path = folder / f"chunk-{k:05d}.safetensors"
@@ -607,15 +605,8 @@ class Run:
             if time.time() > deadline:
                 log(f"pool: {k} of {n_chunks} chunks; stopping, run again to go on")
                 return None
-            renderer = self.renderer_at(self.px)     # (cached) only a missing chunk needs the sprites
-            b = sampler.train_batch(30_000_000 + k, chunk)
-            with torch.no_grad(), self.autocast():
-                x = renderer(b)
-                lat = [vae.encode(x[j:j + 64]).latent_dist.mean.float().cpu().half() for j in range(0, chunk, 64)]
             tmp = path.with_suffix(".tmp")
-            save_file({"latents": torch.cat(lat).contiguous(), "ids": encode(b.captions).to(torch.int16).contiguous(),
-                       "emoji": torch.as_tensor(b.emoji, dtype=torch.int16), "style": torch.as_tensor(b.style, dtype=torch.int8)},
-                      str(tmp))
+            save_file(self.compose_latents(sampler, 30_000_000 + k, chunk, vae, encode), str(tmp))
             os.replace(tmp, path)
             made += 1
             log(f"pool: chunk {k + 1}/{n_chunks} ({made * chunk / (time.time() - t0):.1f} pictures/s)")
@@ -623,6 +614,22 @@ class Run:
         pool = {key: torch.cat([c[key] for c in chunks])[: self.cfg.pool] for key in chunks[0]}
         log(f"pool: {len(pool['latents'])} pictures at {self.px} px from {folder}")
         return pool
+
+    def compose_latents(self, sampler: D.Sampler, seed_step: int, n: int, vae, encode) -> dict[str, torch.Tensor]:
+        """n compositions drawn by `sampler` at `seed_step`, rendered at the UNet's size and
+        VAE-encoded (latent means, fp16), with token ids, emoji and style: one pool chunk."""
+        renderer = self.renderer_at(self.px)     # (cached) only a missing chunk needs the sprites
+        b = sampler.train_batch(seed_step, n)
+        with torch.no_grad(), self.autocast():
+            x = renderer(b)
+            lat = [vae.encode(x[j:j + 64]).latent_dist.mean.float().cpu().half() for j in range(0, n, 64)]
+        return {"latents": torch.cat(lat).contiguous(), "ids": encode(b.captions).to(torch.int16).contiguous(),
+                "emoji": torch.as_tensor(b.emoji, dtype=torch.int16), "style": torch.as_tensor(b.style, dtype=torch.int8)}
+
+    def pool_sampler(self) -> D.Sampler:
+        """What the latent pool is drawn with: the training sampler without caption dropout."""
+        return D.Sampler(self.pack, self.split, self.cfg.seed, self.cfg.pair_prob, 0.0,
+                         self.sampler.names, self.cfg.canonical)
 
     # -- export -----------------------------------------------------------------------------
     def export(self, out: Path, shard: str = "15MB") -> Path:
