@@ -288,7 +288,7 @@ def test_weights_reach_the_shipped_folder_only_through_an_evaluation_that_passes
                        "--grid", str(tmp_path / "grid.png"), *EVAL_FAST])
 
     assert ship(smoke_run / "model") == 1          # the smoke architecture: refused before evaluating
-    assert "trained at size 'smoke'" in capsys.readouterr().err
+    assert "trained at size 'smoke'" in capsys.readouterr().out
     assert not eval_dir.exists()
     # The same weights as if trained at the default size past min_ship_steps.
     candidate = tmp_path / "candidate"
