@@ -578,6 +578,46 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
     assert not list((tmp_path / "poolless").glob("pool-*"))
 
 
+def test_pool_large_draws_its_share_of_large_single_emoji(pack_dir, tmp_path, capsys):
+    """pool_large: that share of every pool batch is drawn from the pool's large single emoji.
+    The flags come from the chunks' recipes, drawn again; the captions, made with them, agree."""
+    import re
+
+    run_dir = tmp_path / "run"
+    levers = ["--set", "pool=96", "--set", "unet_px=16", "--set", "pool_large=0.5"]
+    assert T.main(["--smoke", "--data", str(pack_dir), "--run", str(run_dir)] + levers) == 0
+    assert re.search(r"pool: \d+ large single emoji, 50% of each batch", capsys.readouterr().err)
+
+    cfg = T.Config.smoke()
+    cfg.pool, cfg.unet_px, cfg.pool_large = 96, 16, 0.5
+    run = T.Run(cfg, pack_dir, run_dir, "cpu", write_config=False)
+    tok = run.tokenizer()
+    pool = run.latent_pool(run.frozen_vae(), tok, float("inf"))
+    large, single = pool["large"], pool["emoji"][:, 1] < 0
+    assert large.shape == (96,) and 0 < int(large.sum()) < int(single.sum())
+    assert not (large & ~single).any()
+    # what the captions say agrees, where they name a size (some emoji names start with one)
+    sized_names = {n for ns in run.sampler.names.values() for n in ns if n.split()[0] in D.SIZES}
+    said = re.compile(r"^(?:an? )?(small|medium|large) ")
+    for cap, is_large in zip(tok.batch_decode(pool["ids"].long(), skip_special_tokens=True), large.tolist()):
+        m = said.match(cap)
+        if m and not any(n in cap for n in sized_names) and " and " not in cap:
+            assert (m.group(1) == "large") == is_large, cap
+
+    from training.batches import PoolBatches
+
+    batches = PoolBatches(pool, cfg, tok, "cpu")
+    flagged = {tuple(z.flatten().tolist()) for z in pool["latents"][large].float()}
+    for step in range(5):
+        lat, _ = batches.get(step, None, 1.0)
+        n = round(cfg.batch * 0.5)
+        assert all(tuple(z.flatten().tolist()) in flagged for z in lat[:n])
+    cfg.pool_large = 0.0     # without the lever the draw is what it always was
+    plain = PoolBatches(pool, cfg, tok, "cpu").get(3, None, 1.0)[0]
+    idx = torch.randint(0, 96, (cfg.batch,), generator=T._gen(torch.device("cpu"), cfg.seed, 8, 3))
+    assert torch.equal(plain, pool["latents"][idx].float())
+
+
 def test_sample_grid_draws_the_required_subjects(smoke_run, pack_dir):
     from training.monitor import SAMPLE_SUBJECTS, sample_grid
 

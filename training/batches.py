@@ -121,6 +121,11 @@ class PoolBatches:
     def __init__(self, pool: dict[str, torch.Tensor], cfg: "Config", tok, device):
         self.lat, self.ids, self.cfg, self.device = pool["latents"], pool["ids"], cfg, device
         self.empty = _encoder(tok)([""])[0]
+        # cfg.pool_large: that share of every batch comes from the large single emoji (pool["large"])
+        self.n_large = round(cfg.batch * cfg.pool_large) if cfg.pool_large else 0
+        self.large = pool["large"].nonzero().flatten() if self.n_large else None
+        if self.large is not None and not len(self.large):
+            raise ValueError("pool_large is set but the pool holds no large single emoji")
 
     def __len__(self) -> int:
         return len(self.lat)
@@ -128,6 +133,9 @@ class PoolBatches:
     def get(self, step: int, gen: torch.Generator, sf: float):
         g = _gen(torch.device("cpu"), self.cfg.seed, 8, step)
         idx = torch.randint(0, len(self.lat), (self.cfg.batch,), generator=g)
+        if self.n_large:
+            pick = torch.randint(0, len(self.large), (self.n_large,), generator=g)
+            idx[: self.n_large] = self.large[pick]
         ids = self.ids[idx].long()
         drop = torch.rand(self.cfg.batch, generator=g) < self.cfg.drop_caption
         ids[drop] = self.empty

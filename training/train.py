@@ -77,6 +77,7 @@ class Config:
     unet_px: int = 0               # picture size the UNet trains on (64, 96, 128); 0 = the model's size
     t_exponent: float = 1.0        # training timesteps t = 999 * u**t_exponent; 0.5 leans toward high noise
     pool: int = 0                  # pre-render + pre-encode this many compositions once and train from them; 0 = fresh each step
+    pool_large: float = 0.0        # share of each pool batch drawn from the pool's large single emoji; 0 = the pool as drawn
     vocabulary: str = "all"        # "common": training.vocab's subjects and names; "all": every emoji, datasource names
     canonical: float = 0.0         # share of captions naming an emoji by its first (CLDR) name
     pair_prob: float = 0.25        # share of samples with two emoji side by side
@@ -612,8 +613,23 @@ class Run:
             log(f"pool: chunk {k + 1}/{n_chunks} ({made * chunk / (time.time() - t0):.1f} pictures/s)")
         chunks = [load_file(str(folder / f"chunk-{k:05d}.safetensors")) for k in range(n_chunks)]
         pool = {key: torch.cat([c[key] for c in chunks])[: self.cfg.pool] for key in chunks[0]}
+        if self.cfg.pool_large:
+            pool["large"] = self.pool_large_singles(sampler, chunk, n_chunks)[: self.cfg.pool]
+            log(f"pool: {int(pool['large'].sum())} large single emoji, {self.cfg.pool_large:.0%} of each batch")
         log(f"pool: {len(pool['latents'])} pictures at {self.px} px from {folder}")
         return pool
+
+    @staticmethod
+    def pool_large_singles(sampler: D.Sampler, chunk: int, n_chunks: int) -> torch.Tensor:
+        """[n_chunks * chunk] bool: which pool pictures are one emoji at the "large" size. A chunk's
+        recipes are a pure function of its seed, so they are drawn again (no rendering, ~70 ms a
+        chunk of 1,024) instead of being stored: pools made before this flag existed work too."""
+        low = D.SIZES["large"][0]
+        flags = []
+        for k in range(n_chunks):
+            b = sampler.train_batch(30_000_000 + k, chunk)
+            flags.append(torch.as_tensor((b.emoji[:, 1] < 0) & (b.scale[:, 0] >= low)))
+        return torch.cat(flags)
 
     def compose_latents(self, sampler: D.Sampler, seed_step: int, n: int, vae, encode) -> dict[str, torch.Tensor]:
         """n compositions drawn by `sampler` at `seed_step`, rendered at the UNet's size and
