@@ -41,7 +41,7 @@ from training.batches import _encoder
 from training.train import Config, Run, _unprefixed, load_checkpoint
 
 LOSS_STEPS = (200, 500, 800)
-FRESH_SEED = 77_000_000   # pool chunks are drawn at 30,000,000 + k; fresh pictures far from them
+FRESH_SEED = 77_000_000   # pool chunks are drawn at train.POOL_SEED + k; fresh pictures far from them
 
 
 def checkpoint_of(arg: Path) -> tuple[Path, Path]:

@@ -53,6 +53,7 @@ from training.vocab import Vocabulary, learned_split
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "default"
 MIB = 2**20
+POOL_SEED = 30_000_000     # pool chunk k is drawn at step POOL_SEED + k
 
 
 @dataclass
@@ -607,7 +608,7 @@ class Run:
                 log(f"pool: {k} of {n_chunks} chunks; stopping, run again to go on")
                 return None
             tmp = path.with_suffix(".tmp")
-            save_file(self.compose_latents(sampler, 30_000_000 + k, chunk, vae, encode), str(tmp))
+            save_file(self.compose_latents(sampler, POOL_SEED + k, chunk, vae, encode), str(tmp))
             os.replace(tmp, path)
             made += 1
             log(f"pool: chunk {k + 1}/{n_chunks} ({made * chunk / (time.time() - t0):.1f} pictures/s)")
@@ -627,7 +628,7 @@ class Run:
         low = D.SIZES["large"][0]
         flags = []
         for k in range(n_chunks):
-            b = sampler.train_batch(30_000_000 + k, chunk)
+            b = sampler.train_batch(POOL_SEED + k, chunk)
             flags.append(torch.as_tensor((b.emoji[:, 1] < 0) & (b.scale[:, 0] >= low)))
         return torch.cat(flags)
 
