@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from training import data as D
@@ -581,7 +583,6 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
 def test_pool_large_draws_its_share_of_large_single_emoji(pack_dir, tmp_path, capsys):
     """pool_large: that share of every pool batch is drawn from the pool's large single emoji.
     The flags come from the chunks' recipes, drawn again; the captions, made with them, agree."""
-    import re
 
     run_dir = tmp_path / "run"
     levers = ["--set", "pool=96", "--set", "unet_px=16", "--set", "pool_large=0.5"]
@@ -609,13 +610,83 @@ def test_pool_large_draws_its_share_of_large_single_emoji(pack_dir, tmp_path, ca
     batches = PoolBatches(pool, cfg, tok, "cpu")
     flagged = {tuple(z.flatten().tolist()) for z in pool["latents"][large].float()}
     for step in range(5):
-        lat, _ = batches.get(step, None, 1.0)
+        lat, _, _ = batches.get(step, None, 1.0)
         n = round(cfg.batch * 0.5)
         assert all(tuple(z.flatten().tolist()) in flagged for z in lat[:n])
     cfg.pool_large = 0.0     # without the lever the draw is what it always was
     plain = PoolBatches(pool, cfg, tok, "cpu").get(3, None, 1.0)[0]
     idx = torch.randint(0, 96, (cfg.batch,), generator=T._gen(torch.device("cpu"), cfg.seed, 8, 3))
     assert torch.equal(plain, pool["latents"][idx].float())
+
+
+def test_text_aux_labels_come_from_the_pool_and_the_head_resumes(pack_dir, tmp_path, capsys):
+    """text_aux: the captions' encodings must name their emoji and style. The labels come with the
+    pool's batches ("said_style" from the recipes drawn again, agreeing with the captions); the head
+    is kept in the checkpoint, resumed from it, and its loss is logged."""
+    from safetensors.torch import load_file
+
+    from training.batches import PoolBatches
+
+    run_dir = tmp_path / "run"
+    args = ["--smoke", "--data", str(pack_dir), "--run", str(run_dir), "--set", "pool=96", "--set", "unet_px=16",
+            "--set", "text_aux=0.5", "--set", "unet_steps=12"]
+    assert T.main(args + ["--stop-at", "6"]) == 0
+    assert "text aux: weight 0.5, head new" in capsys.readouterr().err
+    head = {k for k in load_file(str(run_dir / "unet.safetensors")) if k.startswith("aux.")}
+    assert head == {"aux.emoji", "aux.style"}
+    assert T.main(args) == 0
+    log = capsys.readouterr().err
+    assert "head resumed" in log and re.search(r"unet step 12/12 loss [0-9.]+ text aux [0-9.]+ ", log)
+
+    cfg = T.Config.smoke()
+    cfg.pool, cfg.unet_px, cfg.text_aux = 96, 16, 0.5
+    run = T.Run(cfg, pack_dir, run_dir, "cpu", write_config=False)
+    tok = run.tokenizer()
+    pool = run.latent_pool(run.frozen_vae(), tok, float("inf"))
+    style_words = {w.replace(" ", "") for ws in D.STYLE_WORDS.values() for w in ws}
+    caps = [c.replace(" ", "") for c in tok.batch_decode(pool["ids"].long(), skip_special_tokens=True)]
+    said = [any(part in style_words for part in c.split(",")[1:]) for c in caps]
+    assert said == pool["said_style"].tolist() and 0 < sum(said) < len(said)
+    z, ids, labels = PoolBatches(pool, cfg, tok, "cpu").get(3, None, 1.0)
+    empty = T._encoder(tok)([""])[0]
+    named = torch.tensor([not torch.equal(row, empty) for row in ids])
+    assert torch.equal(labels["named"], named) and not labels["said_style"][~named].any()
+    for k in range(len(z)):      # each row's labels are its picture's
+        i = next(i for i in range(len(pool["latents"])) if torch.equal(pool["latents"][i].float(), z[k]))
+        assert torch.equal(labels["emoji"][k], pool["emoji"][i].long()) and labels["style"][k] == pool["style"][i]
+
+
+def test_text_aux_pulls_two_subjects_apart():
+    """Two captions that differ in one token start almost the same encoding; the head's loss,
+    trained into the text encoder alone, makes them two."""
+    from training.text_aux import TextAux
+
+    torch.manual_seed(0)
+    text = T.M.build_text_encoder(T.M.SIZES["smoke"], 40, 1, 2, 0)
+    aux = TextAux(text.config.hidden_size, 2)
+    ids = torch.tensor([[1, 5, 7, 9, 2, 0, 0, 0], [1, 6, 7, 9, 2, 0, 0, 0]])
+    labels = {"emoji": torch.tensor([[0, -1], [1, -1]]), "style": torch.tensor([0, 2]),
+              "named": torch.tensor([True, True]), "said_style": torch.tensor([True, False])}
+
+    def cosine():
+        with torch.no_grad():
+            m = text(ids)[0].mean(1)
+        return F.cosine_similarity(m[0], m[1], dim=0).item()
+
+    before, first = cosine(), aux.loss(text(ids)[0], labels).item()
+    opt = torch.optim.AdamW(list(text.parameters()) + list(aux.parameters()), lr=3e-3)
+    for _ in range(60):
+        loss = aux.loss(text(ids)[0], labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert before > 0.9 and cosine() < before - 0.3
+    assert loss.item() < first / 2
+    # a pair's target is half on each emoji; an empty caption (not named) adds nothing
+    pair = dict(labels, emoji=torch.tensor([[0, 1], [1, -1]]), named=torch.tensor([True, False]))
+    le, _ = aux.logits(text(ids)[0])
+    want = -(F.log_softmax(le[0], 0) * 0.5).sum() + F.cross_entropy(aux.logits(text(ids)[0])[1][:1], torch.tensor([0]))
+    assert torch.allclose(aux.loss(text(ids)[0], pair), want, atol=1e-5)
 
 
 def test_sample_grid_draws_the_required_subjects(smoke_run, pack_dir):

@@ -120,6 +120,8 @@ class PoolBatches:
 
     def __init__(self, pool: dict[str, torch.Tensor], cfg: "Config", tok, device):
         self.lat, self.ids, self.cfg, self.device = pool["latents"], pool["ids"], cfg, device
+        # what each picture shows and whether its caption names the style: text_aux's labels
+        self.emoji, self.style, self.said = pool["emoji"], pool["style"], pool.get("said_style")
         self.empty = _encoder(tok)([""])[0]
         # cfg.pool_large: that share of every batch comes from the large single emoji (pool["large"])
         self.n_large = round(cfg.batch * cfg.pool_large) if cfg.pool_large else 0
@@ -131,6 +133,8 @@ class PoolBatches:
         return len(self.lat)
 
     def get(self, step: int, gen: torch.Generator, sf: float):
+        """(latents, token ids, labels): labels (what the pictures show, for text_aux) when the
+        pool carries its "said_style" flags, else None."""
         g = _gen(torch.device("cpu"), self.cfg.seed, 8, step)
         idx = torch.randint(0, len(self.lat), (self.cfg.batch,), generator=g)
         if self.n_large:
@@ -139,7 +143,12 @@ class PoolBatches:
         ids = self.ids[idx].long()
         drop = torch.rand(self.cfg.batch, generator=g) < self.cfg.drop_caption
         ids[drop] = self.empty
-        return (self.lat[idx].float() * sf).to(self.device), ids.to(self.device)
+        labels = None
+        if self.said is not None:
+            labels = {"emoji": self.emoji[idx].long(), "style": self.style[idx].long(),
+                      "named": ~drop, "said_style": self.said[idx] & ~drop}
+            labels = {k: v.to(self.device) for k, v in labels.items()}
+        return (self.lat[idx].float() * sf).to(self.device), ids.to(self.device), labels
 
     def close(self) -> None:
         pass
@@ -155,6 +164,7 @@ class FreshBatches:
         self.enc = run._maybe_compile(vae.encoder)
 
     def get(self, step: int, gen: torch.Generator, sf: float):
+        """(latents, token ids, labels): what the pictures show, for text_aux."""
         _, batch, ids = self.pre.get()
         vae = self.vae
         with torch.no_grad(), self.run.autocast():
@@ -162,7 +172,10 @@ class FreshBatches:
             moments = vae.quant_conv(self.enc(x)) if vae.quant_conv is not None else self.enc(x)
             mean, logvar = moments.float().chunk(2, dim=1)
             z = (mean + torch.exp(0.5 * logvar.clamp(-30, 20)) * torch.randn(mean.shape, device=x.device, generator=gen)) * sf
-        return z, ids.to(self.run.device, non_blocking=True)
+        named = torch.tensor([c != "" for c in batch.captions])
+        labels = {"emoji": torch.as_tensor(batch.emoji), "style": torch.as_tensor(batch.style), "named": named,
+                  "said_style": torch.as_tensor(batch.said_style) & named}
+        return z, ids.to(self.run.device, non_blocking=True), {k: v.to(self.run.device) for k, v in labels.items()}
 
     def close(self) -> None:
         self.pre.close()

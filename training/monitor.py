@@ -6,6 +6,8 @@
 - `WordGain`: the same with only the subject word changed, or only the style word. The
   caption gain is mostly the background colour; these two say whether subjects and styles,
   what the evaluation scores, are being learned.
+- `TextSeparation`: whether the text encoder itself tells the subjects apart (and an emoji's
+  other names from other emoji): the UNet cannot draw two things for one encoding.
 - `sample_grid`: the issue's 40 must-draw subjects in all three styles, with the EMA
   weights, written to the run folder at every checkpoint (look at it).
 - `GridJudge`: the evaluation's judge (when it is cached in the run's eval folder) reads that
@@ -81,6 +83,51 @@ class ConditioningProbe:
         text.train(was[0]), unet.train(was[1])
         return (f"conditioning: text spread {100 * spread:.1f}%, UNet change at t=900 "
                 f"prompt vs empty {100 * vs_empty:.1f}%, prompt vs prompt {100 * vs_other:.1f}%")
+
+
+class TextSeparation:
+    """Does the text encoder tell the subjects apart? "<name>, 3d style" for every learned emoji's
+    first name, encoded and averaged over the caption's tokens, centred on their mean:
+    - the cosine to the nearest other subject (median over subjects): near 1, two subjects
+      arrive at the UNet as one prompt;
+    - how often each of the other names ("kitten") is nearest its own emoji's first name.
+    cpu2 at step 17,202, trained by the UNet's loss alone: 0.955, and 10% of 867 aliases;
+    "pizza" at 0.990 from "croissant", "cat" nearest "sun": subjects told apart by colour."""
+
+    def __init__(self, tok, names: dict[int, list[str]], device):
+        ids = sorted(names)
+        enc = _encoder(tok)
+        self.pad = tok.pad_token_id
+        self.first = enc([f"{names[e][0]}, 3d style" for e in ids]).to(device)
+        others = [(k, n) for k, e in enumerate(ids) for n in names[e][1:]]
+        self.alias = enc([f"{n}, 3d style" for _, n in others]).to(device) if others else None
+        self.truth = torch.tensor([k for k, _ in others], device=device)
+
+    def _pooled(self, text, ids: torch.Tensor) -> torch.Tensor:
+        h = text(ids)[0].float()
+        mask = (ids != self.pad).float()[..., None]
+        return (h * mask).sum(1) / mask.sum(1)
+
+    @torch.no_grad()
+    def measure(self, text) -> dict[str, float]:
+        was = text.training
+        text.eval()
+        first = self._pooled(text, self.first)
+        mean = first.mean(0, keepdim=True)
+        f = F.normalize(first - mean, dim=1)
+        cos = f @ f.T
+        cos.fill_diagonal_(-2.0)
+        out = {"nearest": cos.max(1).values.median().item(), "aliases": float("nan")}
+        if self.alias is not None:
+            a = F.normalize(self._pooled(text, self.alias) - mean, dim=1)
+            out["aliases"] = ((a @ f.T).argmax(1) == self.truth).float().mean().item()
+        text.train(was)
+        return out
+
+    def __call__(self, text) -> str:
+        m = self.measure(text)
+        return (f"text separation: nearest other subject at cosine {m['nearest']:.3f} (median, centred), "
+                f"other names nearest their own emoji {m['aliases']:.0%} of {len(self.truth)}")
 
 
 class CaptionGain:

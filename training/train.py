@@ -45,8 +45,9 @@ from safetensors.torch import load_file, save_file
 from training import data as D
 from training import model as M
 from training.batches import POOL_CHUNK, FreshBatches, PoolBatches, Prefetch, _encoder, _gen  # noqa: F401 (Prefetch: tests)
-from training.monitor import (SAMPLE_SUBJECTS, CaptionGain, ConditioningProbe, GridJudge, WordGain, ema_weights,
-                              corner_error, finish_from_noise, sample_grid, vae_round_trip)
+from training.monitor import (SAMPLE_SUBJECTS, CaptionGain, ConditioningProbe, GridJudge, TextSeparation, WordGain,
+                              ema_weights, corner_error, finish_from_noise, sample_grid, vae_round_trip)
+from training.text_aux import TextAux
 from training.tokenizer import load_tokenizer, train_tokenizer
 from training.vocab import Vocabulary, learned_split
 
@@ -79,6 +80,7 @@ class Config:
     t_exponent: float = 1.0        # training timesteps t = 999 * u**t_exponent; 0.5 leans toward high noise
     pool: int = 0                  # pre-render + pre-encode this many compositions once and train from them; 0 = fresh each step
     pool_large: float = 0.0        # share of each pool batch drawn from the pool's large single emoji; 0 = the pool as drawn
+    text_aux: float = 0.0          # weight of text_aux.TextAux's loss (the caption's encoding names its emoji and style); 0 = off
     vocabulary: str = "all"        # "common": training.vocab's subjects and names; "all": every emoji, datasource names
     canonical: float = 0.0         # share of captions naming an emoji by its first (CLDR) name
     pair_prob: float = 0.25        # share of samples with two emoji side by side
@@ -438,7 +440,7 @@ class Run:
         step = 0
         # Where the weights came from before this run's step 0 (`--init-unet`), and wall time
         # spent in this phase: carried in every checkpoint, written to training.json on export.
-        lineage, seconds = [], 0.0
+        lineage, seconds, aux_state = [], 0.0, {}
         if ckpt.exists():
             flat, info = load_checkpoint(ckpt, opt)
             lineage, seconds = info.get("lineage", []), info.get("seconds", 0.0)
@@ -447,7 +449,7 @@ class Run:
             ema_sd = _unprefixed("ema", flat)
             for i, e in enumerate(ema):
                 e.copy_(ema_sd[str(i)])
-            step = info["step"]
+            step, aux_state = info["step"], _unprefixed("aux", flat)
             for g, base in zip(opt.param_groups, (cfg.text_lr or cfg.lr, cfg.lr)):
                 g["base_lr"] = base           # a resumed run may have changed its rates
             log(f"unet: resumed at step {step}")
@@ -477,6 +479,16 @@ class Run:
         else:
             source, gain, words = FreshBatches(self, vae, tok, step), None, None
         probe = ConditioningProbe(tok, self.device, self.px // self.vae_factor(), cfg.seed)
+        separation = TextSeparation(tok, self.learned_names(), self.device) if self.vocabulary is not None else None
+        aux, aux_opt, aux_losses = None, None, []
+        if cfg.text_aux:
+            aux = TextAux(text.config.hidden_size, len(self.pack.emoji)).to(self.device)
+            if aux_state:
+                aux.load_state_dict(aux_state)
+            # Its own optimizer, not a third group of `opt`: checkpoints with and without the head
+            # then resume each other. Its moments are not kept; they rebuild in a few dozen steps.
+            aux_opt = torch.optim.AdamW(aux.parameters(), lr=1e-3, weight_decay=0.0)
+            log(f"text aux: weight {cfg.text_aux:g}, head {'resumed' if aux_state else 'new'}")
         log(f"unet: {self.px} px, batch {cfg.batch}, lr {cfg.lr:g} (text {cfg.text_lr or cfg.lr:g}), "
             f"t = 999 u^{cfg.t_exponent:g}, {'pool of ' + str(len(source)) if cfg.pool else 'fresh batches'}")
         t0, start, losses = time.time(), step, []
@@ -484,7 +496,7 @@ class Run:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, g["base_lr"], cfg.warmup, cfg.unet_steps)
             gen = _gen(self.device, cfg.seed, 6, step)
-            z, ids = source.get(step, gen, sf)
+            z, ids, labels = source.get(step, gen, sf)
             noise = torch.randn(z.shape, device=z.device, generator=gen)
             u = torch.rand(z.shape[0], device=z.device, generator=gen)
             t = (u ** cfg.t_exponent * (sched.config.num_train_timesteps - 1)).round().long()
@@ -493,10 +505,18 @@ class Run:
                 h = text_f(ids)[0]
                 pred = unet_f(noisy, t, encoder_hidden_states=h).sample
             loss = F.mse_loss(pred.float(), target)
+            total = loss
+            if aux is not None:
+                aux_loss = aux.loss(h, labels)
+                total = loss + cfg.text_aux * aux_loss
+                aux_losses.append(aux_loss.detach())
+                aux_opt.zero_grad(set_to_none=True)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            total.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
+            if aux is not None:
+                aux_opt.step()
             step += 1
             decay = min(cfg.ema, (1 + step) / (10 + step))
             with torch.no_grad():
@@ -508,17 +528,24 @@ class Run:
                 if not math.isfinite(mean_loss):
                     raise FloatingPointError(f"unet loss is {mean_loss} at step {step}")
                 rate = (step - start) * cfg.batch / max(1e-9, time.time() - t0)
-                log(f"unet step {step}/{cfg.unet_steps} loss {mean_loss:.4f} lr {opt.param_groups[1]['lr']:.2e} "
+                aux_note = ""
+                if aux_losses:
+                    aux_note = f" text aux {torch.stack(aux_losses).mean().item():.3f}"
+                    aux_losses.clear()
+                log(f"unet step {step}/{cfg.unet_steps} loss {mean_loss:.4f}{aux_note} lr {opt.param_groups[1]['lr']:.2e} "
                     f"{rate:.1f} samples/s")
             stop = time.time() > deadline or step == self.stop_at
             if step % cfg.probe_every == 0 or step == cfg.unet_steps or stop:
                 log(probe(text, unet))
+                if separation is not None:
+                    log(separation(text))
                 if gain is not None:
                     log(gain(text, unet, acp))
                     log(words(text, unet, acp))
             if step % cfg.ckpt_every == 0 or step == cfg.unet_steps or stop:
                 tensors = {**_prefixed("text", text), **_prefixed("unet", unet),
-                           **{f"ema.{i}": e for i, e in enumerate(ema)}}
+                           **{f"ema.{i}": e for i, e in enumerate(ema)},
+                           **(_prefixed("aux", aux) if aux is not None else {})}
                 save_checkpoint(ckpt, tensors, opt, {"step": step, "loss": loss.item(), "latent_scale": sf,
                                                      "px": self.px, "lineage": lineage,
                                                      "seconds": round(seconds + time.time() - t0, 1)})
@@ -614,23 +641,27 @@ class Run:
             log(f"pool: chunk {k + 1}/{n_chunks} ({made * chunk / (time.time() - t0):.1f} pictures/s)")
         chunks = [load_file(str(folder / f"chunk-{k:05d}.safetensors")) for k in range(n_chunks)]
         pool = {key: torch.cat([c[key] for c in chunks])[: self.cfg.pool] for key in chunks[0]}
+        if self.cfg.pool_large or self.cfg.text_aux:
+            pool.update({k: v[: self.cfg.pool] for k, v in self.pool_recipe_flags(sampler, chunk, n_chunks).items()})
         if self.cfg.pool_large:
-            pool["large"] = self.pool_large_singles(sampler, chunk, n_chunks)[: self.cfg.pool]
             log(f"pool: {int(pool['large'].sum())} large single emoji, {self.cfg.pool_large:.0%} of each batch")
         log(f"pool: {len(pool['latents'])} pictures at {self.px} px from {folder}")
         return pool
 
     @staticmethod
-    def pool_large_singles(sampler: D.Sampler, chunk: int, n_chunks: int) -> torch.Tensor:
-        """[n_chunks * chunk] bool: which pool pictures are one emoji at the "large" size. A chunk's
-        recipes are a pure function of its seed, so they are drawn again (no rendering, ~70 ms a
-        chunk of 1,024) instead of being stored: pools made before this flag existed work too."""
+    def pool_recipe_flags(sampler: D.Sampler, chunk: int, n_chunks: int) -> dict[str, torch.Tensor]:
+        """[n_chunks * chunk] bools from the pool pictures' recipes: "large", one emoji at the
+        "large" size (for pool_large); "said_style", the caption names the style (for text_aux's
+        labels). A chunk's recipes are a pure function of its seed, so they are drawn again (no
+        rendering, ~70 ms a chunk of 1,024) instead of being stored: pools made before these flags
+        existed work too."""
         low = D.SIZES["large"][0]
-        flags = []
+        large, said = [], []
         for k in range(n_chunks):
             b = sampler.train_batch(POOL_SEED + k, chunk)
-            flags.append(torch.as_tensor((b.emoji[:, 1] < 0) & (b.scale[:, 0] >= low)))
-        return torch.cat(flags)
+            large.append(torch.as_tensor((b.emoji[:, 1] < 0) & (b.scale[:, 0] >= low)))
+            said.append(torch.as_tensor(b.said_style))
+        return {"large": torch.cat(large), "said_style": torch.cat(said)}
 
     def compose_latents(self, sampler: D.Sampler, seed_step: int, n: int, vae, encode) -> dict[str, torch.Tensor]:
         """n compositions drawn by `sampler` at `seed_step`, rendered at the UNet's size and

@@ -1,0 +1,56 @@
+"""An auxiliary loss on the text encoder: from the caption's encoding, name its emoji and style.
+
+Trained only through the UNet's loss, cpu2's text encoder told subjects apart by little more
+than their colour (`monitor.TextSeparation`, step 17,202): "pizza" sat at cosine 0.990 from
+"croissant", "cat" beside "sun", "waffle" and "trophy", and an alias ("kitten") was nearest to
+its own emoji's name 10% of the time. A UNet cannot draw two shapes for two prompts that
+arrive as the same encoding, and the UNet's loss pays the text encoder little to tell them
+apart while the UNet does not yet draw shapes: each waits for the other.
+
+`TextAux` breaks that wait. It reads the encoder's output averaged over every position (what
+the UNet's cross-attention reads) and must name the caption's emoji (one, or both halves of a
+pair) and, when the caption says it, the style. It is a cosine classifier with a fixed scale,
+so only the encodings' directions can separate the classes, not a growing head. The loss is
+added to the UNet's with weight `Config.text_aux`; the head is training only and never
+exported. The labels come with every batch (`batches.PoolBatches` / `FreshBatches`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.data import STYLES
+
+
+class TextAux(nn.Module):
+    SCALE = 10.0   # cosine logits times this: a margin the encodings must earn by their direction
+
+    def __init__(self, width: int, n_emoji: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(9)
+        self.emoji = nn.Parameter(torch.randn(n_emoji, width, generator=g) * 0.02)
+        self.style = nn.Parameter(torch.randn(len(STYLES), width, generator=g) * 0.02)
+
+    def logits(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h: the text encoder's last hidden state [B, T, W] -> (emoji logits, style logits)."""
+        f = F.normalize(h.float().mean(1), dim=-1)
+        return (self.SCALE * f @ F.normalize(self.emoji, dim=-1).T,
+                self.SCALE * f @ F.normalize(self.style, dim=-1).T)
+
+    def loss(self, h: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Cross-entropy for the emoji (a pair: half the target on each) over captions that are
+        not empty, plus the style's over captions that name it."""
+        le, ls = self.logits(h)
+        named, emoji = labels["named"], labels["emoji"]          # [B] bool, [B, 2] ids (-1: none)
+        target = torch.zeros_like(le)
+        has = emoji >= 0
+        target.scatter_add_(1, emoji.clamp(min=0), has.float() / has.sum(1, keepdim=True).clamp(min=1))
+        loss = le.new_zeros(())
+        if named.any():
+            loss = loss + -(target[named] * F.log_softmax(le[named], 1)).sum(1).mean()
+        said = named & labels["said_style"]
+        if said.any():
+            loss = loss + F.cross_entropy(ls[said], labels["style"][said])
+        return loss
