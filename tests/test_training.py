@@ -549,7 +549,8 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
     before = {p: p.read_bytes() for p in (straight / "config.json", halves / "config.json", straight / "unet.json")}
     out = tmp_path / "ab"
     assert compare.main([str(straight), str(fork / "unet.safetensors"), "--data", str(pack_dir), "--pictures", "4",
-                         "--grid", "--finish", "--fresh", "--out", str(out), "--json", str(out / "rows.json")]) == 0
+                         "--grid", "--grid-seeds", "2", "--finish", "--fresh", "--out", str(out),
+                         "--json", str(out / "rows.json")]) == 0
     assert {p: p.read_bytes() for p in before} == before
     rows = json.loads((out / "rows.json").read_text())
     assert [r["step"] for r in rows] == [9, T.Config.smoke().unet_steps]
@@ -558,15 +559,18 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
             assert len(r[w]["subject"]) == len(r[w]["style"]) == len(r[w]["loss"]) == 3
             assert all(np.isfinite(r[w]["subject"] + r[w]["style"] + r[w]["loss"]))
         assert r["pictures"] == 4 and r["grid"] is None                # no judge cached for the smoke runs
+        for w in ("raw", "EMA"):                                        # the text encoder's separation of subjects
+            assert -1 <= r[w]["text"]["nearest"] <= 1 and 0 <= r[w]["text"]["aliases"] <= 1
     assert rows[0]["raw"] != rows[1]["raw"]                             # two different checkpoints were read
     assert all(r["EMA, fresh"]["loss"] != r["EMA"]["loss"] for r in rows)  # on other pictures than the pool's
-    assert sorted(p.name for p in out.glob("*.png")) == ["halves-8-finish.png", "halves-8.png", "straight-9-finish.png",
-                                                         "straight-9.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["halves-8-finish.png", "halves-8-seeds1.png", "halves-8.png",
+                                                         "straight-9-finish.png", "straight-9-seeds1.png", "straight-9.png"]
+    assert (out / "straight-9.png").read_bytes() != (out / "straight-9-seeds1.png").read_bytes()   # other seeds
     # 8 single pictures at 16 px: the round trip, then finished from t = 300, 500, 700 and 999
     assert Image.open(out / "straight-9-finish.png").size == (8 * 16, 5 * 16)
     table = capsys.readouterr().out
     assert table.count("| raw |") == table.count("| EMA |") == table.count("| EMA, fresh |") == 2
-    assert "subject gain" in table
+    assert "subject gain" in table and "text: nearest subject / aliases" in table
     # A run folder without its tokenizer is refused, not given a newly trained one.
     bare = tmp_path / "bare"
     shutil.copytree(straight, bare, ignore=shutil.ignore_patterns("tokenizer"))

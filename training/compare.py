@@ -11,8 +11,13 @@ noise. For each checkpoint, raw and EMA weights (the EMA's are what ships):
   right subject name / style word lowers the loss against another one, at t = 400/600/800;
 - the v-loss on the same pictures with their own captions at t = 200/500/800 (fixed noise):
   everything the model has learned, background colours and places included;
+- the text encoder's separation of the subjects (`monitor.TextSeparation`): the cosine from
+  each subject to its nearest other (median; lower is better), and how often an emoji's other
+  names are nearest its own first name;
 - with --grid, the 40-subject grid of the EMA weights, judged by the run's cached judge, and
-  written to --out as <name>-<step>.png to look at;
+  written to --out as <name>-<step>.png to look at. One grid is one seed a picture, and two
+  seed sets of the same weights have read 5 and 11 of 120: --grid-seeds N draws N and adds
+  them up;
 - with --finish, pool pictures noised to t = 300/500/700/999 and finished by the EMA weights
   (<name>-<step>-finish.png): where in the noise range the model has learned to draw;
 - with --fresh, the word gain and v-loss of the EMA weights on as many fresh compositions,
@@ -36,12 +41,13 @@ from pathlib import Path
 import torch
 
 from training import model as M
-from training.monitor import WordGain, ema_weights, finish_from_noise, sample_grid
+from training.monitor import TextSeparation, WordGain, ema_weights, finish_from_noise, sample_grid
 from training.batches import _encoder
 from training.train import Config, Run, _unprefixed, load_checkpoint
 
 LOSS_STEPS = (200, 500, 800)
 FRESH_SEED = 77_000_000   # pool chunks are drawn at train.POOL_SEED + k; fresh pictures far from them
+GRID_SEED_STRIDE = 1000   # --grid-seeds: seed set k draws its pictures at k * this + their place in the grid
 
 
 def checkpoint_of(arg: Path) -> tuple[Path, Path]:
@@ -63,7 +69,7 @@ def open_run(folder: Path, data: Path) -> Run:
 
 
 def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish: bool = False,
-            fresh: bool = False) -> dict:
+            fresh: bool = False, grid_seeds: int = 1) -> dict:
     folder, ckpt = checkpoint_of(arg)
     if not ckpt.exists():
         raise SystemExit(f"{ckpt}: no UNet checkpoint")
@@ -89,6 +95,7 @@ def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish:
     if fresh:   # a quarter of compositions are pairs, which the word gain skips
         new = run.compose_latents(run.pool_sampler(), FRESH_SEED, n * 3 // 2 + 32, vae, _encoder(tok))
         fresh_words = WordGain(new, sf, tok, run.learned_names(), "cpu", run.cfg.seed, n=n)
+    separation = TextSeparation(tok, run.learned_names(), "cpu")
     acp = M.scheduler().alphas_cumprod
     row = {"checkpoint": str(ckpt), "step": info["step"], "lr": run.cfg.lr, "text_lr": run.cfg.text_lr,
            "pictures": len(words.z)}
@@ -96,36 +103,45 @@ def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish:
         ctx = ema_weights(params, ema) if name == "EMA" else contextlib.nullcontext()
         with ctx:
             row[name] = words.measure(text, unet, acp, loss_steps=LOSS_STEPS)
+            row[name]["text"] = separation.measure(text)
             if fresh and name == "EMA":
                 row["EMA, fresh"] = fresh_words.measure(text, unet, acp, loss_steps=LOSS_STEPS)
             if finish and name == "EMA":
                 out.mkdir(parents=True, exist_ok=True)
                 finish_from_noise(text, unet, vae, tok, pool, sf, out / f"{folder.name}-{info['step']}-finish.png")
             if grid and name == "EMA":
-                with tempfile.TemporaryDirectory() as tmp:
-                    pictures = sample_grid(text, unet, vae, tok, run.px, run.vae_factor(), Path(tmp), info["step"])
-                    if out is not None:
-                        out.mkdir(parents=True, exist_ok=True)
-                        shutil.copy(Path(tmp) / "samples.png", out / f"{folder.name}-{info['step']}.png")
-                judge = run.grid_judge()
-                row["grid"] = judge(pictures) if judge is not None else None
+                judge, scores = run.grid_judge(), []
+                for k in range(grid_seeds):
+                    with tempfile.TemporaryDirectory() as tmp:
+                        pictures = sample_grid(text, unet, vae, tok, run.px, run.vae_factor(), Path(tmp), info["step"],
+                                               seed0=GRID_SEED_STRIDE * k)
+                        if out is not None:
+                            out.mkdir(parents=True, exist_ok=True)
+                            suffix = f"-seeds{k}" if k else ""
+                            shutil.copy(Path(tmp) / "samples.png", out / f"{folder.name}-{info['step']}{suffix}.png")
+                    if judge is not None:
+                        scores.append(judge(pictures))
+                row["grid"] = None if judge is None else {
+                    "seed_sets": len(scores), "pictures": sum(sc["pictures"] for sc in scores),
+                    **{key: sum(sc[key] for sc in scores) for key in ("top5", "top1", "style")}}
     return row
 
 
 def table(rows: list[dict]) -> str:
     pct = "/".join
     lines = ["| checkpoint | step | lr (text) | weights | subject gain t=400/600/800 | style gain | "
-             "own-caption v-loss t=200/500/800 | grid: top 5 / style of 120 |",
-             "|---|---|---|---|---|---|---|---|"]
+             "own-caption v-loss t=200/500/800 | text: nearest subject / aliases | grid: top 5 / style |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for name in [k for k in ("raw", "EMA", "EMA, fresh") if k in r]:
             m = r[name]
             g = r.get("grid") if name == "EMA" else None
-            judged = f"{g['top5']} / {g['style']}" if g else ""
+            judged = f"{g['top5']} / {g['style']} of {g['pictures']}" if g else ""
+            sep = f"{m['text']['nearest']:.3f} / {m['text']['aliases']:.0%}" if "text" in m else ""
             lines.append(
                 f"| {r['checkpoint']} | {r['step']} | {r['lr']:g} ({r['text_lr']:g}) | {name} | "
                 f"{pct(f'{100 * x:.1f}%' for x in m['subject'])} | {pct(f'{100 * x:.1f}%' for x in m['style'])} | "
-                f"{pct(f'{x:.4f}' for x in m['loss'])} | {judged} |")
+                f"{pct(f'{x:.4f}' for x in m['loss'])} | {sep} | {judged} |")
     return "\n".join(lines)
 
 
@@ -135,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=Path("training/build/data"))
     p.add_argument("--pictures", type=int, default=384, help="single-emoji pool pictures for the word gain")
     p.add_argument("--grid", action="store_true", help="also draw and judge the 40-subject grid (EMA weights)")
+    p.add_argument("--grid-seeds", type=int, default=1, help="with --grid: this many seed sets, judged and added up")
     p.add_argument("--finish", action="store_true",
                    help="also write <run>-<step>-finish.png to --out: pool pictures noised to t = 300/500/700/999 "
                         "and finished by the EMA weights (monitor.finish_from_noise)")
@@ -147,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.finish and args.out is None:
         p.error("--finish writes pictures: give --out")
-    rows = [measure(c, args.data, args.pictures, args.grid, args.out, args.finish, args.fresh) for c in args.checkpoints]
+    rows = [measure(c, args.data, args.pictures, args.grid, args.out, args.finish, args.fresh, args.grid_seeds)
+            for c in args.checkpoints]
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")

@@ -283,8 +283,8 @@ def ema_weights(params, ema):
 
 
 @torch.no_grad()
-def sample_grid(text, unet, vae, tok, px: int, factor: int, folder: Path, step: int) -> torch.Tensor:
-    """Draw every SAMPLE_SUBJECTS word in the three styles (seed = its place in the grid) and
+def sample_grid(text, unet, vae, tok, px: int, factor: int, folder: Path, step: int, seed0: int = 0) -> torch.Tensor:
+    """Draw every SAMPLE_SUBJECTS word in the three styles (seed = seed0 + its place in the grid) and
     write folder/samples.png (columns of 3: 3d, flat, cartoon) and samples.txt (the rows).
     Returns the pictures, [120, 3, px, px] in [-1, 1], word by word, 3d/flat/cartoon each."""
     from diffusers import StableDiffusionPipeline
@@ -295,7 +295,7 @@ def sample_grid(text, unet, vae, tok, px: int, factor: int, folder: Path, step: 
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     prompts = [f"{w}, {st}" for w in SAMPLE_SUBJECTS for st in ("3d style", "flat style", "cartoon style")]
-    gens = [torch.Generator().manual_seed(i) for i in range(len(prompts))]
+    gens = [torch.Generator().manual_seed(seed0 + i) for i in range(len(prompts))]
     lat = torch.stack([torch.randn((4, px // factor, px // factor), generator=g) for g in gens])
     imgs = pipe(prompts, num_inference_steps=20, guidance_scale=5.0, height=px, width=px,
                 latents=lat, output_type="np").images
