@@ -73,6 +73,7 @@ def test_a_model_the_hires_fix_does_not_help_says_so_instead(browser, generator,
         context = browser.new_context(viewport={"width": 1280, "height": 800})
         page = context.new_page()
         page.goto(srv.url)
+        page.locator("#g-prompt textarea").wait_for(timeout=30_000)   # the app, not Gradio's "Loading..."
         expect(page.locator("#g-hires-note")).to_contain_text("does not improve this model's pictures")
         expect(page.locator("#g-hires-note")).to_contain_text("128 vs 256 px grid")
         expect(page.locator("#g-upscale")).to_have_count(0)
