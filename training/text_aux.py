@@ -3,7 +3,7 @@
 Trained only through the UNet's loss, cpu2's text encoder told subjects apart by little more
 than their colour (`monitor.TextSeparation`, step 17,202): "pizza" sat at cosine 0.990 from
 "croissant", "cat" beside "sun", "waffle" and "trophy", and an alias ("kitten") was nearest to
-its own emoji's name 10% of the time. A UNet cannot draw two shapes for two prompts that
+its own emoji's name 9% of the time. A UNet cannot draw two shapes for two prompts that
 arrive as the same encoding, and the UNet's loss pays the text encoder little to tell them
 apart while the UNet does not yet draw shapes: each waits for the other.
 
