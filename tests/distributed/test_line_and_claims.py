@@ -47,12 +47,13 @@ def test_owners_take_turns_and_cancel_keeps_the_order(line):
 
 def test_limits_are_checked_and_reserved_atomically(line):
     owner = Owner("discord", "m", guild_id="g1")
-    results = []
+    results, admitted = [], []
 
     def one(i):
         try:
             add(line, f"j{i}", owner, quota=Quota(max_active=3))
             results.append("ok")
+            admitted.append(f"j{i}")
         except LimitReached as exc:
             results.append(str(exc))
 
@@ -68,7 +69,9 @@ def test_limits_are_checked_and_reserved_atomically(line):
         add(line, "x", owner, per_owner=3)
     with pytest.raises(QueueFull, match=r"^The queue is full \(3 jobs waiting, the limit is 3\)"):
         add(line, "y", Owner("web", "other"), queue_max=3)
-    line.release("j0", owner)  # a job ended: its place is free again
+    # A job that held a place ended: its place is free again. (Which three threads got in is up
+    # to the scheduler: releasing "j0" when j0 had been refused freed nothing, a CI flake.)
+    line.release(admitted[0], owner)
     add(line, "j99", owner, quota=Quota(max_active=3))
     with pytest.raises(LimitReached, match="4 jobs in the last hour; this server allows 4 per hour"):
         add(line, "z", owner, quota=Quota(max_per_hour=4))
