@@ -512,6 +512,12 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
         T.main(base + ["--run", str(straight), "--set", "vocab=700"])
     assert T.main(base + ["--run", str(straight), "--set", "unet_steps=9"]) == 0
     assert json.loads((straight / "unet.json").read_text())["step"] == 9
+    # ... and it remembers the change: a plain resume keeps the longer schedule (it used to fall
+    # back to the recipe's 8 steps and say the schedule had changed)
+    capsys.readouterr()
+    assert T.main(base + ["--run", str(straight)]) == 0
+    assert json.loads((straight / "config.json").read_text())["unet_steps"] == 9
+    assert "schedule changed" not in capsys.readouterr().err
 
     run = T.Run(T.Config.smoke(), pack_dir, straight, "cpu", write_config=False)   # reads; the run keeps its levers
     tok = run.tokenizer()

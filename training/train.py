@@ -798,6 +798,14 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     cfg = Config.smoke() if args.smoke else Config.cpu() if device == "cpu" else Config()
     known = {f.name: f.type for f in fields(Config)}
+    saved = args.run / "config.json"
+    if saved.exists():
+        # A run folder remembers its settings: resuming needs only --run and --phase, and a
+        # --set from an earlier invocation (a longer schedule, a lever) stays until set again.
+        # Threads belong to the machine and the moment, not to the run.
+        for key, value in json.loads(saved.read_text()).items():
+            if key in known and key != "threads":
+                setattr(cfg, key, value)
     for kv in args.set:
         key, _, value = kv.partition("=")
         if key not in known:
