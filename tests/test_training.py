@@ -18,8 +18,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from training import common as C
 from training import data as D
+from training import model as M
 from training import train as T
+from training.batches import Prefetch, _encoder, _gen
+from training.export import SHIPPED
+from training.monitor import ConditioningProbe
 from training.tokenizer import load_tokenizer, train_tokenizer
 
 
@@ -265,8 +270,8 @@ def test_resume_continues_exactly(pack_dir, smoke_run, tmp_path):
 def test_export_refuses_to_write_into_the_shipped_folder(smoke_run, pack_dir):
     run = T.Run(T.Config.smoke(), pack_dir, smoke_run / "run", "cpu")
     with pytest.raises(SystemExit, match="unevaluated weights never ship.*training.ship"):
-        run.export(T.SHIPPED)
-    assert not list(T.SHIPPED.rglob("*.safetensors"))
+        run.export(SHIPPED)
+    assert not list(SHIPPED.rglob("*.safetensors"))
 
 
 # training.evaluate as small as it goes: a judge of 20 steps, 16 prompts, 2 denoising steps.
@@ -341,11 +346,11 @@ def test_the_ship_verdict_wants_the_bar_first_then_a_better_model_on_the_same_ev
 def test_v_pair_is_the_schedulers_v_prediction_pair():
     # One helper makes (noisy latent, v target) for training, the probes and the bench: check it
     # against diffusers' own add_noise / get_velocity, and the two ends of the schedule.
-    sched = T.M.scheduler()
+    sched = M.scheduler()
     g = torch.Generator().manual_seed(0)
     z, noise = torch.randn(5, 4, 3, 3, generator=g), torch.randn(5, 4, 3, 3, generator=g)
     t = torch.tensor([0, 250, 500, 750, 999])
-    noisy, v = T.M.v_pair(z, noise, t, sched.alphas_cumprod)
+    noisy, v = M.v_pair(z, noise, t, sched.alphas_cumprod)
     assert torch.allclose(noisy, sched.add_noise(z, noise, t), atol=1e-6)
     assert torch.allclose(v, sched.get_velocity(z, noise, t), atol=1e-6)
     # zero terminal SNR: the last step is pure noise and its target is -z
@@ -357,11 +362,11 @@ def test_checkpoint_round_trip_keeps_optimizer_state(tmp_path):
     opt = torch.optim.AdamW(m.parameters(), lr=0.1)
     m(torch.randn(4, 3)).sum().backward()
     opt.step()
-    T.save_checkpoint(tmp_path / "c.safetensors", T._prefixed("m", m), opt, {"step": 1})
+    C.save_checkpoint(tmp_path / "c.safetensors", C.prefixed("m", m), opt, {"step": 1})
     m2 = torch.nn.Linear(3, 2)
     opt2 = torch.optim.AdamW(m2.parameters(), lr=0.1)
-    flat, info = T.load_checkpoint(tmp_path / "c.safetensors", opt2)
-    m2.load_state_dict(T._unprefixed("m", flat))
+    flat, info = C.load_checkpoint(tmp_path / "c.safetensors", opt2)
+    m2.load_state_dict(C.unprefixed("m", flat))
     assert info["step"] == 1 and torch.equal(m.weight, m2.weight)
     assert torch.equal(opt.state_dict()["state"][0]["exp_avg"], opt2.state_dict()["state"][0]["exp_avg"])
 
@@ -403,8 +408,8 @@ def test_worker_prefetch_draws_the_same_batches_and_stops_cleanly(pack_dir, smok
     pack = D.Pack.load(pack_dir)
     sampler = D.Sampler(pack, D.Split.make(pack, 0), 0)
     tok = load_tokenizer(smoke_run / "run" / "tokenizer")
-    a = T.Prefetch(sampler, tok, 16, 5, 100, workers=0)
-    b = T.Prefetch(sampler, load_tokenizer(smoke_run / "run" / "tokenizer"), 16, 5, 100, workers=1)
+    a = Prefetch(sampler, tok, 16, 5, 100, workers=0)
+    b = Prefetch(sampler, load_tokenizer(smoke_run / "run" / "tokenizer"), 16, 5, 100, workers=1)
     for _ in range(3):
         (sa, ba, ia), (sb, bb, ib) = a.get(), b.get()
         assert sa == sb and ba.captions == bb.captions and torch.equal(ia, ib)
@@ -424,7 +429,7 @@ def test_denoiser_loss_falls_on_a_fixed_batch(pack_dir, tmp_path):
     g = torch.Generator().manual_seed(0)
     z, noise = torch.randn(8, 4, 16, 16, generator=g), torch.randn(8, 4, 16, 16, generator=g)
     t = torch.randint(0, 1000, (8,), generator=g)
-    acp = T.M.scheduler().alphas_cumprod
+    acp = M.scheduler().alphas_cumprod
     a, s = acp[t].sqrt()[:, None, None, None], (1 - acp[t]).sqrt()[:, None, None, None]
     ids = torch.as_tensor(tok(run.sampler.train_batch(0, 8).captions, padding="max_length",
                               max_length=tok.model_max_length, truncation=True).input_ids)
@@ -522,10 +527,10 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
     run = T.Run(T.Config.smoke(), pack_dir, straight, "cpu", write_config=False)   # reads; the run keeps its levers
     tok = run.tokenizer()
     text, unet = run.build_denoiser(tok)
-    flat, _ = T.load_checkpoint(straight / "unet.safetensors")
-    text.load_state_dict(T._unprefixed("text", flat))
-    unet.load_state_dict(T._unprefixed("unet", flat))
-    line = T.ConditioningProbe(tok, "cpu", 8, 0)(text, unet)
+    flat, _ = C.load_checkpoint(straight / "unet.safetensors")
+    text.load_state_dict(C.unprefixed("text", flat))
+    unet.load_state_dict(C.unprefixed("unet", flat))
+    line = ConditioningProbe(tok, "cpu", 8, 0)(text, unet)
     assert line.startswith("conditioning: text spread") and "prompt vs prompt" in line
 
     # The word gain's captions differ from the right one in the subject's name only, or the style's word only.
@@ -539,9 +544,9 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
         (rn, rs), (on, os_), (sn, ss) = (x.rsplit(" , ", 1) for x in (r, o, st))
         assert rs == os_ and rn != on and rn == sn and rs != ss
         assert {rs, ss} <= {"3 d style", "flat style", "cartoon style"}
-    m = wg.measure(text, unet, T.M.scheduler().alphas_cumprod)
+    m = wg.measure(text, unet, M.scheduler().alphas_cumprod)
     assert len(m["subject"]) == len(m["style"]) == 3 and all(np.isfinite(m["subject"] + m["style"]))
-    assert "(raw weights," in words[-1] and "(EMA weights," in wg(text, unet, T.M.scheduler().alphas_cumprod, "EMA")
+    assert "(raw weights," in words[-1] and "(EMA weights," in wg(text, unet, M.scheduler().alphas_cumprod, "EMA")
 
     # training.compare measures checkpoints side by side (an A/B of two forks) without touching their runs.
     import shutil
@@ -625,7 +630,7 @@ def test_pool_large_draws_its_share_of_large_single_emoji(pack_dir, tmp_path, ca
         assert all(tuple(z.flatten().tolist()) in flagged for z in lat[:n])
     cfg.pool_large = 0.0     # without the lever the draw is what it always was
     plain = PoolBatches(pool, cfg, tok, "cpu").get(3, None, 1.0)[0]
-    idx = torch.randint(0, 96, (cfg.batch,), generator=T._gen(torch.device("cpu"), cfg.seed, 8, 3))
+    idx = torch.randint(0, 96, (cfg.batch,), generator=_gen(torch.device("cpu"), cfg.seed, 8, 3))
     assert torch.equal(plain, pool["latents"][idx].float())
 
 
@@ -658,7 +663,7 @@ def test_text_aux_labels_come_from_the_pool_and_the_head_resumes(pack_dir, tmp_p
     said = [any(part in style_words for part in c.split(",")[1:]) for c in caps]
     assert said == pool["said_style"].tolist() and 0 < sum(said) < len(said)
     z, ids, labels = PoolBatches(pool, cfg, tok, "cpu").get(3, None, 1.0)
-    empty = T._encoder(tok)([""])[0]
+    empty = _encoder(tok)([""])[0]
     named = torch.tensor([not torch.equal(row, empty) for row in ids])
     assert torch.equal(labels["named"], named) and not labels["said_style"][~named].any()
     for k in range(len(z)):      # each row's labels are its picture's
@@ -672,7 +677,7 @@ def test_text_aux_pulls_two_subjects_apart():
     from training.text_aux import TextAux
 
     torch.manual_seed(0)
-    text = T.M.build_text_encoder(T.M.SIZES["smoke"], 40, 1, 2, 0)
+    text = M.build_text_encoder(M.SIZES["smoke"], 40, 1, 2, 0)
     aux = TextAux(text.config.hidden_size, 2)
     ids = torch.tensor([[1, 5, 7, 9, 2, 0, 0, 0], [1, 6, 7, 9, 2, 0, 0, 0]])
     labels = {"emoji": torch.tensor([[0, -1], [1, -1]]), "style": torch.tensor([0, 2]),

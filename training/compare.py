@@ -43,7 +43,8 @@ import torch
 from training import model as M
 from training.monitor import TextSeparation, WordGain, ema_weights, finish_from_noise, sample_grid
 from training.batches import _encoder
-from training.train import Config, Run, _unprefixed, load_checkpoint
+from training.common import load_checkpoint, unprefixed
+from training.train import Config, Run
 
 LOSS_STEPS = (200, 500, 800)
 FRESH_SEED = 77_000_000   # pool chunks are drawn at train.POOL_SEED + k; fresh pictures far from them
@@ -84,11 +85,11 @@ def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish:
     vae = run.frozen_vae()
     sf = info["latent_scale"]
     text, unet = run.build_denoiser(tok)
-    text.load_state_dict(_unprefixed("text", flat))
-    unet.load_state_dict(_unprefixed("unet", flat))
+    text.load_state_dict(unprefixed("text", flat))
+    unet.load_state_dict(unprefixed("unet", flat))
     text.eval(), unet.eval()
     params = list(text.parameters()) + list(unet.parameters())
-    ema_sd = _unprefixed("ema", flat)
+    ema_sd = unprefixed("ema", flat)
     ema = [ema_sd[str(i)] for i in range(len(params))]
     pool = run.latent_pool(vae, tok, float("inf"))
     words = WordGain(pool, sf, tok, run.learned_names(), "cpu", run.cfg.seed, n=n)

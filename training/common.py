@@ -1,0 +1,64 @@
+"""What every training phase shares: checkpoints (safetensors weights and optimizer moments
+with a JSON sidecar, written atomically; nothing here ever calls torch.load), the learning-rate
+schedule, and the log line."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], opt: torch.optim.Optimizer | None, info: dict) -> None:
+    """Weights + optimizer moments in one safetensors file, step etc. in a JSON sidecar. Atomic."""
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    opt_meta = None
+    if opt is not None:
+        sd = opt.state_dict()
+        for pid, st in sd["state"].items():
+            for k, v in st.items():
+                flat[f"optim.{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().contiguous().cpu()
+        opt_meta = {"param_groups": sd["param_groups"], "state_keys": {str(p): sorted(st) for p, st in sd["state"].items()}}
+    tmp = path.with_suffix(".tmp")
+    save_file(flat, str(tmp))
+    os.replace(tmp, path)
+    side = path.with_suffix(".json")
+    side.with_suffix(".json.tmp").write_text(json.dumps({**info, "optimizer": opt_meta}, indent=1))
+    os.replace(side.with_suffix(".json.tmp"), side)
+
+
+def load_checkpoint(path: Path, opt: torch.optim.Optimizer | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    flat = load_file(str(path))
+    info = json.loads(path.with_suffix(".json").read_text())
+    if opt is not None and info.get("optimizer"):
+        meta = info["optimizer"]
+        state = {int(p): {k: flat[f"optim.{p}.{k}"] for k in keys} for p, keys in meta["state_keys"].items()}
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return {k: v for k, v in flat.items() if not k.startswith("optim.")}, info
+
+
+def prefixed(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+
+
+def unprefixed(prefix: str, flat: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in flat.items() if k.startswith(prefix + ".")}
+
+
+def lr_at(step: int, base: float, warmup: int, total: int) -> float:
+    """Linear warm-up, then cosine to 10% of base at `total`. A function of step only."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

@@ -1,0 +1,189 @@
+"""The VAE phases of a run: the autoencoder trained on (cropped) compositions, then its decoder
+alone with the encoder frozen, and the latent scaling factor. A mixin of `training.train.Run`,
+which holds the configuration, the run folder and the renderers."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+
+from training import data as D
+from training import model as M
+from training.batches import Prefetch, _gen
+from training.common import lr_at, load_checkpoint, log, prefixed, save_checkpoint, unprefixed
+from training.monitor import corner_error, vae_round_trip
+
+
+class VAEPhase:
+    # -- phase 1: VAE ------------------------------------------------------------------------
+    def build_vae(self):
+        torch.manual_seed(self.cfg.seed)
+        return M.build_vae(self.size).to(self.device)
+
+    def train_vae(self, deadline: float) -> int:
+        cfg, ckpt = self.cfg, self.run / "vae.safetensors"
+        vae = self.build_vae()
+        opt = self._opt(vae.parameters(), cfg.vae_lr)
+        step = 0
+        if ckpt.exists():
+            flat, info = load_checkpoint(ckpt, opt)
+            vae.load_state_dict(unprefixed("vae", flat))
+            step = info["step"]
+            log(f"vae: resumed at step {step}")
+        if step >= cfg.vae_steps:
+            return step
+        if (self.run / "unet.safetensors").exists() or any(self.run.glob("pool-*")):
+            # The latent pool and the UNet live in this VAE's latent space: changing it now
+            # would silently spoil both. (A run whose VAE stopped short on time keeps it.)
+            log(f"vae: frozen at step {step} of {cfg.vae_steps}: the UNet phase has begun")
+            return cfg.vae_steps
+        fwd = self._maybe_compile(vae)
+        pre = Prefetch(self.vae_sampler, None, cfg.vae_batch or cfg.batch, step, cfg.vae_steps, workers=self.workers)
+        t0, last_loss, start = time.time(), float("nan"), step
+        while step < cfg.vae_steps:
+            _, batch, _ = pre.get()
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg.vae_lr, cfg.vae_warmup, cfg.vae_steps)
+            x = self.vae_pictures(batch, step)
+            with self.autocast():
+                post = fwd.encode(x).latent_dist
+                z = post.mean + post.std * torch.randn(post.mean.shape, device=x.device,
+                                                       generator=_gen(self.device, cfg.seed, 5, step))
+                rec = fwd.decode(z).sample.float()
+            loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + cfg.kl_weight * post.kl().mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            opt.step()
+            step += 1
+            if step % 50 == 0 or step == cfg.vae_steps:
+                last_loss = loss.item()
+                n = cfg.vae_batch or cfg.batch
+                log(f"vae step {step}/{cfg.vae_steps} loss {last_loss:.4f} "
+                    f"{(step - start) * n / max(1e-9, time.time() - t0):.1f} samples/s")
+                if not math.isfinite(last_loss):
+                    raise FloatingPointError(f"vae loss is {last_loss} at step {step}")
+            stop = time.time() > deadline or step == self.stop_at
+            if step % cfg.ckpt_every == 0 or step == cfg.vae_steps or stop:
+                save_checkpoint(ckpt, prefixed("vae", vae), opt, {"step": step, "loss": loss.item()})
+                if step % cfg.sample_every == 0 or step == cfg.vae_steps or stop:
+                    self.round_trips(vae, "vae", step)
+            if stop and step < cfg.vae_steps:
+                log(f"vae: stopping at step {step}; run again to resume")
+                break
+        pre.close()
+        return step
+
+    def vae_pictures(self, batch: D.Batch, step: int) -> torch.Tensor:
+        """The VAE's training pictures for one step: whole canvases, or with `vae_crop` a
+        random square window of each (the VAE is convolutional, so crops teach it the same
+        thing at a fraction of the cost)."""
+        x = self.renderer(batch)
+        c = self.cfg.vae_crop
+        if not c or c >= x.shape[-1]:
+            return x
+        g = _gen(torch.device("cpu"), self.cfg.seed, 7, step)
+        off = torch.randint(0, x.shape[-1] - c + 1, (x.shape[0], 2), generator=g)
+        return torch.stack([im[:, y:y + c, x_:x_ + c] for im, (y, x_) in zip(x, off.tolist())])
+
+    def round_trips(self, vae, phase: str, step: int) -> None:
+        """Twelve fixed training pictures and the VAE's reconstruction of them, at the VAE's
+        training size and at the UNet's (vae_round_trip-<px>.png in the run folder; look at
+        them): the most any UNet trained on this VAE can draw."""
+        batch = self.vae_sampler.train_batch(99_000_000, 12)
+        figures = []
+        for px in sorted({self.size.image_size, self.px}):
+            with self.autocast():
+                l1 = vae_round_trip(vae, self.renderer_at(px), batch, self.run / f"vae_round_trip-{px}.png")
+            figures.append(f"{px} px L1 {l1:.4f}")
+        log(f"{phase} step {step}: round trip of 12 training pictures: {', '.join(figures)} (vae_round_trip-*.png)")
+        with self.autocast():
+            err = corner_error(vae, self.px, D.COLOURS.values())
+        log(f"{phase} step {step}: round trip of plain backgrounds at {self.px} px, error in the corners "
+            + ", ".join(f"{k} {v:.3f}" for k, v in err.items()))
+
+    def frozen_vae(self, decoder: bool = True):
+        """The trained VAE, frozen; with the fine-tuned decoder (`decoder.safetensors`) when there is one."""
+        ckpt = self.run / "vae.safetensors"
+        if not ckpt.exists():
+            raise SystemExit(f"no VAE checkpoint in {self.run}: run --phase vae first")
+        flat, info = load_checkpoint(ckpt)
+        if info["step"] < self.cfg.vae_steps:
+            log(f"warning: VAE trained for {info['step']} of {self.cfg.vae_steps} steps")
+        vae = self.build_vae()
+        vae.load_state_dict(unprefixed("vae", flat))
+        if decoder and (self.run / "decoder.safetensors").exists():
+            dec, _ = load_checkpoint(self.run / "decoder.safetensors")
+            vae.load_state_dict(unprefixed("vae", dec), strict=False)
+        vae.requires_grad_(False).eval()
+        return vae
+
+    def train_decoder(self, deadline: float) -> int:
+        """Fine-tune the VAE's decoder (and post_quant_conv) with the encoder frozen, on whole
+        pictures at the UNet's size and on crops at the full size. The latent space does not
+        move, so the latent pool and the UNet trained on it stay valid: sharper pictures for
+        free. Writes decoder.safetensors (the decoder's weights + optimizer)."""
+        cfg, ckpt = self.cfg, self.run / "decoder.safetensors"
+        vae = self.frozen_vae()
+        parts = [vae.decoder] + ([vae.post_quant_conv] if vae.post_quant_conv is not None else [])
+        params = [p for m in parts for p in m.parameters()]
+        for p in params:
+            p.requires_grad_(True)
+        vae.decoder.train()
+        opt = self._opt(params, cfg.decoder_lr)
+        step = 0
+        if ckpt.exists():
+            _, info = load_checkpoint(ckpt, opt)
+            step = info["step"]
+            log(f"decoder: resumed at step {step}")
+        n = cfg.vae_batch or cfg.batch
+        pre = Prefetch(self.vae_sampler, None, n, 50_000_000 + step, 50_000_000 + cfg.decoder_steps, workers=self.workers)
+        small, t0, start = self.renderer_at(self.px), time.time(), step
+        while step < cfg.decoder_steps:
+            _, batch, _ = pre.get()
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg.decoder_lr, cfg.vae_warmup // 4, cfg.decoder_steps)
+            # half whole pictures at the UNet's size (what the model's samples decode), half crops
+            x = small(batch) if step % 2 == 0 else self.vae_pictures(batch, step)
+            with torch.no_grad(), self.autocast():
+                z = vae.encode(x).latent_dist.mean
+            with self.autocast():
+                rec = vae.decode(z).sample.float()
+            loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            step += 1
+            if step % 50 == 0 or step == cfg.decoder_steps:
+                log(f"decoder step {step}/{cfg.decoder_steps} loss {loss.item():.4f} "
+                    f"{(step - start) * n / max(1e-9, time.time() - t0):.1f} samples/s")
+            stop = time.time() > deadline or step == self.stop_at
+            if step % cfg.ckpt_every == 0 or step == cfg.decoder_steps or stop:
+                tensors = {f"vae.{k}": v for k, v in vae.state_dict().items() if k.startswith(("decoder.", "post_quant_conv."))}
+                save_checkpoint(ckpt, tensors, opt, {"step": step, "loss": loss.item()})
+                if step % cfg.sample_every == 0 or step == cfg.decoder_steps or stop:
+                    self.round_trips(vae, "decoder", step)
+            if stop and step < cfg.decoder_steps:
+                log(f"decoder: stopping at step {step}; run again to resume")
+                break
+        pre.close()
+        return step
+
+    def latent_scale(self, vae) -> float:
+        """1 / std of the VAE's latents over a few batches (SD's scaling_factor), cached."""
+        path = self.run / "latent_scale.json"
+        if path.exists():
+            return json.loads(path.read_text())["scaling_factor"]
+        zs = []
+        with torch.no_grad(), self.autocast():
+            for k in range(8):
+                zs.append(vae.encode(self.renderer(self.vae_sampler.train_batch(20_000_000 + k, min(64, self.cfg.batch)))).latent_dist.mean.float())
+        sf = float(1.0 / torch.cat(zs).std().clamp_min(1e-4))
+        path.write_text(json.dumps({"scaling_factor": sf}) + "\n")
+        log(f"latent scaling factor {sf:.4f}")
+        return sf
