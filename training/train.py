@@ -93,10 +93,13 @@ class Config:
         (vae_round_trip-64.png), so no 64 px UNet can draw an emoji people know. A 64 px run's
         UNet is a fine start for it (--init-unet). The decoder is then fine-tuned alone
         (--phase decoder, any time: the latent space stays) on whole pictures too, which crops
-        never show it: the frame a crop-trained decoder draws along the picture's edge."""
+        never show it: the frame a crop-trained decoder draws along the picture's edge.
+        The text encoder must name each caption's emoji and style from step 0 (`text_aux`):
+        trained through the UNet's loss alone it told subjects apart mostly by colour. The
+        schedule is long (30,000 steps of 32): a run spans many working sessions."""
         return cls(batch=32, vae_batch=16, vae_crop=64, vae_steps=6000, vae_lr=5e-4, vae_warmup=100, decoder_steps=1500,
                    ckpt_every=200, probe_every=1000, vocabulary="common", canonical=0.5, unet_px=128, pool=49152,
-                   t_exponent=0.5, lr=5e-4, text_lr=1e-3, warmup=200, unet_steps=12000, ema=0.999,
+                   t_exponent=0.5, lr=5e-4, text_lr=1e-3, warmup=200, unet_steps=30000, ema=0.999, text_aux=1.0,
                    min_ship_steps=3000)
 
     @classmethod
