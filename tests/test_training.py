@@ -718,6 +718,29 @@ def test_sample_grid_draws_the_required_subjects(smoke_run, pack_dir):
     assert (smoke_run / "samples.txt").read_text().splitlines()[1:] == list(SAMPLE_SUBJECTS)
 
 
+def test_the_judge_resumes_from_its_checkpoint_as_if_never_stopped(pack_dir, tmp_path):
+    """The 128 px judge takes about an hour on a CPU: it keeps its progress, and a resumed judge
+    is the one an uninterrupted training makes."""
+    from training.evaluate import train_judge
+
+    pack = D.Pack.load(pack_dir)
+    renderer = D.Renderer(pack.sprites(16), 16, torch.device("cpu"))
+    straight = train_judge(pack, renderer, 6, 4, torch.device("cpu"), 0, log=lambda m: None, width=4, stem_stride=2)
+    ckpt = tmp_path / "partial-judge.safetensors"
+    train_judge(pack, renderer, 6, 4, torch.device("cpu"), 0, log=lambda m: None, width=4, stem_stride=2,
+                checkpoint=ckpt, every=3)
+    assert json.loads(ckpt.with_suffix(".json").read_text())["step"] == 3     # kept at 3; the end is the caller's to save
+    said = []
+    resumed = train_judge(pack, renderer, 6, 4, torch.device("cpu"), 0, log=said.append, width=4, stem_stride=2,
+                          checkpoint=ckpt, every=3)
+    assert said[0].startswith("judge: resumed at step 3")
+    want = straight.state_dict()
+    assert all(torch.allclose(v, want[k], atol=1e-6) for k, v in resumed.state_dict().items())
+    # and a judge resumed from a checkpoint differs from one trained for three steps only
+    short = train_judge(pack, renderer, 3, 4, torch.device("cpu"), 0, log=lambda m: None, width=4, stem_stride=2)
+    assert not all(torch.allclose(v, want[k], atol=1e-6) for k, v in short.state_dict().items())
+
+
 def test_grid_judge_loads_the_cached_judge_for_its_size_and_counts_what_it_finds(tmp_path):
     from safetensors.torch import save_file
 

@@ -70,8 +70,14 @@ def _all_images_split(pack: D.Pack, only: set[int] | None = None) -> D.Split:
 
 
 def train_judge(pack: D.Pack, renderer: D.Renderer, steps: int, batch: int, device, seed: int, log=print,
-                width: int = 48, only: set[int] | None = None, stem_stride: int = 1) -> Judge:
-    """`only`: the emoji the model learned (its vocabulary); the judge tells those apart."""
+                width: int = 48, only: set[int] | None = None, stem_stride: int = 1,
+                checkpoint: Path | None = None, every: int = 500) -> Judge:
+    """`only`: the emoji the model learned (its vocabulary); the judge tells those apart.
+    `checkpoint`: where to keep the judge's progress (weights and optimizer, every `every` steps;
+    about an hour at one thread on a CPU), so an interrupted training resumes there. Batches are
+    a function of the step, so a resumed judge is the judge an uninterrupted run makes."""
+    from training.common import load_checkpoint, save_checkpoint
+
     torch.manual_seed(seed)
     judge = Judge(len(pack.emoji), width, stem_stride).to(device)
     # Every combination, the held-out ones included: a judge that never saw 3d on purple
@@ -79,8 +85,15 @@ def train_judge(pack: D.Pack, renderer: D.Renderer, steps: int, batch: int, devi
     sampler = D.Sampler(pack, _all_images_split(pack, only), seed + 17, pair_prob=0.0, drop_caption=0.0, hold_out=False)
     opt = torch.optim.AdamW(judge.parameters(), lr=2e-3, weight_decay=0.05)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=max(steps, 20), pct_start=0.1)
+    start = 0
+    if checkpoint is not None and checkpoint.exists():
+        flat, info = load_checkpoint(checkpoint, opt)
+        judge.load_state_dict(flat)
+        sched.load_state_dict(info["sched"])
+        start = info["step"]
+        log(f"judge: resumed at step {start} from {checkpoint}")
     t0 = time.time()
-    for step in range(steps):
+    for step in range(start, steps):
         b = sampler.train_batch(step, batch)
         x = renderer(b)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -93,6 +106,8 @@ def train_judge(pack: D.Pack, renderer: D.Renderer, steps: int, batch: int, devi
         sched.step()
         if (step + 1) % 100 == 0 or step + 1 == steps:
             log(f"judge step {step + 1}/{steps} loss {loss.item():.3f} ({time.time() - t0:.0f} s)")
+        if checkpoint is not None and (step + 1) % every == 0 and step + 1 < steps:
+            save_checkpoint(checkpoint, judge.state_dict(), opt, {"step": step + 1, "sched": sched.state_dict()})
     return judge.eval()
 
 
@@ -228,9 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         judge.eval()
     else:
         from safetensors.torch import save_file
+        partial = judge_path.with_name("partial-" + judge_path.name)   # not "judge2-*": GridJudge.find must not take it
         judge = train_judge(pack, renderer, args.judge_steps, args.judge_batch, device, args.seed, log, args.judge_width, only,
-                            args.judge_stem_stride)
+                            args.judge_stem_stride, checkpoint=partial)
         save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(judge_path))
+        partial.unlink(missing_ok=True)
+        partial.with_suffix(".json").unlink(missing_ok=True)
 
     # 2. Held-out prompts: real renders (the ceiling) and the model's pictures.
     specs = D.eval_prompts(pack, split, args.seed, args.n_single, args.n_combo, args.n_pairs)
