@@ -19,7 +19,6 @@ MIB = 2**20
 
 
 class Export:
-    # -- export -----------------------------------------------------------------------------
     def export(self, out: Path, shard: str = "15MB") -> Path:
         """Write the diffusers folder from the EMA weights, fp16 safetensors only, to a scratch
         folder: training.ship evaluates it and copies it into models/default if it passes."""

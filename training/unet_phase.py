@@ -22,7 +22,6 @@ from training.text_aux import TextAux
 
 
 class UNetPhase:
-    # -- phase 2: text encoder + UNet ----------------------------------------------------
     def learned_names(self) -> dict[int, list[str]]:
         """Emoji id -> its words (canonical first), for the emoji this run's UNet learns."""
         return {e: n for e, n in self.sampler.names.items() if e in self.split.emoji}

@@ -19,7 +19,6 @@ from training.monitor import corner_error, vae_round_trip
 
 
 class VAEPhase:
-    # -- phase 1: VAE ------------------------------------------------------------------------
     def build_vae(self):
         torch.manual_seed(self.cfg.seed)
         return M.build_vae(self.size).to(self.device)
