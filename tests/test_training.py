@@ -895,3 +895,46 @@ def test_a_unet_phase_can_start_from_another_runs_unet(pack_dir, smoke_run, tmp_
     with pytest.raises(SystemExit, match="no UNet checkpoint"):
         T.main(["--smoke", "--data", str(pack_dir), "--phase", "unet", "--init-unet", str(tmp_path / "nowhere"),
                 "--run", str(tmp_path / "third")])
+
+
+def test_pooled_text_reaches_the_export_and_statuary_draws_with_it(pack_dir, smoke_run, tmp_path):
+    """`pooled_text`: the UNet also hears the caption through its timestep embedding
+    (diffusers' addition_embed_type="text"). It is part of what a run folder is, it is exported
+    in the UNet's config, and a stock pipeline and Statuary's generator both draw with it, the
+    prompt changing the picture through that path alone."""
+    import shutil
+
+    from core.generator import Generator
+    from core.loader import load_model
+    from core.request import GenerationRequest
+
+    run_dir, model = tmp_path / "run", tmp_path / "model"
+    run_dir.mkdir()
+    for f in ("vae.safetensors", "vae.json"):
+        shutil.copy(smoke_run / "run" / f, run_dir / f)
+    args = ["--smoke", "--data", str(pack_dir), "--run", str(run_dir), "--phase", "unet"]
+    assert T.main(args + ["--set", "pooled_text=1", "--export", str(model)]) == 0
+    config = json.loads((model / "unet" / "config.json").read_text())
+    assert config["addition_embed_type"] == "text"
+    with pytest.raises(SystemExit, match="pooled_text"):      # a run folder is one architecture
+        T.main(args + ["--set", "pooled_text=0"])
+
+    generator = Generator(load_model(str(model), device="cpu"))
+    request = GenerationRequest("a cat, flat style", seed=3, steps=2).resolve(generator.model.limits)
+    assert np.isfinite(np.asarray(generator.generate(request)[0][1], dtype=float)).all()
+    unet, pipe = generator.model.unet, generator.model.pipeline
+    text, tok = pipe.text_encoder, pipe.tokenizer
+    with torch.no_grad():        # the pooled path alone carries the prompt: cross-attention silenced
+        for name, module in unet.named_modules():
+            if name.endswith("attn2.to_out.0"):
+                module.weight.zero_()
+                module.bias.zero_()
+        ids = tok(["a cat, flat style", "pizza, 3d style, on a red background"], padding="max_length",
+                  max_length=tok.model_max_length, truncation=True, return_tensors="pt").input_ids
+        h = text(ids)[0]
+        x = torch.randn(1, 4, 4, 4).repeat(2, 1, 1, 1)
+        v = unet(x, torch.tensor([900, 900]), encoder_hidden_states=h).sample
+        unet.add_embedding.norm2.weight.zero_()           # and silenced, nothing else tells them apart
+        unet.add_embedding.norm2.bias.zero_()
+        w = unet(x, torch.tensor([900, 900]), encoder_hidden_states=h).sample
+    assert (v[0] - v[1]).abs().mean() > 1e-3 and (w[0] - w[1]).abs().max() < 1e-6

@@ -73,6 +73,7 @@ class Config:
     pool_large: float = 0.0        # share of each pool batch drawn from the pool's large single emoji; 0 = the pool as drawn
     text_aux: float = 0.0          # weight of text_aux.TextAux's loss (the caption's encoding names its emoji and style); 0 = off
     vocabulary: str = "all"        # "common": training.vocab's subjects and names; "all": every emoji, datasource names
+    pooled_text: int = 0           # 1: the UNet also hears the caption's pooled encoding in its timestep embedding (model.unet_config)
     canonical: float = 0.0         # share of captions naming an emoji by its first (CLDR) name
     pair_prob: float = 0.25        # share of samples with two emoji side by side
     drop_caption: float = 0.1      # empty caption share, for classifier-free guidance
@@ -84,7 +85,7 @@ class Config:
 
     # What a run folder is: changing these needs a new --run. The rest (schedule, speed,
     # resolution, pool) may change from one invocation to the next, and is logged.
-    IDENTITY = ("size", "seed", "vocab", "vocabulary", "vae_crop", "kl_weight")
+    IDENTITY = ("size", "seed", "vocab", "vocabulary", "vae_crop", "kl_weight", "pooled_text")
 
     @classmethod
     def cpu(cls) -> "Config":

@@ -29,7 +29,7 @@ class UNetPhase:
     def build_denoiser(self, tok):
         torch.manual_seed(self.cfg.seed + 1)
         text = M.build_text_encoder(self.size, len(tok), tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
-        unet = M.build_unet(self.size)
+        unet = M.build_unet(self.size, bool(self.cfg.pooled_text))
         return text.to(self.device), unet.to(self.device)
 
     def train_unet(self, deadline: float) -> int:
