@@ -13,8 +13,6 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
-import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -25,20 +23,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 import core
 from core.jobs import ImageResult, JobHandle, JobResult, JobService, LimitReached, Owner, Quota
-from core.hires import from_value as hires_from_value
-from core.hires import to_value as hires_to_value
 from core.hires import Hires
 from core.request import FieldError, GenerationRequest, InvalidRequest
 from storage import db, ids, pngmeta
+from storage.records import (REQUEST_FIELDS, GenerationRecord, ImageRecord, NotFound, NotYours, Page, Superseded,
+                             VerifyResult, canonical_request, model_name)
+from storage.runners import runner_alive, runner_token
 from storage.files import (KINDS, FileStore, atomic_write, decode_frames, encode_gif, encode_timeline, image_extension,
                            remove_stale_temp_files)
 from storage.models import STATUSES, UNFINISHED, DeletedId, Generation, Image, utcnow
 from storage.pngmeta import BadMetadata
 
-# The request's fields, as to_dict() names them (images by sha256): one column each.
-REQUEST_FIELDS = tuple(f.name for f in dataclasses.fields(GenerationRequest) if f.name not in ("init_image", "mask")) + (
-    "init_image_sha256", "mask_sha256")
-_FLOAT_FIELDS = ("guidance", "variation_strength", "strength")
 PARENT_CHAIN_MAX = 100
 ENDED_UNDONE = ("failed", "interrupted", "cancelled")  # jobs that ended without images
 PAGE_MAX = 1_000_000  # history pages: beyond it an offset overflows the database's integers long before any data
@@ -48,163 +43,6 @@ FOREIGN_JOB_STALE_AFTER = dt.timedelta(hours=6)
 ORPHAN_MIN_AGE = dt.timedelta(hours=1)
 
 log = logging.getLogger(__name__)
-
-
-class NotFound(LookupError):
-    """No such image (a malformed id, an unknown one, or one that was deleted). `.id` names it."""
-
-    def __init__(self, message: str, id: str | None = None):
-        super().__init__(message)
-        self.id = id
-
-
-class NotYours(PermissionError):
-    """The image belongs to someone else."""
-
-
-class Superseded(RuntimeError):
-    """A worker's claim on a job was taken over (its lease ran out): its result is not recorded."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageRecord:
-    """One stored image and everything known about how it was made."""
-
-    id: str
-    index: int  # within its generation
-    seed: int
-    variation_seed: int | None
-    path: Path  # the PNG file
-    sha256: str
-    bytes: int
-    width: int
-    height: int
-    request: dict[str, Any]  # the request of the whole generation, to_dict() form (images by sha256)
-    image_request: dict[str, Any]  # the request that makes exactly this image: what reproduce runs
-    owner: Owner
-    kind: str  # generate | reproduce | vary | verify | ...
-    status: str
-    parent_id: str | None
-    parent_chain: tuple[str, ...]  # parent, grandparent, ...; a deleted ancestor ends it
-    fingerprint: dict[str, Any]
-    generation_id: str
-    image_ids: tuple[str, ...]  # all images of the generation, in order
-    image_paths: tuple[Path, ...]
-    has_timeline: bool
-    created: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
-
-
-@dataclasses.dataclass(frozen=True)
-class GenerationRecord:
-    id: str
-    job_id: str
-    kind: str
-    status: str
-    reason: str | None
-    error_type: str | None
-    request: dict[str, Any]
-    owner: Owner
-    parent_id: str | None
-    fingerprint: dict[str, Any]
-    image_ids: tuple[str, ...]
-    created: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
-    seconds: float | None
-
-
-@dataclasses.dataclass(frozen=True)
-class Page:
-    items: list[ImageRecord]
-    total: int
-    page: int
-    per_page: int
-
-    @property
-    def pages(self) -> int:
-        return max(1, -(-self.total // self.per_page))
-
-
-@dataclasses.dataclass(frozen=True)
-class VerifyResult:
-    image_id: str
-    verdict: str  # "exact": the same pixels again; "drifted": not
-    max_pixel_diff: int  # largest difference in any channel of any pixel, 0-255
-    fingerprint_diff: dict[str, tuple[Any, Any]]  # field -> (then, now), for fields that differ
-    new_image_id: str | None  # the verify run's own image
-    same_file: bool  # byte-identical PNG too (needs the same metadata setting)
-
-    @property
-    def exact(self) -> bool:
-        return self.verdict == "exact"
-
-
-def canonical_request(d: dict[str, Any]) -> dict[str, Any]:
-    """to_dict() with numbers in one form (7 and 7.0 are the same guidance), so the same
-    request always serialises to the same bytes."""
-    out = {k: d.get(k) for k in REQUEST_FIELDS}
-    for k in _FLOAT_FIELDS:
-        if out[k] is not None:
-            out[k] = float(out[k])
-    chain = out.pop("variation_chain") or []
-    if chain:  # absent when empty, as in to_dict(): older recipes keep their exact bytes
-        out["variation_chain"] = [[int(seed), float(strength)] for seed, strength in chain]
-    loras = out.pop("loras") or []
-    if loras:  # absent when none, and the syntax absent when "plain", as in to_dict()
-        out["loras"] = [[str(e[0]), float(e[1]), *e[2:]] for e in loras]
-    if out.get("prompt_syntax") in (None, "plain"):
-        out.pop("prompt_syntax", None)
-    hires = out.pop("hires")
-    if hires:  # absent when off, likewise
-        out["hires"] = hires_to_value(hires_from_value(hires))
-    return out
-
-
-def model_name(model_id: str) -> str:
-    name = str(model_id or "").rstrip("/\\").replace("\\", "/").split("/")[-1]
-    return name.removesuffix(".safetensors")
-
-
-# ---- which process runs a job (to tell a crashed job from one still running) -------------------
-
-
-def _start_time(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return None
-
-
-def runner_token(pid: int | None = None) -> str:
-    pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid) or ''}"
-
-
-def runner_alive(token: str | None) -> bool:
-    """Whether the process that wrote `token` still runs. Unknown hosts count as alive: a job
-    another machine runs is not ours to declare dead."""
-    if not token:
-        return False
-    try:
-        host, pid, started = token.rsplit(":", 2)
-    except ValueError:
-        return False
-    if host != socket.gethostname():
-        return True
-    try:
-        pid_i = int(pid)
-        os.kill(pid_i, 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        pass
-    return not started or _start_time(pid_i) == started
-
-
-# ---- the store -----------------------------------------------------------------------------------
 
 
 class Store:

@@ -69,7 +69,7 @@ class Worker:
     def __init__(self, settings, *, model_config: str | None = None):
         from core.service import create_service
         from storage import open_store
-        from storage.store import runner_token
+        from storage.runners import runner_token
 
         import redis
 
