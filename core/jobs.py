@@ -1,5 +1,6 @@
 """What front-ends see of the job service: owners, events, handles, results, and the
-`JobService` interface. Nothing here imports torch, so a web UI or bot can import it freely.
+`JobService` interface, and the sentence a failed job reports. Nothing here imports torch when
+imported (failure_reason does, when called), so a web UI or bot can import it freely.
 
 A job's events arrive in this order:
 
@@ -323,3 +324,23 @@ class JobService(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+
+def failure_reason(exc: BaseException) -> tuple[str, str]:
+    """A sentence a person can act on, and the error's type name."""
+    import torch
+
+    name = type(exc).__name__
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
+        return ("The GPU ran out of memory for this job. Try fewer images, a smaller size, "
+                "or wait until fewer jobs are running."), "OutOfMemory"
+    return f"{name}: {exc}", name
+
+
+def keep_frame_steps(total: int, frames: int) -> set[int]:
+    """Which steps (1-based) of one image's `total` to keep as timeline frames: evenly spaced, last included."""
+    if frames <= 0 or total <= 0:
+        return set()
+    if frames >= total:
+        return set(range(1, total + 1))
+    return {max(1, round(total * (k + 1) / frames)) for k in range(frames)}
