@@ -2,6 +2,7 @@
 
     python bench/default_model_speed.py                 # the shipped size, 2 threads
     python bench/default_model_speed.py --unet 96,192,192 --threads 2
+    python bench/default_model_speed.py --pooled-text   # plain and pooled_text UNets side by side
     python bench/default_model_speed.py --model models/default      # a trained folder
 
 Prints seconds per image for 20 steps with classifier-free guidance at 128x128 through
@@ -33,7 +34,7 @@ def _ints(s: str) -> tuple[int, ...]:
     return tuple(int(x) for x in s.split(","))
 
 
-def build_pipeline(size: M.ModelSize, vocab_size: int = 4096) -> StableDiffusionPipeline:
+def build_pipeline(size: M.ModelSize, vocab_size: int = 4096, pooled_text: bool = False) -> StableDiffusionPipeline:
     tok_dir = Path(tempfile.mkdtemp(prefix="statuary-bench-tok-"))
     words = "a cat and a pizza small large in the top left right bottom center flat 3d cartoon style on blue red green background".split()
     train_tokenizer([" ".join(words[i:] + words[:i]) for i in range(len(words))] * 4, tok_dir, vocab_size=600,
@@ -42,7 +43,7 @@ def build_pipeline(size: M.ModelSize, vocab_size: int = 4096) -> StableDiffusion
     torch.manual_seed(0)
     text = M.build_text_encoder(size, vocab_size, tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
     pipe = StableDiffusionPipeline(
-        vae=M.build_vae(size), text_encoder=text, tokenizer=tok, unet=M.build_unet(size),
+        vae=M.build_vae(size), text_encoder=text, tokenizer=tok, unet=M.build_unet(size, pooled_text),
         scheduler=M.inference_scheduler(), safety_checker=None, feature_extractor=None,
         requires_safety_checker=False,
     )
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unet-layers", type=int)
     p.add_argument("--text-width", type=int)
     p.add_argument("--text-layers", type=int)
+    p.add_argument("--pooled-text", action="store_true",
+                   help="also time the UNet that reads the caption through its timestep embedding too "
+                        "(training.model.unet_config), interleaved with the plain one, and print the ratio")
     p.add_argument("--model", type=Path, help="time a saved diffusers folder instead of random weights")
     args = p.parse_args(argv)
 
@@ -79,12 +83,16 @@ def main(argv: list[str] | None = None) -> int:
         size = replace(size, image_size=pipe.unet.config.sample_size * pipe.vae_scale_factor)
     else:
         pipe = build_pipeline(size)
+    pipes = {str(args.model) if args.model else "plain": pipe}
+    if args.pooled_text and not args.model:
+        pipes["pooled_text"] = build_pipeline(size, pooled_text=True)
 
-    for name in ("vae", "text_encoder", "unet"):
-        n = M.n_params(getattr(pipe, name))
-        print(f"{name:13s} {n / 1e6:6.2f} M params  {n * 2 / 2**20:6.1f} MiB fp16")
+    for label, pipe in pipes.items():
+        for name in ("vae", "text_encoder", "unet"):
+            n = M.n_params(getattr(pipe, name))
+            print(f"{label:12s} {name:13s} {n / 1e6:6.2f} M params  {n * 2 / 2**20:6.1f} MiB fp16")
 
-    def one(seed: int) -> float:
+    def one(pipe, seed: int) -> float:
         g = torch.Generator().manual_seed(seed)
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -93,11 +101,19 @@ def main(argv: list[str] | None = None) -> int:
                  height=size.image_size, width=size.image_size, generator=g, output_type="np")
         return time.perf_counter() - t0
 
-    one(0)  # warm-up: first call allocates and picks kernels
-    times = [one(i + 1) for i in range(args.repeats)]
+    times: dict[str, list[float]] = {label: [] for label in pipes}
+    for pipe in pipes.values():
+        one(pipe, 0)  # warm-up: first call allocates and picks kernels
+    for i in range(args.repeats):     # interleaved, so a busy machine slows each alike
+        for label, pipe in pipes.items():
+            times[label].append(one(pipe, i + 1))
     print(f"size: {size}")
-    print(f"threads={args.threads} steps={args.steps} guidance={args.guidance} {size.image_size}x{size.image_size}: "
-          f"median {statistics.median(times):.3f} s/image (runs: {', '.join(f'{t:.3f}' for t in times)}); budget 1.5 s")
+    for label, ts in times.items():
+        print(f"{label}: threads={args.threads} steps={args.steps} guidance={args.guidance} {size.image_size}x{size.image_size}: "
+              f"median {statistics.median(ts):.3f} s/image (runs: {', '.join(f'{t:.3f}' for t in ts)}); budget 1.5 s")
+    if "pooled_text" in times:
+        ratios = [b / a for a, b in zip(times["plain"], times["pooled_text"])]
+        print(f"pooled_text / plain, run by run: median {statistics.median(ratios):.3f}")
     return 0
 
 
