@@ -270,9 +270,3 @@ class StepBatching:
         log.info("batching: %.0f MiB per UNet row at %d px, budget %.0f MiB (about %d rows)", per_row / 2**20,
                  m.limits.native_size, self._memory_budget / 2**20, self._memory_budget // per_row)
         torch.cuda.empty_cache()
-
-    def _release_memory(self) -> None:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()

@@ -364,6 +364,12 @@ class InProcessJobService(StepBatching, JobService):
         self._record("job_failed", handle, reason, error_type)
         handle._emit(Failed(reason, error_type))
 
+    def _release_memory(self) -> None:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
 
 def create_service(settings, recorder: Recorder | None = None, *, model_config: str | None = None) -> InProcessJobService:
     """Load the configured model and start the service around it (the only place that does both)."""
