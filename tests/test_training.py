@@ -900,8 +900,8 @@ def test_a_unet_phase_can_start_from_another_runs_unet(pack_dir, smoke_run, tmp_
 def test_pooled_text_reaches_the_export_and_statuary_draws_with_it(pack_dir, smoke_run, tmp_path):
     """`pooled_text`: the UNet also hears the caption through its timestep embedding
     (diffusers' addition_embed_type="text"). It is part of what a run folder is, it is exported
-    in the UNet's config, and a stock pipeline and Statuary's generator both draw with it, the
-    prompt changing the picture through that path alone."""
+    in the UNet's config, Statuary's generator loads and draws with it, and the prompt changes
+    the UNet's output through that path alone."""
     import shutil
 
     from core.generator import Generator
