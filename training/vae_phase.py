@@ -66,16 +66,27 @@ class VAEPhase:
                     f"{(step - start) * n / max(1e-9, time.time() - t0):.1f} samples/s")
                 if not math.isfinite(last_loss):
                     raise FloatingPointError(f"vae loss is {last_loss} at step {step}")
-            stop = time.time() > deadline or step == self.stop_at
-            if step % cfg.ckpt_every == 0 or step == cfg.vae_steps or stop:
-                save_checkpoint(ckpt, prefixed("vae", vae), opt, {"step": step, "loss": loss.item()})
-                if step % cfg.sample_every == 0 or step == cfg.vae_steps or stop:
-                    self.round_trips(vae, "vae", step)
-            if stop and step < cfg.vae_steps:
-                log(f"vae: stopping at step {step}; run again to resume")
+            if self._checkpoint("vae", step, cfg.vae_steps, deadline, vae, opt, ckpt,
+                                lambda: prefixed("vae", vae), loss.item()):
                 break
         pre.close()
         return step
+
+    def _checkpoint(self, phase: str, step: int, total: int, deadline: float, vae, opt, ckpt,
+                    tensors, loss: float) -> bool:
+        """The end of one VAE or decoder step: a checkpoint every `ckpt_every` steps, at the
+        phase's last step and when this invocation runs out of time (`--minutes`, `--stop-at`),
+        with the round trips every `sample_every`. `tensors` gives what to save. True when the
+        loop must stop here."""
+        cfg = self.cfg
+        stop = time.time() > deadline or step == self.stop_at
+        if step % cfg.ckpt_every == 0 or step == total or stop:
+            save_checkpoint(ckpt, tensors(), opt, {"step": step, "loss": loss})
+            if step % cfg.sample_every == 0 or step == total or stop:
+                self.round_trips(vae, phase, step)
+        if stop and step < total:
+            log(f"{phase}: stopping at step {step}; run again to resume")
+        return stop
 
     def vae_pictures(self, batch: D.Batch, step: int) -> torch.Tensor:
         """The VAE's training pictures for one step: whole canvases, or with `vae_crop` a
@@ -161,14 +172,9 @@ class VAEPhase:
             if step % 50 == 0 or step == cfg.decoder_steps:
                 log(f"decoder step {step}/{cfg.decoder_steps} loss {loss.item():.4f} "
                     f"{(step - start) * n / max(1e-9, time.time() - t0):.1f} samples/s")
-            stop = time.time() > deadline or step == self.stop_at
-            if step % cfg.ckpt_every == 0 or step == cfg.decoder_steps or stop:
-                tensors = {f"vae.{k}": v for k, v in vae.state_dict().items() if k.startswith(("decoder.", "post_quant_conv."))}
-                save_checkpoint(ckpt, tensors, opt, {"step": step, "loss": loss.item()})
-                if step % cfg.sample_every == 0 or step == cfg.decoder_steps or stop:
-                    self.round_trips(vae, "decoder", step)
-            if stop and step < cfg.decoder_steps:
-                log(f"decoder: stopping at step {step}; run again to resume")
+            if self._checkpoint("decoder", step, cfg.decoder_steps, deadline, vae, opt, ckpt,
+                                lambda: {f"vae.{k}": v for k, v in vae.state_dict().items()
+                                         if k.startswith(("decoder.", "post_quant_conv."))}, loss.item()):
                 break
         pre.close()
         return step
