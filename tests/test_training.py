@@ -900,7 +900,8 @@ def test_a_unet_phase_can_start_from_another_runs_unet(pack_dir, smoke_run, tmp_
 def test_pooled_text_reaches_the_export_and_statuary_draws_with_it(pack_dir, smoke_run, tmp_path):
     """`pooled_text`: the UNet also hears the caption through its timestep embedding
     (diffusers' addition_embed_type="text"). It is part of what a run folder is, it is exported
-    in the UNet's config, Statuary's generator loads and draws with it, and the prompt changes
+    in the UNet's config, a stock StableDiffusionPipeline and Statuary's generator load and draw
+    with it, and the prompt changes
     the UNet's output through that path alone."""
     import shutil
 
@@ -919,6 +920,10 @@ def test_pooled_text_reaches_the_export_and_statuary_draws_with_it(pack_dir, smo
     with pytest.raises(SystemExit, match="pooled_text"):      # a run folder is one architecture
         T.main(args + ["--set", "pooled_text=0"])
 
+    from diffusers import StableDiffusionPipeline      # a stock pipeline passes nothing more
+    stock = StableDiffusionPipeline.from_pretrained(str(model))("a cat, flat style", num_inference_steps=2,
+                                                                output_type="np").images
+    assert stock.shape == (1, 32, 32, 3) and np.isfinite(stock).all()
     generator = Generator(load_model(str(model), device="cpu"))
     request = GenerationRequest("a cat, flat style", seed=3, steps=2).resolve(generator.model.limits)
     assert np.isfinite(np.asarray(generator.generate(request)[0][1], dtype=float)).all()
