@@ -21,6 +21,7 @@ from PIL import Image
 from training import common as C
 from training import data as D
 from training import model as M
+from training import sources as S
 from training import train as T
 from training.batches import Prefetch, _encoder, _gen
 from training.export import SHIPPED
@@ -126,7 +127,7 @@ def fake_npm(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def pack_dir(fake_npm, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pack")
-    D.build_pack(fake_npm, out)
+    S.build_pack(fake_npm, out)
     return out
 
 
@@ -144,7 +145,7 @@ def test_build_matches_every_image_and_counts_styles(pack_dir):
 
 
 def test_build_and_split_are_deterministic(fake_npm, pack_dir, tmp_path):
-    D.build_pack(fake_npm, tmp_path)
+    S.build_pack(fake_npm, tmp_path)
     for name in ("meta.json", "images.bin"):
         assert (tmp_path / name).read_bytes() == (pack_dir / name).read_bytes()
     pack = D.Pack.load(pack_dir)

@@ -39,6 +39,7 @@ import torch  # noqa: E402
 
 from training import data as D  # noqa: E402
 from training import model as M  # noqa: E402
+from training import sources as S  # noqa: E402
 from training.common import log  # noqa: E402
 from training.export import Export  # noqa: E402
 from training.pool import LatentPool  # noqa: E402
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "meta.json").exists():
         if not args.fetch:
             p.error(f"no data pack at {args.data}: run `python -m training.data build --out {args.data}` or pass --fetch")
-        D.build_pack(D.fetch(D.cache_dir()), args.data)
+        S.build_pack(S.fetch(S.cache_dir()), args.data)
 
     if device == "cpu" and not args.smoke:
         # Pinned on purpose: one thread a core; run it under `nice -n 19` beside other work.
