@@ -110,10 +110,18 @@ class FieldError:
 
     def __str__(self) -> str:
         value = self.value
-        if isinstance(value, str) and len(value) > 40:
-            value = value[:37] + "..."
-        shown = f"a {len(value)}-byte file" if isinstance(value, (bytes, bytearray)) else repr(value)
+        if isinstance(value, Described):
+            shown = str(value)
+        elif isinstance(value, (bytes, bytearray)):
+            shown = f"a {len(value)}-byte file"
+        else:
+            shown = repr(value[:37] + "..." if isinstance(value, str) and len(value) > 40 else value)
         return f"{self.field}: {shown} is not allowed; {self.allowed}."
+
+
+class Described(str):
+    """A value a `FieldError` describes in words instead of showing it (too long, or unprintable):
+    "a text of 1600 characters", shown as it is, not quoted."""
 
 
 class InvalidRequest(ValueError):
@@ -435,7 +443,7 @@ def _check_chain(errors: list[FieldError], chain: Any) -> None:
         len(p) == 2 and _is_int(p[0]) and 0 <= p[0] <= SEED_MAX and _is_float(p[1]) and 0 < p[1] <= 1
         for p in chain)
     if not ok:
-        shown = f"<{len(chain)} earlier variations>" if isinstance(chain, tuple) else chain
+        shown = Described(f"a walk of {len(chain)} earlier variations") if isinstance(chain, tuple) else chain
         errors.append(FieldError("variation_chain", shown, allowed))
 
 
@@ -466,12 +474,12 @@ def _check_text(errors: list[FieldError], name: str, value: Any, required: bool)
     if required and not value.strip():
         errors.append(FieldError(name, value, "write a few words describing the image"))
     elif len(value) > PROMPT_MAX_CHARS:
-        errors.append(FieldError(name, f"<{len(value)} characters>", f"use at most {PROMPT_MAX_CHARS} characters"))
+        errors.append(FieldError(name, Described(f"a text of {len(value)} characters"), f"use at most {PROMPT_MAX_CHARS} characters"))
     else:
         bad = [c for c in value if unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co") and c not in "\n\t\u200d"]
         if bad:
             codes = ", ".join(f"U+{ord(c):04X}" for c in dict.fromkeys(bad))
-            errors.append(FieldError(name, f"<text with {codes}>", "remove control characters (only newlines and tabs are allowed)"))
+            errors.append(FieldError(name, Described(f"a text with {codes}"), "remove control characters (only newlines and tabs are allowed)"))
 
 
 def _image_size(data: bytes) -> tuple[int, int]:

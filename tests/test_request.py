@@ -107,3 +107,16 @@ def test_dict_round_trip_checks_image_hashes():
         GenerationRequest.from_dict(d, init_image=png(color=(1, 2, 3)), mask=mask)
     with pytest.raises(InvalidRequest, match="not a request field"):
         GenerationRequest.from_dict({**d, "evil": 1}, init_image=init, mask=mask)
+
+
+@pytest.mark.parametrize("fields, sentence", [
+    (dict(prompt="cat " * 400), "prompt: a text of 1600 characters is not allowed; use at most 1000 characters."),
+    (dict(prompt="a cat\x07"), "prompt: a text with U+0007 is not allowed; remove control characters"),
+    (dict(variation_chain=((1, 0.5),) * 70), "variation_chain: a walk of 70 earlier variations is not allowed; "),
+], ids=["long prompt", "control character", "long variation walk"])
+def test_a_value_too_long_to_show_is_described_in_words_not_as_a_quoted_placeholder(fields, sentence):
+    """Every front-end shows str(InvalidRequest) as it is: a described value reads as words, with
+    no quotes or angle brackets around it (the bot used to say "prompt: '<1600 characters>'")."""
+    with pytest.raises(InvalidRequest) as info:
+        GenerationRequest(**({"prompt": "a cat"} | fields)).validate(LIMITS)
+    assert sentence in str(info.value), str(info.value)

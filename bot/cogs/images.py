@@ -16,7 +16,7 @@ from bot import render
 from bot.buttons import ID_MAX, QUERY_MAX, history_view
 from bot.text import clip, echo
 from core.jobs import Owner
-from core.request import FieldError
+from core.request import Described, FieldError
 
 if TYPE_CHECKING:
     from bot.client import StatuaryBot
@@ -49,7 +49,7 @@ class Images(commands.Cog):
         """Your pictures, newest first (only you see this)"""
         # QUERY_MAX: the paging buttons carry the query in their custom_id, which holds 100 characters.
         if query is not None and len(query) > QUERY_MAX:  # Discord's max_length can be bypassed
-            return await self.bot.tell(interaction, str(FieldError("query", f"<{len(query)} characters>",
+            return await self.bot.tell(interaction, str(FieldError("query", Described(f"a text of {len(query)} characters"),
                                                                    f"use at most {QUERY_MAX} characters")))
         if status not in STATUSES:
             return await self.bot.tell(interaction, str(FieldError("status", status, "use one of "
