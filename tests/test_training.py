@@ -902,8 +902,7 @@ def test_pooled_text_reaches_the_export_and_statuary_draws_with_it(pack_dir, smo
     """`pooled_text`: the UNet also hears the caption through its timestep embedding
     (diffusers' addition_embed_type="text"). It is part of what a run folder is, it is exported
     in the UNet's config, a stock StableDiffusionPipeline and Statuary's generator load and draw
-    with it, and the prompt changes
-    the UNet's output through that path alone."""
+    with it, and the prompt changes the UNet's output through that path alone."""
     import shutil
 
     from core.generator import Generator
