@@ -67,21 +67,21 @@ class VAEPhase:
                 if not math.isfinite(last_loss):
                     raise FloatingPointError(f"vae loss is {last_loss} at step {step}")
             if self._checkpoint("vae", step, cfg.vae_steps, deadline, vae, opt, ckpt,
-                                lambda: prefixed("vae", vae), loss.item()):
+                                lambda: prefixed("vae", vae), loss):
                 break
         pre.close()
         return step
 
     def _checkpoint(self, phase: str, step: int, total: int, deadline: float, vae, opt, ckpt,
-                    tensors, loss: float) -> bool:
+                    tensors, loss: torch.Tensor) -> bool:
         """The end of one VAE or decoder step: a checkpoint every `ckpt_every` steps, at the
         phase's last step and when this invocation runs out of time (`--minutes`, `--stop-at`),
-        with the round trips every `sample_every`. `tensors` gives what to save. True when the
-        loop must stop here."""
+        with the round trips every `sample_every`. `tensors` gives what to save; `loss` is read
+        (a device sync) only when it is saved. True when the loop must stop here."""
         cfg = self.cfg
         stop = time.time() > deadline or step == self.stop_at
         if step % cfg.ckpt_every == 0 or step == total or stop:
-            save_checkpoint(ckpt, tensors(), opt, {"step": step, "loss": loss})
+            save_checkpoint(ckpt, tensors(), opt, {"step": step, "loss": loss.item()})
             if step % cfg.sample_every == 0 or step == total or stop:
                 self.round_trips(vae, phase, step)
         if stop and step < total:
@@ -174,7 +174,7 @@ class VAEPhase:
                     f"{(step - start) * n / max(1e-9, time.time() - t0):.1f} samples/s")
             if self._checkpoint("decoder", step, cfg.decoder_steps, deadline, vae, opt, ckpt,
                                 lambda: {f"vae.{k}": v for k, v in vae.state_dict().items()
-                                         if k.startswith(("decoder.", "post_quant_conv."))}, loss.item()):
+                                         if k.startswith(("decoder.", "post_quant_conv."))}, loss):
                 break
         pre.close()
         return step
