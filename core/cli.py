@@ -94,7 +94,13 @@ def cli_owner():
 
 class Parser(argparse.ArgumentParser):
     """argparse that says a bad value in request validation's words ('steps: '1e6' is not allowed;
-    use a whole number from 1 to 150.') instead of 'invalid int value'."""
+    use a whole number from 1 to 150.') instead of 'invalid int value', and takes no abbreviated
+    option: argparse would read `--n 4` as `--negative 4` and draw with "4" as the negative prompt,
+    and an abbreviation in a script changes meaning when an option is added."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         m = re.match(r"argument [^:]+: (\S+: .* is not allowed; .*)", message)

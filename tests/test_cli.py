@@ -44,6 +44,13 @@ def test_bad_input_exits_nonzero_with_the_message(tmp_path, tiny_model_dir):
     assert "width: 500 is not allowed" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_an_abbreviated_option_is_refused_not_read_as_another(tmp_path, tiny_model_dir):
+    # argparse's default took `--n 2` for `--negative 2` and drew with "2" as the negative prompt.
+    r = statuary(["--model", str(tiny_model_dir), "generate", "a cat", "--n", "2", "--steps", "1"], tmp_path)
+    assert r.returncode == 2 and "unrecognized arguments: --n 2" in r.stderr, r.stderr
+    assert not (tmp_path / "data").exists() or "a cat" not in statuary(["history"], tmp_path).stdout
+
+
 def test_missing_model_is_a_clear_message(tmp_path):
     r = statuary(["--model", str(tmp_path / "nothing"), "generate", "a cat"], tmp_path)
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
