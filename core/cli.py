@@ -477,10 +477,11 @@ def main(argv: list[str] | None = None) -> int:
     except ModelError as exc:
         print(f"statuary: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001 -- only the broker's one-sentence refusal is caught here
+    except Exception as exc:  # noqa: BLE001 -- only the broker's and the record's one-sentence refusals
         from core.distributed.broker import BrokerUnavailable
+        from storage.db import StoreUnavailable
 
-        if not isinstance(exc, BrokerUnavailable):
+        if not isinstance(exc, (BrokerUnavailable, StoreUnavailable)):
             raise
         print(f"statuary: {exc}", file=sys.stderr)
         return 2

@@ -119,6 +119,46 @@ def _bool(env: dict[str, str], name: str) -> bool:
     raise SettingsError(f"{name}={env[name]!r} is not a switch; use 1 or 0.")
 
 
+DATABASE_FORMS = ("use postgresql+psycopg://user:password@host/database, sqlite:////path/to/statuary.db, "
+                  "or leave it empty for SQLite in the data folder.")
+
+
+def shown_url(raw: str) -> str:
+    """A database or broker URL as it may be printed: with its password, if any, as ***."""
+    return re.sub(r"(//[^/@:]*:)[^@/]*@", r"\1***@", raw)
+
+
+def _database_url(raw: str, data_dir: Path) -> str:
+    """DATABASE_URL checked before anything connects: an SQLAlchemy URL of SQLite (a file) or
+    PostgreSQL, whose driver is installed. Reaching the server is open_store's to say."""
+    if not raw:
+        return f"sqlite:///{data_dir / 'statuary.db'}"
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = shown_url(raw)
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise SettingsError(f"DATABASE_URL={shown!r} is not a database URL; {DATABASE_FORMS}") from None
+    backend = url.get_backend_name()
+    if backend == "postgres":   # what Heroku and others print; SQLAlchemy dropped the name
+        raise SettingsError(f"DATABASE_URL={shown!r} starts with postgres://, which SQLAlchemy does not accept; "
+                            "write postgresql+psycopg:// instead.")
+    if backend not in ("sqlite", "postgresql"):
+        raise SettingsError(f"DATABASE_URL={shown!r} names a {backend} database; Statuary keeps its record in "
+                            f"PostgreSQL or SQLite: {DATABASE_FORMS}")
+    try:
+        url.get_dialect().import_dbapi()
+    except (ImportError, NoSuchModuleError):
+        raise SettingsError(f"DATABASE_URL={shown!r} asks for the driver {url.get_driver_name()}, which is not "
+                            "installed; use postgresql+psycopg://user:password@host/database.") from None
+    if backend == "sqlite" and url.database in (None, "", ":memory:"):
+        raise SettingsError(f"DATABASE_URL={shown!r} is an in-memory SQLite database, which the job service's "
+                            f"threads cannot share; {DATABASE_FORMS}")
+    return raw
+
+
 def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | os.PathLike | None = ".env") -> Settings:
     """Settings from `environ` (default: os.environ) over the `.env` file over the defaults."""
     values = {s.env: s.default for s in SETTINGS}
@@ -152,7 +192,7 @@ def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | os.P
     broker_url = values["STATUARY_BROKER_URL"].strip()
     database_url = values["DATABASE_URL"].strip()
     if broker_url and not broker_url.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"STATUARY_BROKER_URL={broker_url!r} is not a Redis URL; use redis://host:6379/0 "
+        raise SettingsError(f"STATUARY_BROKER_URL={shown_url(broker_url)!r} is not a Redis URL; use redis://host:6379/0 "
                             "(or leave it empty to run jobs in this process).")
     if broker_url and (not database_url or database_url.startswith("sqlite")):
         raise SettingsError("STATUARY_BROKER_URL is set but the database is SQLite, which several machines cannot "
@@ -163,7 +203,7 @@ def load_settings(environ: dict[str, str] | None = None, dotenv_path: str | os.P
         dtype=dtype,
         threads=_int(values, "STATUARY_THREADS", 0, 1024),
         data_dir=data_dir,
-        database_url=values["DATABASE_URL"].strip() or f"sqlite:///{data_dir / 'statuary.db'}",
+        database_url=_database_url(database_url, data_dir),
         queue_max=_int(values, "STATUARY_QUEUE_MAX", 1, 100_000),
         queue_per_owner=_int(values, "STATUARY_QUEUE_PER_OWNER", 1, 10_000),
         batch_max=_int(values, "STATUARY_BATCH_MAX", 1, 256),

@@ -7,9 +7,10 @@
 See README_SECTION.md for the data dir layout, database settings and backups.
 """
 
+from storage.db import StoreUnavailable
 from storage.pngmeta import BadMetadata, parse_a1111, read_recipe
 from storage.records import GenerationRecord, ImageRecord, NotFound, NotYours, Page, VerifyResult
 from storage.store import Store, open_store
 
 __all__ = ["BadMetadata", "GenerationRecord", "ImageRecord", "NotFound", "NotYours", "Page", "Store",
-           "VerifyResult", "open_store", "parse_a1111", "read_recipe"]
+           "StoreUnavailable", "VerifyResult", "open_store", "parse_a1111", "read_recipe"]

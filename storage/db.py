@@ -11,14 +11,46 @@ PostgreSQL needs none of this; it is reached through DATABASE_URL=postgresql+psy
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_S = 60.0
+
+log = logging.getLogger(__name__)
+
+
+class StoreUnavailable(RuntimeError):
+    """The record cannot be opened (the data folder, the SQLite file, the PostgreSQL server);
+    the message says what is wrong and what to change, in one sentence."""
+
+
+def open_database(url: str) -> Engine:
+    """`create` and `upgrade`, with what can go wrong on the way said as StoreUnavailable: a
+    server that cannot be reached or refuses the login, a file that is no SQLite database or
+    cannot be written. The driver's own error goes to the log (`statuary -v`)."""
+    parsed = make_url(url)
+    sqlite = parsed.get_backend_name() == "sqlite"
+    where = (f"The SQLite database {parsed.database}" if sqlite else
+             f"The PostgreSQL database {parsed.database or '(default)'} at {parsed.host or 'localhost'}:{parsed.port or 5432}")
+    fix = ("set DATABASE_URL to another file, or leave it empty for SQLite in the data folder" if sqlite else
+           "check DATABASE_URL and that the server is running and lets this user in")
+    try:
+        engine = create(url)
+        upgrade(engine)
+    except OSError as exc:     # the SQLite file's folder cannot be made
+        raise StoreUnavailable(f"{where} cannot be created ({exc.strerror or exc}); {fix}.") from None
+    except DBAPIError as exc:
+        log.info("opening %s failed", where, exc_info=True)
+        reason = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0][:200]
+        verb = "cannot be opened" if sqlite else "cannot be reached"
+        raise StoreUnavailable(f"{where} {verb} ({reason}); {fix}.") from None
+    return engine
 
 
 def is_sqlite(engine: Engine) -> bool:

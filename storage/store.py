@@ -570,9 +570,12 @@ def open_store(settings: Any) -> Store:
     jobs a crash left queued or running marked interrupted, and what a crash left on disk swept:
     a dead writer's temp files, and content files no row names that are over ORPHAN_MIN_AGE old."""
     data_dir = Path(settings.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    engine = db.create(settings.database_url)
-    db.upgrade(engine)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise db.StoreUnavailable(f"The data folder {data_dir} cannot be created ({exc.strerror or exc}); set "
+                                  "STATUARY_DATA_DIR to a folder this user can write.") from None
+    engine = db.open_database(settings.database_url)
     store = Store(engine, data_dir, png_metadata=settings.png_metadata)
     if not getattr(settings, "broker_url", ""):
         # With a broker, workers on other machines run the jobs: a dead worker's job is run again

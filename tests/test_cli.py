@@ -1,6 +1,7 @@
 """The command line, run as a user runs it: a subprocess of the installed entry point."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def statuary(args, tmp_path, **env):
-    full_env = dict(os.environ, STATUARY_DATA_DIR=str(tmp_path / "data"), STATUARY_DEVICE="cpu",
-                    STATUARY_THREADS="2", HF_HUB_OFFLINE="1", **env)
+    full_env = {**os.environ, "STATUARY_DATA_DIR": str(tmp_path / "data"), "STATUARY_DEVICE": "cpu",
+                "STATUARY_THREADS": "2", "HF_HUB_OFFLINE": "1", **env}
     return subprocess.run([sys.executable, "-m", "core.cli", *args], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=300)
 
@@ -49,6 +50,24 @@ def test_an_abbreviated_option_is_refused_not_read_as_another(tmp_path, tiny_mod
     r = statuary(["--model", str(tiny_model_dir), "generate", "a cat", "--n", "2", "--steps", "1"], tmp_path)
     assert r.returncode == 2 and "unrecognized arguments: --n 2" in r.stderr, r.stderr
     assert not (tmp_path / "data").exists() or "a cat" not in statuary(["history"], tmp_path).stdout
+
+
+def test_a_record_that_cannot_be_opened_is_one_sentence_not_a_traceback(tmp_path):
+    (tmp_path / "junk.db").write_text("not a database")
+    (tmp_path / "a-file").write_text("")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]   # closed again: nothing listens there
+    for env, sentence in (
+            ({"DATABASE_URL": f"sqlite:///{tmp_path / 'junk.db'}"},
+             f"The SQLite database {tmp_path / 'junk.db'} cannot be opened (file is not a database); set DATABASE_URL"),
+            ({"STATUARY_DATA_DIR": str(tmp_path / "a-file" / "data")},
+             "cannot be created (Not a directory); set STATUARY_DATA_DIR to a folder this user can write."),
+            ({"DATABASE_URL": f"postgresql+psycopg://u:hunter2@127.0.0.1:{port}/pictures"},
+             f"The PostgreSQL database pictures at 127.0.0.1:{port} cannot be reached (")):
+        r = statuary(["history"], tmp_path, **env)
+        assert r.returncode == 2 and sentence in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and "hunter2" not in r.stderr and len(r.stderr) < 400, r.stderr
 
 
 def test_missing_model_is_a_clear_message(tmp_path):

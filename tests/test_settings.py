@@ -39,11 +39,26 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path):
                                                           "share; set DATABASE_URL to a PostgreSQL URL"),
     ({"STATUARY_BROKER_URL": "redis://h/0", "DATABASE_URL": "sqlite:////tmp/x.db"}, "set DATABASE_URL"),
     ({"STATUARY_BROKER_URL": "amqp://h//", "DATABASE_URL": "postgresql+psycopg://u@h/d"}, "is not a Redis URL"),
+    # A database URL is checked before anything connects (each of these was a traceback).
+    ({"DATABASE_URL": "garbage"}, "DATABASE_URL='garbage' is not a database URL; use postgresql+psycopg://"),
+    ({"DATABASE_URL": "mysql://u@h/d"}, "names a mysql database; Statuary keeps its record in PostgreSQL or SQLite"),
+    ({"DATABASE_URL": "postgres://u:secret@h/d"}, "DATABASE_URL='postgres://u:***@h/d' starts with postgres://, which "
+                                                  "SQLAlchemy does not accept; write postgresql+psycopg:// instead."),
+    ({"DATABASE_URL": "postgresql+nosuchdriver://u@h/d"}, "asks for the driver nosuchdriver, which is not installed"),
+    ({"DATABASE_URL": "sqlite://"}, "is an in-memory SQLite database"),
 ])
 def test_bad_settings_are_clear_errors(env, message):
     with pytest.raises(SettingsError) as info:
         load_settings(env, dotenv_path=None)
     assert message in str(info.value)
+
+
+def test_a_password_in_a_url_is_never_repeated_back():
+    for env in ({"DATABASE_URL": "mysql://u:hunter2@h/d"}, {"DATABASE_URL": "post gres://u:hunter2@h/d"},
+                {"STATUARY_BROKER_URL": "amqp://u:hunter2@h//", "DATABASE_URL": "postgresql+psycopg://u@h/d"}):
+        with pytest.raises(SettingsError) as info:
+            load_settings(env, dotenv_path=None)
+        assert "hunter2" not in str(info.value) and "u:***@h" in str(info.value), str(info.value)
 
 
 def test_a_broker_with_postgresql_is_accepted_and_no_broker_is_the_default():
