@@ -109,3 +109,18 @@ def test_several_stores_opening_at_once_migrate_once(db_url, make_settings):
     for s in stores:
         assert db.current_revision(s.engine) == HEAD
         s.close()
+
+
+@pytest.mark.postgres
+def test_a_postgresql_database_that_is_not_there_is_one_sentence_at_start(postgres_server, tmp_path):
+    from core.settings import load_settings
+    from storage import StoreUnavailable
+
+    settings = load_settings({"STATUARY_DATA_DIR": str(tmp_path / "data"),
+                              "DATABASE_URL": postgres_server.url("no_such_db")}, dotenv_path=None)
+    with pytest.raises(StoreUnavailable) as info:
+        open_store(settings)
+    message = str(info.value)
+    assert message.startswith(f"The PostgreSQL database no_such_db at 127.0.0.1:{postgres_server.port} cannot be "
+                              "reached (") and 'database "no_such_db" does not exist' in message, message
+    assert message.endswith("; check DATABASE_URL and that the server is running and lets this user in.")
