@@ -40,7 +40,10 @@ class ResultButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE)
                    emoji=str(item.emoji) if item.emoji else None, style=item.style)
 
     async def callback(self, interaction: discord.Interaction) -> Any:
-        await interaction.client.on_result_button(interaction, self.action, self.ids)
+        try:
+            await interaction.client.on_result_button(interaction, self.action, self.ids)
+        except Exception as exc:  # noqa: BLE001 -- said to the person; discord.py would only log it
+            await interaction.client.fault(interaction, exc, f"button {self.action}")
 
 
 def inpaint_link(public_url: str, image_id: str) -> str:
@@ -108,7 +111,10 @@ class HistoryButton(discord.ui.DynamicItem[discord.ui.Button], template=HISTORY_
         return cls(int(match["page"]), match["query"], label=item.label, disabled=item.disabled)
 
     async def callback(self, interaction: discord.Interaction) -> Any:
-        await interaction.client.on_history_button(interaction, self.page, self.query)
+        try:
+            await interaction.client.on_history_button(interaction, self.page, self.query)
+        except Exception as exc:  # noqa: BLE001 -- said to the person; discord.py would only log it
+            await interaction.client.fault(interaction, exc, "history button")
 
 
 def history_view(query: str | None, page: int, pages: int) -> discord.ui.View:

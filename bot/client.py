@@ -131,8 +131,22 @@ class StatuaryBot(commands.Bot):
     async def _on_tree_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         if isinstance(error, app_commands.CheckFailure):
             return  # the check answered the user itself
-        log.exception("command %s failed", interaction.command and interaction.command.name, exc_info=error)
-        await self.tell(interaction, "Something went wrong on our side; the error is in the bot's log.")
+        await self.fault(interaction, getattr(error, "original", error),
+                         f"command {interaction.command and interaction.command.name}")
+
+    async def fault(self, interaction: discord.Interaction, error: BaseException, what: str) -> None:
+        """What a command, button or modal did not expect: the traceback to the log, one private
+        sentence to the person (the web UI's words when the database is away). A command's
+        'thinking...' answer is taken back; a button's message stays."""
+        from storage import db
+
+        down = db.outage(error)
+        log.error("%s failed%s", what, ": the database cannot be reached" if down else "", exc_info=error)
+        text = db.DATABASE_DOWN if down else "Something went wrong on our side; the error is in the bot's log."
+        if interaction.type == discord.InteractionType.application_command:
+            await self.refuse(interaction, text)
+        else:
+            await self.tell(interaction, text)
 
     # ---- buttons: persistent, so they reach the cogs through the client ---------------------------
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 BUSY_TIMEOUT_S = 60.0
@@ -28,6 +28,17 @@ log = logging.getLogger(__name__)
 class StoreUnavailable(RuntimeError):
     """The record cannot be opened (the data folder, the SQLite file, the PostgreSQL server);
     the message says what is wrong and what to change, in one sentence."""
+
+
+DATABASE_DOWN = "The database cannot be reached just now; try again in a minute."
+
+
+def outage(exc: BaseException) -> bool:
+    """Whether `exc` says the database went away while Statuary was running (a dropped or refused
+    connection, a server restarting, SQLite's disk full or locked past the busy timeout): what the
+    front-ends answer with DATABASE_DOWN instead of a generic fault. The transaction it broke
+    was rolled back, so nothing of that request was written."""
+    return isinstance(exc, (OperationalError, InterfaceError, StoreUnavailable))
 
 
 def open_database(url: str) -> Engine:

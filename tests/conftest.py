@@ -93,6 +93,25 @@ def png(image) -> bytes:
     return buf.getvalue()
 
 
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server of one test's own, which it may `halt()` and `resume()` (a restart, an
+    outage); the session's `postgres_server` is shared and must stay up."""
+    from tests.storage.conftest import PostgresServer, _pg_bindir
+
+    bindir = _pg_bindir()
+    if bindir is None or not (bindir / "pg_ctl").exists():
+        if os.environ.get("TEST_REQUIRE_POSTGRES") == "1":
+            pytest.fail("TEST_REQUIRE_POSTGRES=1 but the PostgreSQL server binaries were not found", pytrace=False)
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) were not found; install the 'postgresql' package")
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """One real PostgreSQL server for the whole session (tests/storage, tests/distributed); each

@@ -31,7 +31,7 @@ FIELD_LABELS = {
 
 def error_message(exc: BaseException) -> str:
     """One readable paragraph for any error a handler meets; never a traceback."""
-    from storage import BadMetadata, NotFound, NotYours
+    from storage import BadMetadata, NotFound, NotYours, db
 
     if isinstance(exc, InvalidRequest):
         return " ".join(f"{FIELD_LABELS.get(e.field, e.field)}: {str(e).split(': ', 1)[1]}" for e in exc.errors)
@@ -43,6 +43,9 @@ def error_message(exc: BaseException) -> str:
         return "Cancelled."
     if isinstance(exc, (NotFound, NotYours, BadMetadata, UserError)):
         return str(exc)
+    if db.outage(exc):
+        log.error("web UI handler failed: the database cannot be reached", exc_info=exc)
+        return f"{db.DATABASE_DOWN} (The details are in the server log.)"
     log.error("web UI handler failed", exc_info=exc)
     return f"Something went wrong ({type(exc).__name__}); the details are in the server log. Try again."
 

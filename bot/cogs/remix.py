@@ -46,8 +46,7 @@ class RemixModal(discord.ui.Modal):
         await self.cog.remix(interaction, self.ids, self.prompt.value or "", self.negative.value or "")
 
     async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
-        log.error("remix modal failed", exc_info=error)
-        await self.cog.bot.tell(interaction, "Something went wrong on our side; the error is in the bot's log.")
+        await self.cog.bot.fault(interaction, error, "remix modal")
 
 
 class Remix(commands.Cog):

@@ -79,6 +79,10 @@ class PostgresServer:
                       "--no-sync", "--locale=C")
         if r.returncode:
             raise RuntimeError(f"initdb failed:\n{r.stdout}\n{r.stderr}")
+        self.resume()
+
+    def resume(self) -> None:
+        """Start the server on its data folder (again, after `halt`)."""
         opts = (f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c synchronous_commit=off "
                 f"-c full_page_writes=off -c max_connections=60 -c shared_buffers=32MB")
         r = self._run(self.bindir / "pg_ctl", "-D", self.data, "-l", self.root / "server.log", "-o", opts,
@@ -86,6 +90,12 @@ class PostgresServer:
         if r.returncode:
             log = (self.root / "server.log").read_text(errors="replace") if (self.root / "server.log").exists() else ""
             raise RuntimeError(f"pg_ctl start failed:\n{r.stdout}\n{r.stderr}\n{log}")
+
+    def halt(self) -> None:
+        """Stop the server, data kept, as a restart does: every connection dropped ("fast"; an
+        "immediate" stop would lose the last commits, as this test server runs with
+        synchronous_commit=off)."""
+        self._run(self.bindir / "pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop", timeout=60)
 
     def stop(self) -> None:
         self._run(self.bindir / "pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop", timeout=60)
