@@ -330,10 +330,15 @@ def failure_reason(exc: BaseException) -> tuple[str, str]:
     """A sentence a person can act on, and the error's type name."""
     import torch
 
+    from storage.db import outage
+
     name = type(exc).__name__
     if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
         return ("The GPU ran out of memory for this job. Try fewer images, a smaller size, "
                 "or wait until fewer jobs are running."), "OutOfMemory"
+    if outage(exc):   # the recorder could not write the result: its rows were rolled back
+        return ("The database could not be reached to record this job, so its pictures were not kept; "
+                "try again in a minute."), "DatabaseUnavailable"
     return f"{name}: {exc}", name
 
 

@@ -1,7 +1,10 @@
 """The web UI when its PostgreSQL server goes away and comes back: a sentence that says so, nothing
-queued or recorded while it is away, and the next request works once it is back."""
+queued or recorded while it is away, and the next request works once it is back; a job whose
+result cannot be recorded fails in a sentence and is found interrupted at the next start."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -37,3 +40,47 @@ def test_a_request_while_the_database_is_down_is_a_sentence_and_the_next_works(o
     finally:
         client.close()
         stop_server(srv)
+
+
+def test_a_job_whose_result_cannot_be_recorded_fails_in_a_sentence_and_is_interrupted_at_the_next_start(
+        own_postgres, generator, tiny_model_dir, tmp_path, monkeypatch):
+    import threading
+
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from storage import open_store
+
+    srv = start_server(generator, tmp_path / "data", tiny_model_dir, DATABASE_URL=own_postgres.new_database())
+    release = threading.Event()
+    real = generator.generate
+
+    def held(*args, **kwargs):   # the job runs while the database goes away
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generator, "generate", held)
+    client = Client(srv.url, verbose=False)
+    try:
+        job = client.submit(prompt="a kite", seed=1, steps=2, api_name="/generate")
+        deadline = time.monotonic() + 30
+        while not srv.service.status()["running"]:
+            assert time.monotonic() < deadline, "the job did not start"
+            time.sleep(0.05)
+        own_postgres.halt()
+        release.set()
+        with pytest.raises(AppError) as info:
+            job.result(timeout=60)
+        assert str(info.value) == ("The job failed: The database could not be reached to record this job, so its "
+                                   "pictures were not kept; try again in a minute."), str(info.value)
+    finally:
+        release.set()
+        client.close()
+        stop_server(srv)
+    own_postgres.resume()
+    # The next start is a new process: the one that ran the job (this test's) counts as gone.
+    monkeypatch.setattr("storage.store.runner_alive", lambda token: False)
+    with open_store(srv.settings) as store:
+        assert store.history().total == 0
+        ended = store.jobs(("interrupted",))
+        assert [j.request["prompt"] for j in ended.items] == ["a kite"] and ended.items[0].reason
