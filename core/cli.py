@@ -270,22 +270,48 @@ def print_progress(handle) -> Any:
     return result
 
 
-def write_outputs(result, out: str | None) -> None:
-    """Copy each image's PNG (with its recipe) to --out, numbered when there are several."""
+def out_problem(out: str | None) -> str | None:
+    """Why --out cannot be written, said before any job runs; None when it can. The folders it
+    names are made when the pictures are written."""
+    if not out or Path(out).is_dir():
+        return None
+    folder = Path(out).absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        return (f"out: {out} cannot be written, as {folder} is not a folder this user can write; "
+                "give a file or folder where you can.")
+    return None
+
+
+def write_outputs(result, out: str | None) -> int:
+    """Copy each image's PNG (with its recipe) to --out: that file (numbered when there are
+    several), or into that folder as <id>.png. The pictures are in the store whatever happens
+    here: a copy that fails says where they are. Returns the exit status."""
     import shutil
 
+    status = 0
     for img in result.images:
         target = None
         if out:
             base = Path(out)
-            target = base if len(result.images) == 1 else base.with_name(f"{base.stem}-{img.index + 1}{base.suffix or '.png'}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if img.path:
-                shutil.copyfile(img.path, target)
+            if base.is_dir():
+                target = base / f"{img.id}.png"
             else:
-                img.image.save(target, format="PNG")
+                target = base if len(result.images) == 1 else base.with_name(f"{base.stem}-{img.index + 1}{base.suffix or '.png'}")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if img.path:
+                    shutil.copyfile(img.path, target)
+                else:
+                    img.image.save(target, format="PNG")
+            except OSError as exc:
+                print(f"statuary: {target} could not be written ({exc.strerror or exc}); the picture is kept as "
+                      f"id {img.id}" + (f" in {img.path}" if img.path else ""), file=sys.stderr)
+                target, status = None, 1
         where = target or img.path
         print(f"{where}  id {img.id}  seed {img.seed}" + (f"  variation seed {img.variation_seed}" if img.variation_seed is not None and result.request.variation_strength > 0 else ""))
+    return status
 
 
 def cmd_generate(args, ctx: Context) -> int:
@@ -295,6 +321,10 @@ def cmd_generate(args, ctx: Context) -> int:
     try:
         request = request_from_args(args)
         request.validate()  # the model-independent checks, before loading anything
+        problem = out_problem(args.out)
+        if problem:
+            print(f"statuary: {problem}", file=sys.stderr)
+            return 2
         service = ctx.service()
         handle = service.submit(request, cli_owner())
         vocab = getattr(service, "vocabulary", None)
@@ -307,8 +337,7 @@ def cmd_generate(args, ctx: Context) -> int:
     except (JobFailed, JobCancelled) as exc:
         print(f"statuary: the job did not finish: {exc}", file=sys.stderr)
         return 1
-    write_outputs(result, args.out)
-    return 0
+    return write_outputs(result, args.out)
 
 
 def cmd_serve(args, ctx: Context, with_bot: bool = True, with_webui: bool = True) -> int:
@@ -412,7 +441,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     p.add_argument("prompt", help="what to draw; the embedded default model draws emoji, and the words it knows "
                                   "are listed in models/default/VOCABULARY.md (e.g. \"cat, 3d style\")")
     add_request_arguments(p)
-    p.add_argument("--out", help="PNG file to write (numbered when --count > 1); default: only the store")
+    p.add_argument("--out", help="PNG file to write (numbered when --count > 1), or a folder to write <id>.png "
+                                 "into; default: only the store")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("serve", help="run the web UI, and the Discord bot when DISCORD_TOKEN is set")

@@ -27,6 +27,22 @@ def test_generate_writes_a_png_and_says_where(tmp_path, tiny_model_dir):
     assert Image.open(out).size == (64, 64)
 
 
+def test_out_may_be_a_folder_and_an_out_that_cannot_be_written_is_refused_before_the_job(tmp_path, tiny_model_dir):
+    model = ["--model", str(tiny_model_dir)]
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    r = statuary([*model, "generate", "a cat", "--steps", "1", "--count", "2", "--out", str(folder)], tmp_path)
+    assert r.returncode == 0, r.stderr   # was IsADirectoryError after the job had run
+    ids = [line.split("id ")[1].split()[0] for line in r.stdout.splitlines()]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{i}.png" for i in ids)
+
+    (tmp_path / "a-file").write_text("")
+    r = statuary([*model, "generate", "a dog", "--steps", "1", "--out", str(tmp_path / "a-file" / "dog.png")], tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"out: {tmp_path / 'a-file' / 'dog.png'} cannot be written, as {tmp_path / 'a-file'} is not a folder" in r.stderr
+    assert "a dog" not in statuary(["history"], tmp_path).stdout   # nothing ran
+
+
 def test_generate_same_seed_same_bytes(tmp_path, tiny_model_dir):
     outs = []
     for i in range(2):
