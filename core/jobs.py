@@ -328,6 +328,8 @@ class JobService(abc.ABC):
 
 def failure_reason(exc: BaseException) -> tuple[str, str]:
     """A sentence a person can act on, and the error's type name."""
+    import errno
+
     import torch
 
     from storage.db import outage
@@ -336,6 +338,9 @@ def failure_reason(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
         return ("The GPU ran out of memory for this job. Try fewer images, a smaller size, "
                 "or wait until fewer jobs are running."), "OutOfMemory"
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "database or disk is full" in str(exc):
+        return ("The disk that holds Statuary's data is full, so this job's pictures could not be kept; "
+                "free some space and try again."), "DiskFull"
     if outage(exc):   # the recorder could not write the result: its rows were rolled back
         return ("The database could not be reached to record this job, so its pictures were not kept; "
                 "try again in a minute."), "DatabaseUnavailable"

@@ -71,3 +71,27 @@ def test_timeline_of_a_real_job(store, service):
     assert webp.stat().st_size < 20_000 and gif.stat().st_size < 60_000
     with Image.open(gif) as im:
         assert im.n_frames == 4 and im.is_animated
+
+
+def test_a_full_disk_fails_the_job_in_a_sentence_and_keeps_none_of_it(store, service, monkeypatch):
+    import errno
+    import os
+
+    import storage.files
+    from core.jobs import JobFailed
+
+    def disk_full(path, data):   # what a full disk answers the first write with
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(storage.files, "atomic_write", disk_full)
+    with pytest.raises(JobFailed) as info:
+        service.submit(GenerationRequest("red cat", seed=1, steps=2, count=2), ANA).result(TIMEOUT)
+    sentence = ("The disk that holds Statuary's data is full, so this job's pictures could not be kept; "
+                "free some space and try again.")
+    assert str(info.value) == sentence   # was "OSError: [Errno 28] No space left on device: '/.../images/..'"
+    assert info.value.error_type == "DiskFull"
+    monkeypatch.undo()
+    assert store.history().total == 0
+    failed = store.jobs(("failed",))
+    assert failed.total == 1 and failed.items[0].reason == sentence
+    assert not any(p.is_file() for p in (store.data_dir / "images").rglob("*"))
