@@ -14,7 +14,7 @@ import gradio as gr
 from core.hires import Hires
 from core.jobs import JobResult
 from core.request import FieldError, GenerationRequest, InvalidRequest
-from webui.recipes import error_message
+from webui.recipes import UserError, error_message
 from webui.shared import WebUI, owner_of, parse_seed
 
 HISTORY_PER_PAGE_MAX = 100
@@ -45,12 +45,15 @@ def register(ui: WebUI) -> None:
         """Make images from a prompt. Returns each image's id, seed, sha256 and file URL.
         seed -1 is random; width/height 0 is the model's native size; sampler "" is the model's
         default; hires_scale 0 is no hires fix (1 to 2 turns it on; hires_steps 0 is the same as steps)."""
-        hires = Hires(scale=hires_scale, steps=hires_steps or None, strength=hires_strength,
-                      upscaler=hires_upscaler) if hires_scale else None
-        req = GenerationRequest(prompt=prompt, negative_prompt=negative_prompt, seed=parse_seed(seed), steps=steps,
-                                guidance=guidance, width=width or None, height=height or None,
-                                sampler=sampler or None, count=count, hires=hires)
-        return await _wait(lambda: ui.service.submit(req, owner_of(request)))
+        def submit():   # built inside _wait, so a value it cannot even read is said as a sentence too
+            hires = Hires(scale=hires_scale, steps=hires_steps or None, strength=hires_strength,
+                          upscaler=hires_upscaler) if hires_scale else None
+            req = GenerationRequest(prompt=prompt, negative_prompt=negative_prompt, seed=parse_seed(seed),
+                                    steps=steps, guidance=guidance, width=width or None, height=height or None,
+                                    sampler=sampler or None, count=count, hires=hires)
+            return ui.service.submit(req, owner_of(request))
+
+        return await _wait(submit)
 
     async def reproduce(image_id: str, request: gr.Request = None) -> list[dict]:
         """Make a stored image again from its recipe."""
@@ -70,10 +73,13 @@ def register(ui: WebUI) -> None:
         def submit():
             base = ui.store.request_for(image_id)
             rec = ui.store.get(image_id)
+            try:
+                mask = base64.b64decode(mask_png_base64 or "", validate=True)
+            except ValueError:
+                raise UserError("mask_png_base64 is not base64; give the mask PNG's bytes in base64.") from None
             req = dataclasses.replace(base, prompt=prompt, negative_prompt=negative_prompt, seed=parse_seed(seed),
-                                      strength=strength, init_image=rec.path.read_bytes(),
-                                      mask=base64.b64decode(mask_png_base64), variation_strength=0.0,
-                                      variation_seed=None, count=1)
+                                      strength=strength, init_image=rec.path.read_bytes(), mask=mask,
+                                      variation_strength=0.0, variation_seed=None, count=1)
             return ui.service.submit(req, owner_of(request), parent_id=rec.id, kind="inpaint")
 
         return await _wait(submit)
@@ -82,10 +88,13 @@ def register(ui: WebUI) -> None:
                       request: gr.Request = None) -> list[dict]:
         """A stored image through the hires fix: its recipe, repainted larger. 0 or empty takes the
         model's own setting (its folder's hires.json, else scale 2, the same steps, strength 0.5, lanczos)."""
-        base = ui.service.hires_defaults.hires
-        hires = Hires(scale=scale or base.scale, steps=steps or base.steps, strength=strength or base.strength,
-                      upscaler=upscaler or base.upscaler)
-        return await _wait(lambda: ui.store.upscale(image_id, ui.service, owner_of(request), hires))
+        def submit():
+            base = ui.service.hires_defaults.hires
+            hires = Hires(scale=scale or base.scale, steps=steps or base.steps, strength=strength or base.strength,
+                          upscaler=upscaler or base.upscaler)
+            return ui.store.upscale(image_id, ui.service, owner_of(request), hires)
+
+        return await _wait(submit)
 
     async def verify(image_id: str, request: gr.Request = None) -> dict:
         """Make a stored image again and compare: verdict exact or drifted, with the largest pixel difference."""

@@ -88,10 +88,20 @@ def owner_of(request: gr.Request | None) -> Owner:
 
 
 def parse_seed(value: Any) -> int | None:
-    """The seed box: empty or negative means 'random'."""
+    """The seed box: empty or negative means 'random'. What is not a whole number is passed on
+    as it is, for the request's validation to refuse in its words."""
     if value is None or value == "":
         return None
-    value = int(value) if float(value).is_integer() else value
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            try:
+                value = float(value)
+            except ValueError:
+                return value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     return None if isinstance(value, int) and value < 0 else value
 
 

@@ -65,6 +65,22 @@ def test_errors_come_back_as_messages(client):
         client.predict(image_id="zzzzzzzz", api_name="/reproduce")
 
 
+def test_a_value_an_endpoint_cannot_even_read_is_a_sentence(client, server):
+    """seed "abc" was a ValueError inside the endpoint, and gradio's 'The upstream Gradio app has
+    raised an exception'; a mask that is not base64 was 'Something went wrong (Error)'."""
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=r"^Seed: 'abc' is not allowed; use a whole number from 0 to 4294967295"):
+        client.predict(prompt="cat", seed="abc", api_name="/generate")
+    with pytest.raises(AppError, match=r"^Hires scale: 'big' is not allowed; "):
+        client.predict(prompt="cat", hires_scale="big", api_name="/generate")
+    made = client.predict(prompt="cat", seed=" 12 ", steps=1, api_name="/generate")   # a seed as text
+    assert made[0]["seed"] == 12
+    with pytest.raises(AppError, match=r"^mask_png_base64 is not base64; give the mask PNG's bytes in base64\.$"):
+        client.predict(image_id=made[0]["id"], mask_png_base64="!!!", prompt="x", api_name="/inpaint")
+    assert server.store.history(query="x").total == 0
+
+
 def test_bad_history_paging_is_a_sentence_not_an_internal_error(client):
     """page -3 or per_page 100000 said 'Something went wrong (ValueError)' (issue 12, bug 6)."""
     from gradio_client.exceptions import AppError
