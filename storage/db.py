@@ -33,12 +33,22 @@ class StoreUnavailable(RuntimeError):
 DATABASE_DOWN = "The database cannot be reached just now; try again in a minute."
 
 
+# What drivers say when the database itself is away or stuck, not when a statement is wrong
+# (SQLite raises OperationalError for "LIKE or GLOB pattern too complex" too).
+_AWAY = ("connect", "closed", "terminat", "shutting down", "starting up", "recovery mode", "locked",
+         "disk i/o", "unable to open", "readonly", "timeout", "timed out")
+
+
 def outage(exc: BaseException) -> bool:
     """Whether `exc` says the database went away while Statuary was running (a dropped or refused
-    connection, a server restarting, SQLite's disk full or locked past the busy timeout): what the
-    front-ends answer with DATABASE_DOWN instead of a generic fault. The transaction it broke
-    was rolled back, so nothing of that request was written."""
-    return isinstance(exc, (OperationalError, InterfaceError, StoreUnavailable))
+    connection, a server restarting, SQLite locked past the busy timeout): what the front-ends
+    answer with DATABASE_DOWN instead of a generic fault. The transaction it broke was rolled
+    back, so nothing of that request was written."""
+    if isinstance(exc, (InterfaceError, StoreUnavailable)):
+        return True
+    if isinstance(exc, OperationalError):
+        return exc.connection_invalidated or any(w in str(exc.orig).lower() for w in _AWAY)
+    return False
 
 
 def open_database(url: str) -> Engine:

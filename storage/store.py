@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 import core
 from core.jobs import ImageResult, JobHandle, JobResult, JobService, LimitReached, Owner, Quota
 from core.hires import Hires
-from core.request import FieldError, GenerationRequest, InvalidRequest
+from core.request import PROMPT_MAX_CHARS, Described, FieldError, GenerationRequest, InvalidRequest
 from storage import db, ids, pngmeta
 from storage.records import (REQUEST_FIELDS, GenerationRecord, ImageRecord, NotFound, NotYours, Page, Superseded,
                              VerifyResult, canonical_request, model_name)
@@ -36,6 +36,7 @@ from storage.pngmeta import BadMetadata
 
 PARENT_CHAIN_MAX = 100
 ENDED_UNDONE = ("failed", "interrupted", "cancelled")  # jobs that ended without images
+QUERY_MAX_CHARS = PROMPT_MAX_CHARS   # a history search: as long as the longest prompt
 PAGE_MAX = 1_000_000  # history pages: beyond it an offset overflows the database's integers long before any data
 FOREIGN_JOB_STALE_AFTER = dt.timedelta(hours=6)
 # A file no row names is removed at start-up only when older than this: younger, it may belong
@@ -281,6 +282,7 @@ class Store:
             raise ValueError(str(FieldError("page", page, f"use a whole number from 1 to {PAGE_MAX}")))
         if not 1 <= per_page <= 500:
             raise ValueError(str(FieldError("per_page", per_page, "use a whole number from 1 to 500")))
+        _check_query(query)
         cond = [Generation.status == "done"] + _conditions(owner, query, include_verify)
         with self._read() as s:
             total = s.scalar(select(func.count(Image.id)).join(Image.generation).where(*cond)) or 0
@@ -305,6 +307,7 @@ class Store:
                                             "use one of " + ", ".join(STATUSES))))
         if not 1 <= page <= PAGE_MAX:
             raise ValueError(str(FieldError("page", page, f"use a whole number from 1 to {PAGE_MAX}")))
+        _check_query(query)
         cond = [Generation.status.in_(statuses)] + _conditions(owner, query, include_verify=True)
         with self._read() as s:
             total = s.scalar(select(func.count(Generation.id)).where(*cond)) or 0
@@ -539,6 +542,14 @@ def _generation_record(g: Generation) -> GenerationRecord:
         request=_request_dict(g), owner=_owner(g), parent_id=g.parent_id, fingerprint=dict(g.fingerprint),
         image_ids=tuple(i.id for i in g.images), created=g.created_at, started_at=g.started_at,
         finished_at=g.finished_at, seconds=g.seconds)
+
+
+def _check_query(query: str | None) -> None:
+    """A search no longer than the longest prompt (SQLite refuses a LIKE pattern past 50,000
+    characters with an OperationalError, which would read as the database being away)."""
+    if query and len(query) > QUERY_MAX_CHARS:
+        raise InvalidRequest([FieldError("query", Described(f"a text of {len(query)} characters"),
+                                         f"use at most {QUERY_MAX_CHARS} characters")])
 
 
 def _conditions(owner: Owner | str | None, query: str | None, include_verify: bool) -> list[Any]:

@@ -23,7 +23,7 @@ FIELD_LABELS = {
     "steps": "Steps", "guidance": "Guidance", "width": "Width", "height": "Height", "sampler": "Sampler",
     "variation_seed": "Variation seed", "variation_strength": "Variation strength", "init_image": "Source image",
     "strength": "Strength", "mask": "Mask", "variation_chain": "Earlier variations",
-    "page": "Page", "per_page": "Per page",
+    "page": "Page", "per_page": "Per page", "query": "Search",
     "hires_scale": "Hires scale", "hires_steps": "Hires steps", "hires_strength": "Hires strength",
     "hires_upscaler": "Hires upscaler",
 }

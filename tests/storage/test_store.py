@@ -144,6 +144,34 @@ def test_history_pages_searches_and_filters(store, fake_service):
         store.history(page=0)
 
 
+def test_a_search_as_long_as_a_prompt_works_and_a_longer_one_is_a_sentence(store, fake_service):
+    """A 100,000-character search was SQLite's 'LIKE or GLOB pattern too complex', which the web UI
+    then read as the database being away."""
+    from core.request import InvalidRequest
+    from storage.store import QUERY_MAX_CHARS
+
+    fake_service.submit(GenerationRequest("a " * 498 + "kite", seed=1), ANA).result()   # 1,000 characters
+    longest = "a " * 498 + "kite"   # 499 words
+    assert len(longest) == QUERY_MAX_CHARS and store.history(query=longest).total == 1
+    assert store.jobs(("done",), query=longest).total == 1
+    for search in (lambda q: store.history(query=q), lambda q: store.jobs(query=q)):
+        with pytest.raises(InvalidRequest) as info:
+            search("x" * 100_000)
+        assert str(info.value) == "query: a text of 100000 characters is not allowed; use at most 1000 characters."
+
+
+def test_a_statement_sqlite_refuses_is_not_taken_for_the_database_being_away(tmp_path):
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+
+    from storage import db
+
+    with create_engine(f"sqlite:///{tmp_path / 'x.db'}").connect() as conn:
+        with pytest.raises(OperationalError) as info:
+            conn.execute(text("SELECT 'a' LIKE :p"), {"p": "%" * 60_000})
+    assert "too complex" in str(info.value) and not db.outage(info.value)
+
+
 def test_delete_own_images_only(store, fake_service):
     init, _ = _init_and_mask()
     result = fake_service.submit(GenerationRequest("to delete", seed=5, count=2, init_image=init, strength=0.5), ANA).result()

@@ -89,6 +89,8 @@ def test_bad_history_paging_is_a_sentence_not_an_internal_error(client):
         client.predict(page=-3, api_name="/history")
     with pytest.raises(AppError, match=r"^Per page: 100000 is not allowed; use a whole number from 1 to 100\.$"):
         client.predict(per_page=100000, api_name="/history")
+    with pytest.raises(AppError, match=r"^Search: a text of 100000 characters is not allowed; use at most 1000 "):
+        client.predict(query="x" * 100_000, api_name="/history")
 
 
 def test_hires_through_the_endpoints(client, server):

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from storage.store import ENDED_UNDONE
+from storage.store import ENDED_UNDONE, QUERY_MAX_CHARS
 
 from webui import hires as hx
-from webui.recipes import UserError, error_html, record_markdown, status_html
+from webui.recipes import UserError, error_html, error_message, record_markdown, status_html
 from webui.shared import WebUI, owner_of, whole
 
 PER_PAGE = 20
@@ -24,7 +24,7 @@ def build(ui: WebUI) -> SimpleNamespace:
     with gr.Tab("History", id="history") as tab:
         with gr.Row(elem_classes="st-search-row"):
             query = gr.Textbox(show_label=False, container=False, placeholder="Search prompts: words in the prompt",
-                               scale=4, elem_id="h-query", min_width=160)
+                               scale=4, elem_id="h-query", min_width=160, max_length=QUERY_MAX_CHARS)
             search = gr.Button("Search", scale=0, min_width=90, elem_id="h-search")
             prev = gr.Button("◀", scale=0, min_width=48, elem_id="h-prev")
             page = gr.Number(value=1, precision=0, minimum=1, show_label=False, container=False, scale=0,
@@ -67,7 +67,10 @@ def build(ui: WebUI) -> SimpleNamespace:
     def history(query_, page_, mine_=False, request: gr.Request | None = None):
         page_ = max(1, whole(page_) or 1)
         owner = owner_of(request) if mine_ else None
-        found = ui.store.history(owner=owner, query=query_ or None, page=page_, per_page=PER_PAGE)
+        try:
+            found = ui.store.history(owner=owner, query=query_ or None, page=page_, per_page=PER_PAGE)
+        except Exception as exc:  # noqa: BLE001 -- said where the count goes (a search too long, the database away)
+            return {gallery: [], ids: [], count: error_message(exc)}
         if page_ > found.pages and found.total:
             page_ = found.pages
             found = ui.store.history(owner=owner, query=query_ or None, page=page_, per_page=PER_PAGE)
@@ -91,8 +94,11 @@ def build(ui: WebUI) -> SimpleNamespace:
     def jobs_without_images(query_, mine_, kind, request: gr.Request):
         """The newest jobs that ended without images, with why; the same search and "Only mine"."""
         owner = owner_of(request) if mine_ else None
-        found = ui.store.jobs(UNDONE.get(kind, ENDED_UNDONE), owner=owner, query=query_ or None,
-                              per_page=PER_PAGE)
+        try:
+            found = ui.store.jobs(UNDONE.get(kind, ENDED_UNDONE), owner=owner, query=query_ or None,
+                                  per_page=PER_PAGE)
+        except Exception as exc:  # noqa: BLE001
+            return error_message(exc)
         if not found.total:
             return "No such jobs" + (" of yours" if mine_ else "") + (f" matching “{html.escape(query_)}”" if query_ else "") + "."
         rows = ["| when (UTC) | status | prompt | why |", "|---|---|---|---|"]
