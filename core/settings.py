@@ -125,7 +125,7 @@ DATABASE_FORMS = ("use postgresql+psycopg://user:password@host/database, sqlite:
 
 def shown_url(raw: str) -> str:
     """A database or broker URL as it may be printed: with its password, if any, as ***."""
-    return re.sub(r"(//[^/@:]*:)[^@/]*@", r"\1***@", raw)
+    return re.sub(r"(//[^/@:]*:)[^@]*@", r"\1***@", raw)
 
 
 def _database_url(raw: str, data_dir: Path) -> str:

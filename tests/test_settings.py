@@ -55,10 +55,12 @@ def test_bad_settings_are_clear_errors(env, message):
 
 def test_a_password_in_a_url_is_never_repeated_back():
     for env in ({"DATABASE_URL": "mysql://u:hunter2@h/d"}, {"DATABASE_URL": "post gres://u:hunter2@h/d"},
+                {"DATABASE_URL": "mysql://u:hun/ter2@h/d"},
                 {"STATUARY_BROKER_URL": "amqp://u:hunter2@h//", "DATABASE_URL": "postgresql+psycopg://u@h/d"}):
         with pytest.raises(SettingsError) as info:
             load_settings(env, dotenv_path=None)
-        assert "hunter2" not in str(info.value) and "u:***@h" in str(info.value), str(info.value)
+        assert "hunter2" not in str(info.value) and "ter2" not in str(info.value), str(info.value)
+        assert "u:***@h" in str(info.value), str(info.value)
 
 
 def test_a_broker_with_postgresql_is_accepted_and_no_broker_is_the_default():
