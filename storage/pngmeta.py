@@ -148,14 +148,20 @@ def read_text_chunks(source: str | Path | bytes) -> dict[str, str]:
     from PIL import Image, UnidentifiedImageError
 
     name = _subject(source)
+    limit = Image.MAX_IMAGE_PIXELS
+    too_large = f"{name} is too large a picture to read: Statuary reads pictures of at most {limit:,} pixels."
     try:
         with Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as im:
+            if limit and im.width * im.height > limit:   # load() would decode every pixel (a PNG bomb)
+                raise BadMetadata(too_large)
             if im.format != "PNG":
                 return {str(k): str(v) for k, v in (im.info or {}).items() if isinstance(v, str)}
             im.load()  # reads every chunk, checking each CRC
             return {str(k): str(v) for k, v in im.text.items()}
-    except FileNotFoundError:
+    except (FileNotFoundError, BadMetadata):
         raise
+    except Image.DecompressionBombError:   # Pillow's own refusal, at twice the limit
+        raise BadMetadata(too_large) from None
     except (UnidentifiedImageError, SyntaxError, OSError, ValueError) as exc:
         raise BadMetadata(f"{name} is not a readable image file.") from exc
 
