@@ -383,11 +383,13 @@ def cmd_worker(args, ctx: Context) -> int:
 
 def cmd_status(args, ctx: Context) -> int:
     """Workers alive, jobs waiting and running (with a broker); what this machine would run otherwise."""
+    import json as _json
+
     s = ctx.settings
     if not s.broker_url:
-        print("jobs run inside each statuary process (no STATUARY_BROKER_URL): nothing to show between processes")
+        note = "jobs run inside each statuary process (no STATUARY_BROKER_URL): nothing to show between processes"
+        print(_json.dumps({"broker": None, "note": note}) if args.json else note)   # --json is JSON either way
         return 0
-    import json as _json
 
     from core.distributed.broker import redis_client, unreachable
     from core.distributed.quota import Line

@@ -96,6 +96,13 @@ def test_bad_setting_is_a_clear_message(tmp_path):
     assert r.returncode == 2 and "STATUARY_PORT='eighty' is not a whole number" in r.stderr
 
 
+def test_status_json_without_a_broker_is_still_json(tmp_path):
+    import json
+
+    r = statuary(["status", "--json"], tmp_path)   # was a plain sentence, which a script's json.loads fails on
+    assert r.returncode == 0 and json.loads(r.stdout)["broker"] is None, r.stdout
+
+
 def test_train_forwards_its_own_options(tmp_path):
     r = statuary(["train", "--help"], tmp_path)
     assert r.returncode == 0 and "--smoke" in r.stdout and "--minutes" in r.stdout
