@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 
 from core import hires
+from core.jobs import JobError
 from core.loader import LoadedModel
 from core.lora import LoraSwitch
 from core.prompts import PromptEncoder
@@ -338,7 +339,8 @@ class Generator:
         pixels = (pixels[0].float().clamp(-1, 1) + 1) / 2
         arr = pixels.permute(1, 2, 0).cpu().numpy()
         if not np.isfinite(arr).all():
-            raise FloatingPointError("the decoded image has NaN values (numeric overflow); try float32 or another sampler")
+            raise JobError("The picture came out as invalid numbers (an overflow while decoding it); try another "
+                           "sampler or seed, and if it keeps happening, ask whoever runs Statuary to use float32.")
         if traj.mask_pixels is not None:
             # Paste the source back outside the mask: unmasked pixels stay exactly what they were.
             mask = traj.mask_pixels[..., None]

@@ -146,6 +146,12 @@ class JobFailed(RuntimeError):
         self.error_type = error_type
 
 
+class JobError(RuntimeError):
+    """A job failed for a reason its message already says to the person who asked (a LoRA file that
+    changed after the job was queued, a picture that overflowed): the message is shown as it is.
+    Any other exception is a bug or a fault, and the person gets a general sentence instead."""
+
+
 class JobCancelled(RuntimeError):
     pass
 
@@ -344,7 +350,15 @@ def failure_reason(exc: BaseException) -> tuple[str, str]:
     if outage(exc):   # the recorder could not write the result: its rows were rolled back
         return ("The database could not be reached to record this job, so its pictures were not kept; "
                 "try again in a minute."), "DatabaseUnavailable"
-    return f"{name}: {exc}", name
+    if isinstance(exc, JobError):
+        return str(exc), name
+    return UNEXPECTED, name   # the type and message are for the log (the service logs the traceback)
+
+
+# What a person reads when a job fails in a way Statuary did not foresee: no exception text, which
+# is for developers (and may name files on the server); the traceback is in the server's log.
+UNEXPECTED = ("Something went wrong on our side while making this picture; the error is in the server's log. "
+              "Try again, and if it keeps failing, tell whoever runs this Statuary.")
 
 
 def keep_frame_steps(total: int, frames: int) -> set[int]:

@@ -30,6 +30,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from core.jobs import JobError
 from core.loader import HashCache, UnsafeWeights, check_safetensors
 from core.request import FieldError, GenerationRequest, InvalidRequest
 
@@ -121,7 +122,7 @@ def check_request(library: "LoraLibrary | None", request: GenerationRequest, *,
     if queued:
         for asked, now in zip(request.loras, resolved.loras):
             if len(asked) > 2 and asked[2] and asked[2] != now[2]:
-                raise RuntimeError(f"LoRA {now[0]}.safetensors changed after this job was queued; submit it again")
+                raise JobError(f"LoRA {now[0]}.safetensors changed after this job was queued; submit it again.")
     return resolved
 
 
@@ -348,17 +349,17 @@ class LoraSwitch:
             return adapter
         path = self.library.path(name)
         if path is None:
-            raise FileNotFoundError(f"LoRA {name}.safetensors left the LoRA folder after this job was queued")
+            raise JobError(f"LoRA {name}.safetensors left the LoRA folder after this job was queued.")
+        if self.library.hashes.file_sha256(path) != sha:   # before the format check: a changed file says so
+            raise JobError(f"LoRA {path.name} changed after this job was queued; submit it again.")
         check_safetensors(path)
-        if self.library.hashes.file_sha256(path) != sha:
-            raise RuntimeError(f"LoRA {path.name} changed after this job was queued; submit it again")
         self._evict()
         try:
             with warnings.catch_warnings():  # "multiple adapters in the model": intended, one per file
                 warnings.filterwarnings("ignore", message=".*peft_config.*")
                 self.model.pipeline.load_lora_weights(str(path), adapter_name=adapter)
         except Exception as exc:
-            raise RuntimeError(f"LoRA {path.name} does not fit the loaded model: {_short(exc)}") from exc
+            raise JobError(f"LoRA {path.name} does not fit the loaded model: {_short(exc)}") from exc
         self._loaded[adapter] = sha
         return adapter
 

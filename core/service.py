@@ -358,8 +358,8 @@ class InProcessJobService(StepBatching, JobService):
 
     def _fail(self, handle: JobHandle, exc: BaseException) -> None:
         reason, error_type = failure_reason(exc)
-        log.warning("job %s failed: %s\n%s", handle.job_id, reason,
-                    "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        log.warning("job %s failed (%s: %s); the person was told: %s\n%s", handle.job_id, type(exc).__name__, exc,
+                    reason, "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         self._release_memory()
         self._record("job_failed", handle, reason, error_type)
         handle._emit(Failed(reason, error_type))

@@ -307,7 +307,7 @@ def test_a_failing_job_tells_the_user(discord_run, monkeypatch):
         monkeypatch.setattr(d.service._gen, "generate", boom)
         it = await d.standin.slash("imagine", prompt="doomed", steps=2)
         msg = await answer(d.standin, it, "failed")
-        assert "the UNet caught fire" in msg["content"]
+        assert "Something went wrong on our side" in msg["content"] and "fire" not in msg["content"]
 
     discord_run(scenario)
 
