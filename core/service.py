@@ -42,6 +42,7 @@ from core.lora import LoraLibrary
 from core.request import GenerationRequest, ModelLimits
 
 log = logging.getLogger(__name__)
+RECORD_RETRY_S = 30.0  # how often the end of a job the record could not take is tried again
 
 
 class InProcessJobService(StepBatching, JobService):
@@ -70,6 +71,10 @@ class InProcessJobService(StepBatching, JobService):
         self._submitted: dict[tuple[str, str], collections.deque[float]] = {}  # submit times, for a Quota
         self._closed = False
         self._counter = itertools.count(1)
+        # How jobs ended that the recorder could not write then (method, generation id, args); see _record.
+        self._unrecorded: list[tuple[str, str, tuple]] = []
+        self._unrecorded_lock = threading.RLock()
+        self._retry_timer: threading.Timer | None = None
         self._fingerprint = generator.model.fingerprint() | dict(fingerprint_extra or {})
         # What the model folder says about the hires fix (core/hires.py); a bad hires.json stops start-up.
         self.hires_defaults = hires.HiresDefaults.load(generator.model.source)
@@ -231,6 +236,9 @@ class InProcessJobService(StepBatching, JobService):
         for handle in running:
             handle.cancel_requested.set()
         self._worker.join(timeout)
+        with self._unrecorded_lock:   # what is still unwritten, the next start finds 'running' and marks interrupted
+            if self._retry_timer is not None:
+                self._retry_timer.cancel()
 
     # ---- queue order -------------------------------------------------------------------------------
 
@@ -277,12 +285,50 @@ class InProcessJobService(StepBatching, JobService):
         if self._recorder is None or handle.generation_id is None:
             return None
         try:
-            return getattr(self._recorder, method)(handle.generation_id, *args)
+            value = getattr(self._recorder, method)(handle.generation_id, *args)
         except Exception:  # the record is storage's to keep; a failure here must not kill the worker
             log.exception("recorder.%s failed for %s", method, handle.job_id)
             if method == "job_done":
                 raise
+            if method in ("job_failed", "job_cancelled"):   # how it ended: kept, and written when it can be
+                with self._unrecorded_lock:
+                    self._unrecorded.append((method, handle.generation_id, args))
+                self._retry_unrecorded_later()
             return None
+        if self._unrecorded:   # the record answers again: write what it missed
+            self._write_unrecorded()
+        return value
+
+    def _write_unrecorded(self) -> None:
+        """Write the ends of jobs the recorder could not take when they ended (the database was away),
+        oldest first; what still fails waits for the next try. Without this they read 'running' until
+        the next start marks them interrupted."""
+        with self._unrecorded_lock:
+            while self._unrecorded:
+                method, generation_id, args = self._unrecorded[0]
+                try:
+                    getattr(self._recorder, method)(generation_id, *args)
+                except Exception as exc:  # noqa: BLE001 -- still away: try again later
+                    log.warning("the record still cannot take how job %s ended (%s); trying again in %.0f s",
+                                generation_id, type(exc).__name__, RECORD_RETRY_S)
+                    break
+                self._unrecorded.pop(0)
+                log.info("recorded how job %s ended, now that the record can be written", generation_id)
+        if self._unrecorded:
+            self._retry_unrecorded_later()
+
+    def _retry_unrecorded_later(self) -> None:
+        with self._unrecorded_lock:
+            if self._closed or self._retry_timer is not None:
+                return
+            self._retry_timer = threading.Timer(RECORD_RETRY_S, self._retry_unrecorded_now)
+            self._retry_timer.daemon = True
+            self._retry_timer.start()
+
+    def _retry_unrecorded_now(self) -> None:
+        with self._unrecorded_lock:
+            self._retry_timer = None
+        self._write_unrecorded()
 
     def _work(self) -> None:
         if self.batch_max > 1:

@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+import time
 
 import pytest
 import torch
@@ -278,3 +279,62 @@ def test_recorder_failure_on_done_fails_the_job(service_factory):
         svc.submit(req(), ALICE).result(timeout=60)
     assert (info.value.reason, info.value.error_type) == (UNEXPECTED, "OSError")
     assert rec.calls[-1][0] == "failed"
+
+
+class AwayRecorder(RecordingRecorder):
+    """A record whose database goes away while `away` is set: every write raises."""
+
+    def __init__(self):
+        super().__init__()
+        self.away = False
+
+    def __getattribute__(self, name):
+        if name.startswith("job_") and object.__getattribute__(self, "away"):
+            from sqlalchemy.exc import OperationalError
+
+            raise OperationalError("UPDATE generations", {}, Exception("server closed the connection unexpectedly"))
+        return object.__getattribute__(self, name)
+
+
+def test_how_a_job_ended_is_recorded_once_the_record_answers_again(service_factory, generator, monkeypatch):
+    # The database goes away while a job runs: its result cannot be kept, nor can its failure be
+    # written then. The row must not read 'running' for as long as the service runs: the failure
+    # is written as soon as the record answers, here with the next job.
+    rec = AwayRecorder()
+    svc = service_factory(recorder=rec)
+    real = generator.decode
+
+    def decode_while_away(traj):
+        rec.away = True
+        return real(traj)
+
+    monkeypatch.setattr(generator, "decode", decode_while_away)
+    with pytest.raises(JobFailed) as info:
+        svc.submit(req(), ALICE).result(timeout=60)
+    assert info.value.error_type == "DatabaseUnavailable"
+    assert rec.calls == [("queued", "generate", None), ("started", "gen-1")]   # nothing written while away
+    monkeypatch.undo()
+    rec.away = False
+    svc.submit(req(), BOB).result(timeout=60)
+    assert ("failed", "gen-1", "DatabaseUnavailable") in rec.calls
+    assert rec.calls.index(("failed", "gen-1", "DatabaseUnavailable")) < rec.calls.index(("done", "gen-3"))
+
+
+def test_with_no_next_job_the_end_is_written_by_a_retry(service_factory, monkeypatch):
+    import core.service
+
+    monkeypatch.setattr(core.service, "RECORD_RETRY_S", 0.2)
+    rec = AwayRecorder()
+    svc = service_factory(recorder=rec)
+    handle = svc.submit(req(steps=50), ALICE)
+    rec.away = True
+    assert svc.cancel(handle)
+    with pytest.raises(JobCancelled):
+        handle.result(timeout=60)
+    time.sleep(0.5)   # tries while still away, and keeps trying
+    assert not [c for c in rec.calls if c[0] == "cancelled"]
+    rec.away = False
+    deadline = time.monotonic() + 10
+    while ("cancelled", "gen-1") not in rec.calls:
+        assert time.monotonic() < deadline, rec.calls
+        time.sleep(0.05)
