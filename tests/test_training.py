@@ -717,6 +717,8 @@ def test_sample_grid_draws_the_required_subjects(smoke_run, pack_dir):
     im = Image.open(smoke_run / "samples.png")
     assert len(SAMPLE_SUBJECTS) == 40 and im.size == (5 * (3 * 16 + 8), 8 * 16)
     assert (smoke_run / "samples.txt").read_text().splitlines()[1:] == list(SAMPLE_SUBJECTS)
+    kept = smoke_run / "samples" / "step-000008.png"   # each step's grid is kept beside the latest
+    assert kept.read_bytes() == (smoke_run / "samples.png").read_bytes()
 
 
 def test_the_judge_resumes_from_its_checkpoint_as_if_never_stopped(pack_dir, tmp_path):

@@ -285,7 +285,8 @@ def ema_weights(params, ema):
 @torch.no_grad()
 def sample_grid(text, unet, vae, tok, px: int, factor: int, folder: Path, step: int, seed0: int = 0) -> torch.Tensor:
     """Draw every SAMPLE_SUBJECTS word in the three styles (seed = seed0 + its place in the grid) and
-    write folder/samples.png (columns of 3: 3d, flat, cartoon) and samples.txt (the rows).
+    write folder/samples.png (columns of 3: 3d, flat, cartoon) and samples.txt (the rows), and keep
+    a copy as folder/samples/step-NNNNNN.png, so the grids of a long run can be looked at side by side.
     Returns the pictures, [120, 3, px, px] in [-1, 1], word by word, 3d/flat/cartoon each."""
     from diffusers import StableDiffusionPipeline
     from PIL import Image
@@ -304,7 +305,10 @@ def sample_grid(text, unet, vae, tok, px: int, factor: int, folder: Path, step: 
     cols = [np.concatenate(rows[c * 8:(c + 1) * 8], 0) for c in range(-(-len(rows) // 8))]
     h = max(c.shape[0] for c in cols)
     cols = [np.pad(c, ((0, h - c.shape[0]), (0, 8), (0, 0)), constant_values=255) for c in cols]
-    Image.fromarray(np.concatenate(cols, 1)).save(folder / "samples.png")
+    grid = Image.fromarray(np.concatenate(cols, 1))
+    grid.save(folder / "samples.png")
+    (folder / "samples").mkdir(exist_ok=True)
+    grid.save(folder / "samples" / f"step-{step:06d}.png")
     (folder / "samples.txt").write_text(f"step {step}; columns of 3 (3d, flat, cartoon), 8 subjects each, top to bottom:\n"
                                         + "\n".join(SAMPLE_SUBJECTS) + "\n")
     return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() * 2 - 1
