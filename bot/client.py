@@ -84,11 +84,11 @@ class StatuaryBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         # Runs once per login, not on reconnects: the place for one-time work.
-        from bot.cogs import images, making, queue, remix, server, settings, upscale
+        from bot.cogs import images, making, queue, remix, server, settings, upscale, words
 
         await asyncio.to_thread(self.community.preload)  # so no command waits on the database before its ack
         for cog in (making.Making(self), images.Images(self), queue.Queue(self), server.Server(self),
-                    settings.Settings(self), remix.Remix(self), upscale.Upscale(self)):
+                    settings.Settings(self), remix.Remix(self), upscale.Upscale(self), words.Words(self)):
             await self.add_cog(cog)
         self.add_dynamic_items(ResultButton, HistoryButton)
         # discord.py has no public setter for an option's description or choices; both are read when syncing.

@@ -329,7 +329,7 @@ def cmd_generate(args, ctx: Context) -> int:
         handle = service.submit(request, cli_owner())
         vocab = getattr(service, "vocabulary", None)
         if vocab is not None and not vocab.knows(request.prompt):   # it still runs
-            print(f"statuary: {vocab.hint()}", file=sys.stderr)
+            print(f"statuary: {vocab.hint('statuary words')}", file=sys.stderr)
         result = print_progress(handle)
     except (InvalidRequest, QueueFull) as exc:
         print(f"statuary: {flag_names(exc, GENERATE_FLAGS)}", file=sys.stderr)
@@ -425,6 +425,35 @@ def cmd_loras(args, ctx: Context) -> int:
     return 0
 
 
+def cmd_words(args, ctx: Context) -> int:
+    """The subjects the model knows (its folder's vocabulary.json), by group; or those a search finds."""
+    from core.loader import require_model_folder
+    from core.vocabulary import HOW_TO_ASK, ModelVocabulary
+
+    path = Path(ctx.settings.model_spec).expanduser()
+    if path.is_dir():
+        require_model_folder(path)   # read without loading the weights
+    vocab = ModelVocabulary.load(path) if path.is_dir() else None
+    if vocab is None:
+        print(f"statuary: {path.name or path} has no word list: it is a Stable Diffusion checkpoint, not the emoji "
+              "model, so describe what you want in your own words.", file=sys.stderr)
+        return 0
+    if args.search is not None:
+        found = vocab.find(args.search)
+        for e in found:
+            print(e.line())
+        if not found:
+            print(f"statuary: no subject of this model has a word starting with \"{args.search}\"; "
+                  f"`statuary words` lists all {len(vocab.emoji)}.", file=sys.stderr)
+            return 1
+        return 0
+    for group, subjects in vocab.by_category().items():
+        print(f"{group} ({len(subjects)}): " + ", ".join(e.label for e in subjects))
+    print(f"{len(vocab.emoji)} subjects. {HOW_TO_ASK} `statuary words SEARCH` shows every word for a subject.",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_train(args, ctx: Context) -> int:
     from training.train import main as train_main
 
@@ -441,7 +470,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
 
     p = sub.add_parser("generate", help="make images from a prompt and write PNGs")
     p.add_argument("prompt", help="what to draw; the embedded default model draws emoji, and the words it knows "
-                                  "are listed in models/default/VOCABULARY.md (e.g. \"cat, 3d style\")")
+                                  "are listed by `statuary words` and in models/default/VOCABULARY.md "
+                                  "(e.g. \"cat, 3d style\")")
     add_request_arguments(p)
     p.add_argument("--out", help="PNG file to write (numbered when --count > 1), or a folder to write <id>.png "
                                  "into; default: only the store")
@@ -469,6 +499,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
 
     p = sub.add_parser("loras", help="list the LoRA files in STATUARY_LORA_DIR with their trigger words")
     p.set_defaults(func=cmd_loras)
+
+    p = sub.add_parser("words", help="the subjects the model knows how to draw (the default model's word list)")
+    p.add_argument("search", nargs="?", help="part of a word: the subjects it finds, with every word for each")
+    p.set_defaults(func=cmd_words)
 
     p = sub.add_parser("train", help="train the default model (python -m training.train --help)", add_help=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

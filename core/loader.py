@@ -250,6 +250,16 @@ def _single_file_pipeline_class(path: Path):
     return StableDiffusionPipeline, model_type
 
 
+def require_model_folder(path: Path) -> None:
+    """Raise ModelError unless `path` holds a diffusers model (the unshipped default model says so)."""
+    if not (path / "model_index.json").is_file():
+        raise ModelError(
+            f"{path} is not a diffusers model folder (no model_index.json). "
+            + ("The embedded default model has not been trained and shipped yet; set STATUARY_MODEL to a "
+               "diffusers folder or a .safetensors checkpoint." if path.name == "default" else
+               "Give a diffusers folder, a .safetensors file or a hub id."))
+
+
 def load_model(spec: str, *, device: str = "auto", dtype: str = "auto", config: str | None = None,
                cache_dir: Path | None = None, max_side: int = 0) -> LoadedModel:
     """Load `spec` (see the module docstring). `config` is a diffusers folder that gives a
@@ -265,12 +275,7 @@ def load_model(spec: str, *, device: str = "auto", dtype: str = "auto", config: 
     common = dict(dtype=dt)
 
     if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise ModelError(
-                f"{path} is not a diffusers model folder (no model_index.json). "
-                + ("The embedded default model has not been trained and shipped yet; set STATUARY_MODEL to a "
-                   "diffusers folder or a .safetensors checkpoint." if path.name == "default" else
-                   "Give a diffusers folder, a .safetensors file or a hub id."))
+        require_model_folder(path)
         weights = _check_folder(path)
         sha = hashes.files_sha256(path, weights)
         index = json.loads((path / "model_index.json").read_text())

@@ -236,7 +236,8 @@ def test_generate_help_says_where_the_words_are_and_an_unknown_prompt_gets_one_l
     import shutil
 
     r = statuary(["generate", "--help"], tmp_path)
-    assert r.returncode == 0 and "models/default/VOCABULARY.md" in r.stdout.replace("\n", " ").replace("  ", " ")
+    said = " ".join(r.stdout.split())
+    assert r.returncode == 0 and "statuary words" in said and "models/default/VOCABULARY.md" in said
     folder = tmp_path / "with-words"
     shutil.copytree(tiny_model_dir, folder)
     (folder / "vocabulary.json").write_text(json.dumps({"format": 1, "subjects": ["cat"], "emoji": [
@@ -245,6 +246,31 @@ def test_generate_help_says_where_the_words_are_and_an_unknown_prompt_gets_one_l
     assert r.returncode == 0, r.stderr
     assert [line for line in r.stderr.splitlines() if "draws emoji" in line] == [
         "statuary: This model draws emoji and knows none of the words in that prompt; try a subject from its word "
-        "list (models/default/VOCABULARY.md), e.g. cat."]
+        "list (statuary words), e.g. cat."]
     r = statuary(["--model", str(folder), "generate", "two cats", "--seed", "1", "--steps", "2"], tmp_path)
     assert r.returncode == 0 and "draws emoji" not in r.stderr
+
+
+def test_words_lists_the_subjects_by_group_and_finds_every_word_for_one(tmp_path, tiny_model_dir):
+    import json
+    import shutil
+
+    folder = tmp_path / "with-words"
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "vocabulary.json").write_text(json.dumps({"format": 1, "subjects": ["cat"], "emoji": [
+        {"label": "cat face", "char": "🐱", "category": "Animals & Nature", "names": ["cat face", "cat", "kitten"]},
+        {"label": "pizza", "char": "🍕", "category": "Food & Drink", "names": ["pizza"]}]}))
+    r = statuary(["--model", str(folder), "words"], tmp_path)
+    assert r.returncode == 0 and r.stdout.splitlines() == ["Animals & Nature (1): cat face", "Food & Drink (1): pizza"]
+    assert r.stderr.startswith("2 subjects. A prompt is a subject, then a style")
+    r = statuary(["--model", str(folder), "words", "Kit"], tmp_path)
+    assert (r.returncode, r.stdout) == (0, "🐱 cat face: cat, kitten\n")
+    r = statuary(["--model", str(folder), "words", "lighthouse"], tmp_path)
+    assert r.returncode == 1 and r.stdout == "" and "no subject of this model has a word starting with" in r.stderr
+    # A checkpoint without a word list says so; the unshipped default model says what generate says.
+    r = statuary(["--model", str(tiny_model_dir), "words"], tmp_path)
+    assert r.returncode == 0 and "has no word list" in r.stderr and "Traceback" not in r.stderr
+    empty = tmp_path / "default"
+    empty.mkdir()
+    r = statuary(["--model", str(empty), "words"], tmp_path)
+    assert r.returncode == 2 and "has not been trained and shipped yet" in r.stderr

@@ -36,3 +36,22 @@ def test_examples_and_hint_use_the_subjects(tmp_path):
     assert ex == v.examples(3)          # stable: the page shows the same examples on every load
     hint = v.hint()
     assert "emoji" in hint and "models/default/VOCABULARY.md" in hint and "cat" in hint and "\n" not in hint
+
+
+def test_find_matches_the_start_of_any_word_and_groups_keep_the_lists_order(tmp_path):
+    v = ModelVocabulary.load(_folder(tmp_path))
+    assert [e.label for e in v.find("KIT")] == ["cat face"] and v.find("kit")[0].line() == "cat face: cat, kitten"
+    assert [e.label for e in v.find("cream")] == ["soft ice cream"] and v.find("at") == [] and v.find(" ") == []
+    assert [e.label for e in v.find("jack-o")] == ["jack-o-lantern"]
+    assert {k: [e.label for e in g] for k, g in v.by_category().items()} == {
+        "Other": ["cat face", "soft ice cream", "rocket", "jack-o-lantern"]}
+
+
+def test_the_word_list_travels_to_front_ends_whole(tmp_path):
+    # A distributed front-end has no model folder: a worker announces the list through the broker (JSON).
+    from core.distributed.service import CeleryJobService
+
+    v = ModelVocabulary.load(_folder(tmp_path))
+    front = CeleryJobService.__new__(CeleryJobService)
+    front._info = json.loads(json.dumps({"vocabulary": v.to_json()}))
+    assert front.vocabulary == v and front.vocabulary.knows("two kittens") and front.vocabulary.find("kit")

@@ -1,2 +1,3 @@
 """The bot's commands, one cog per group: making pictures (making.py), looking at and deleting
-them (images.py), the queue and preferences (queue.py), and a server's rules (server.py)."""
+them (images.py), the queue and preferences (queue.py), a server's rules (server.py), and the
+model's word list (words.py)."""

@@ -148,7 +148,7 @@ class Making(commands.Cog):
             return bot.service.submit(request, owner, quota=quota)
 
         vocab = getattr(bot.service, "vocabulary", None)
-        notes = [f"💡 {vocab.hint()}"] if vocab is not None and not vocab.knows(prompt) else []  # it still runs
+        notes = [f"💡 {vocab.hint('/words')}"] if vocab is not None and not vocab.knows(prompt) else []  # still runs
         if sampler is None and (note := unsuited_default_note(bot.community.member(interaction.user.id),
                                                               bot.service.limits)):
             notes.append(f"💡 {note}")

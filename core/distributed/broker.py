@@ -96,8 +96,7 @@ def announcement(service: Any) -> dict[str, Any]:
     return {
         "limits": dataclasses.asdict(model.limits),   # every field; ModelLimits(**...) reads it back
         "fingerprint": fingerprint, "kind": model.kind, "inpainting_unet": model.inpainting_unet,
-        "vocabulary": None if vocab is None else {"subjects": list(vocab.subjects), "labels": list(vocab.labels),
-                                                  "names": sorted(vocab.names)},
+        "vocabulary": None if vocab is None else vocab.to_json(),
         "hires": service.hires_defaults.to_json(),
         "lora_fit": ModelLayers.of(model).to_json(),
     }

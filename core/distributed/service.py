@@ -100,7 +100,11 @@ class CeleryJobService(JobService):
         from core.vocabulary import ModelVocabulary
 
         v = self._info.get("vocabulary")
-        return None if not v else ModelVocabulary(tuple(v["subjects"]), tuple(v["labels"]), frozenset(v["names"]))
+        if not v:
+            return None
+        if getattr(self, "_vocabulary_of", None) is not v:   # built once per announcement (a large pattern)
+            self._vocabulary, self._vocabulary_of = ModelVocabulary.from_json(v), v
+        return self._vocabulary
 
     @property
     def model_info(self) -> dict[str, Any]:

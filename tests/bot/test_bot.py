@@ -52,7 +52,7 @@ def test_imagine_defers_shows_queue_and_progress_then_a_grid_with_buttons(discor
     async def scenario(d):
         st = d.standin
         assert {c["name"] for c in st.commands} == {"imagine", "reproduce", "vary", "info", "history", "delete",
-                                                    "queue", "cancel", "private", "server", "settings"}
+                                                    "queue", "cancel", "private", "server", "settings", "words"}
         imagine_cmd = next(c for c in st.commands if c["name"] == "imagine")
         assert imagine_cmd["description"] and all(o["description"] for o in imagine_cmd["options"])
         aspect = next(o for o in imagine_cmd["options"] if o["name"] == "aspect")
@@ -589,5 +589,14 @@ def test_history_pages_still_turn_after_a_restart(discord_run, monkeypatch):
         bobs = await st.wait_for(lambda: "pie" in st.messages[page1["id"]]["content"] and st.messages[page1["id"]])
         assert "page 1 of 1" in bobs["content"] and not any(i in bobs["content"] for i in ids_in(apples))
         assert bobs["components"] == []  # one page: no buttons
+
+    discord_run(scenario)
+
+
+def test_words_with_a_checkpoint_that_has_no_word_list_says_so(discord_run):
+    async def scenario(d):
+        it = await d.standin.slash("words", search="cat")
+        said = await d.standin.wait_for(lambda: d.standin.original(it))
+        assert said["content"].startswith("This model has no word list") and said["flags"] & EPHEMERAL
 
     discord_run(scenario)

@@ -1,5 +1,6 @@
 """A model with a word list (the default model): /imagine's prompt option names a few of its words,
-and a prompt with none of them still runs, with one line saying what the model draws (issue 14)."""
+a prompt with none of them still runs, with one line saying what the model draws and pointing at
+/words, which lists the subjects and finds every word for one (issue 14)."""
 
 from __future__ import annotations
 
@@ -37,10 +38,46 @@ def test_imagine_names_the_models_words_and_hints_when_a_prompt_has_none(discord
         assert "cat, pizza, rocket" in desc and len(desc) <= 100
 
         final = await final_of(st, await st.slash("imagine", prompt="a lighthouse at dusk", steps=2, seed=1))
-        assert "This model draws emoji" in final["content"] and "models/default/VOCABULARY.md" in final["content"]
+        assert "This model draws emoji" in final["content"] and "word list (/words)" in final["content"]
         assert final["content"].count("\n💡") == 1 and final.get("attachments")      # still drawn
 
         final = await final_of(st, await st.slash("imagine", prompt="a kitten, 3d style", steps=2, seed=2))
         assert "This model draws emoji" not in final["content"]
 
     discord_run(scenario)
+
+
+def test_words_lists_the_subjects_and_finds_every_word_for_one(discord_run):
+    async def scenario(d):
+        st = d.standin
+        it = await st.slash("words")
+        listing = await st.wait_for(lambda: st.original(it))
+        assert listing["flags"] & 64 and "**3 subjects**" in listing["content"] and "3d" in listing["content"]
+        fields = listing["embeds"][0]["fields"]
+        assert [f["value"] for f in fields] == ["cat face, pizza, rocket"]   # no group in this file: "Other"
+
+        it = await st.slash("words", search="KIT")
+        found = (await st.wait_for(lambda: st.original(it)))["content"]
+        assert found.startswith("**1 subject** with a word starting with “KIT”:\n")
+        assert "cat face: cat, kitten" in found and "pizza" not in found
+
+        it = await st.slash("words", search="lighthouse")
+        none = (await st.wait_for(lambda: st.original(it)))["content"]
+        assert none.startswith("No subject of this model has a word starting with “lighthouse”") and "/words" in none
+
+    discord_run(scenario)
+
+
+def test_a_word_list_too_long_for_an_embed_comes_as_a_file():
+    from bot.cogs.words import word_list
+    from core.vocabulary import ModelVocabulary, Subject
+
+    small = ModelVocabulary.from_json(VOCABULARY)
+    assert word_list(small)[1] is not None and word_list(small)[2] is None
+    big = ModelVocabulary(("cat",), tuple(Subject(f"creature number {i}", "🐾", "Animals", (f"creature number {i}",
+                                                                                         f"beast {i}"))
+                                          for i in range(600)))
+    text, embed, file = word_list(big)
+    assert embed is None and file.filename == "words.txt" and "600 subjects" in text
+    lines = file.fp.read().decode().splitlines()
+    assert len(lines) == 600 and lines[7] == "🐾 creature number 7: beast 7"
