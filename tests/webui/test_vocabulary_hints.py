@@ -1,5 +1,6 @@
 """A model that says which words it knows (the default model's vocabulary.json): the Generate tab
-offers its example prompts, suggests one, lists its subjects, and says in one line when a prompt
+offers its example prompts, suggests one, lists its subjects (with a search that shows every word
+for one), and says in one line when a prompt
 names none of them (the job still runs). Issue 14, "show people what it knows"."""
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ def test_examples_placeholder_word_list_and_the_one_line_hint(page, server, arti
     expect(box).not_to_have_value("")
     assert any(w in box.input_value() for w in ("cat", "pizza", "rocket"))
     page.locator("#g-words").get_by_text("subjects it knows").click()
-    expect(page.locator("#g-words")).to_contain_text("cat face, pizza, rocket")
+    expect(page.locator("#g-words")).to_contain_text("Other (3): cat face, pizza, rocket")
+    page.locator("#g-words-find textarea, #g-words-find input").first.fill("kit")   # every word for a subject
+    expect(page.locator("#g-words-found")).to_have_text("cat face: cat, kitten")
+    page.locator("#g-words-find textarea, #g-words-find input").first.fill("lighthouse")
+    expect(page.locator("#g-words-found")).to_have_text("No subject has a word starting with “lighthouse”.")
+    page.locator("#g-words").screenshot(path=str(artifacts / "generate-word-list.png"))
 
     hint = page.locator("#g-hint")
     generate(page, "portrait of an astronaut, oil painting", steps=2, seed=1)   # still runs and finishes

@@ -9,10 +9,21 @@ import gradio as gr
 
 from core.request import COUNT_MAX, GUIDANCE_MAX, SAMPLERS, STEPS_MAX, GenerationRequest
 from core.samplers import LABELS
+from core.vocabulary import HOW_TO_ASK, ModelVocabulary
 from webui import lora_picker
 from webui import hires as hx
 from webui.recipes import ASPECTS, aspect_size, error_html, fit_recipe, status_html
 from webui.shared import WebUI, owner_of, parse_seed, whole
+
+
+def found_markdown(vocab: ModelVocabulary, text: str) -> str:
+    """The word list's search: each subject with a word starting with `text`, and all its words."""
+    if not text.strip():
+        return ""
+    found = vocab.find(text)
+    if not found:
+        return f"No subject has a word starting with “{text.strip()[:40]}”."
+    return "  \n".join(e.line() for e in found)
 
 
 RESULT_HEIGHT = 560  # px: the result is the largest thing on the page
@@ -47,9 +58,12 @@ def build(ui: WebUI) -> SimpleNamespace:
                                               samples_per_page=8)
                         with gr.Accordion(f"The {len(vocab.labels)} subjects it knows", open=False,
                                           elem_id="g-words"):
-                            gr.Markdown(", ".join(vocab.labels) + ". Styles: 3d, flat, cartoon; backgrounds: "
-                                        "\"on a blue background\" and other colours; sizes and positions: "
-                                        "\"a small cat in the top left\".")
+                            find = gr.Textbox(label="Find a subject", max_lines=1, max_length=40,
+                                              placeholder="part of a word: fox, ice, heart", elem_id="g-words-find")
+                            found = gr.Markdown(elem_id="g-words-found")
+                            gr.Markdown(HOW_TO_ASK + "\n\n" + "\n\n".join(
+                                f"**{group}** ({len(subjects)}): " + ", ".join(e.label for e in subjects)
+                                for group, subjects in vocab.by_category().items()))
                 with gr.Column(elem_id="g-settings"):
                     with gr.Row(elem_classes="st-seed-row"):
                         seed = gr.Number(label="Seed (-1 = random)", value=-1, precision=0, elem_id="g-seed",
@@ -161,6 +175,7 @@ def build(ui: WebUI) -> SimpleNamespace:
     recent.click(lambda sample: sample[0], recent, prompt, api_visibility="private", queue=False)
     if vocab is not None:
         examples.click(lambda sample: sample[0], examples, prompt, api_visibility="private", queue=False)
+        find.change(lambda text: found_markdown(vocab, text), find, found, api_visibility="private", queue=False)
 
     def pick_aspect(choice):
         a, b = (int(x) for x in str(choice).split(":"))
