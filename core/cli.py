@@ -460,6 +460,9 @@ def cmd_train(args, ctx: Context) -> int:
     return train_main(args.rest)
 
 
+SERVERS = ("serve", "webui", "bot", "worker")   # commands that run until stopped, with a log to read
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
     parser = Parser(prog="statuary", description="Self-hosted text-to-image for communities.")
     parser.add_argument("--model", help="model to use instead of STATUARY_MODEL (folder, .safetensors or hub id)")
@@ -525,6 +528,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose and args.command not in SERVERS:
+        # One job, one person at the terminal: a job's foreseen failure (out of memory, a full disk, a
+        # JobError) is the "statuary: ..." sentence the command prints; a server logs it as well.
+        logging.getLogger("core.service").setLevel(logging.ERROR)
     env = dict(os.environ)
     if args.model:
         env["STATUARY_MODEL"] = args.model
@@ -552,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"statuary: {exc}", file=sys.stderr)
         return 2
     finally:
-        if args.command not in ("serve", "webui", "bot", "worker"):
+        if args.command not in SERVERS:
             ctx.close()
 
 

@@ -37,7 +37,8 @@ from core.generator import Cancelled as _LoopCancelled
 from core.batching import StepBatching
 from core.generator import Generator
 from core.jobs import (Cancelled, Done, Failed, ImageResult, JobHandle, JobResult, JobService, LimitReached, Owner,
-                       Progress, QueueFull, Queued, Quota, Recorder, Started, failure_reason, keep_frame_steps)
+                       Progress, QueueFull, Queued, Quota, Recorder, Started, UNEXPECTED, failure_reason,
+                       keep_frame_steps)
 from core.lora import LoraLibrary
 from core.request import GenerationRequest, ModelLimits
 
@@ -404,8 +405,14 @@ class InProcessJobService(StepBatching, JobService):
 
     def _fail(self, handle: JobHandle, exc: BaseException) -> None:
         reason, error_type = failure_reason(exc)
-        log.warning("job %s failed (%s: %s); the person was told: %s\n%s", handle.job_id, type(exc).__name__, exc,
-                    reason, "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        if reason == UNEXPECTED:   # a bug or a fault nobody foresaw: the traceback is what fixes it
+            log.error("job %s failed (%s: %s); the person was told: %s\n%s", handle.job_id, type(exc).__name__, exc,
+                      reason, trace)
+        else:   # out of memory, a full disk, the database away, a JobError: the sentence says it all
+            detail = "" if str(exc) == reason else f": {exc}"
+            log.warning("job %s failed (%s%s): %s", handle.job_id, type(exc).__name__, detail, reason)
+            log.debug("job %s: %s", handle.job_id, trace)
         self._release_memory()
         self._record("job_failed", handle, reason, error_type)
         handle._emit(Failed(reason, error_type))

@@ -204,6 +204,26 @@ def test_a_truncated_safetensors_file_is_a_sentence(tmp_path, tiny_model_dir):
         assert "is not a safetensors file: it is truncated" in r.stderr
 
 
+def test_a_job_that_fails_for_a_reason_it_can_name_says_it_without_a_traceback(tmp_path, tiny_model_dir):
+    # A decoder whose output bias is NaN: the job fails with core.jobs.JobError's sentence, and the
+    # person at the terminal reads that sentence, not a traceback (the log keeps it at -v).
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "nan-decoder"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = next((folder / "vae").glob("*.safetensors"))
+    tensors = load_file(weights)
+    tensors["decoder.conv_out.bias"].fill_(float("nan"))
+    save_file(tensors, weights)
+    r = statuary(["--model", str(folder), "generate", "a cat", "--steps", "2", "--seed", "1"], tmp_path)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "the job did not finish: The picture came out as invalid numbers" in r.stderr
+    r = statuary(["--model", str(folder), "history", "--status", "failed"], tmp_path)
+    assert "The picture came out as invalid numbers" in r.stdout and "JobError" not in r.stdout
+
+
 def test_history_lists_failed_interrupted_and_cancelled_jobs_with_their_reasons(tmp_path, settings_factory):
     from core.jobs import Owner
     from core.request import GenerationRequest
