@@ -344,6 +344,10 @@ def failure_reason(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower():
         return ("The GPU ran out of memory for this job. Try fewer images, a smaller size, "
                 "or wait until fewer jobs are running."), "OutOfMemory"
+    if isinstance(exc, MemoryError) or "can't allocate memory" in str(exc) or "not enough memory" in str(exc):
+        # torch's CPU allocator: "DefaultCPUAllocator: can't allocate memory: you tried to allocate ..."
+        return ("This machine ran out of memory for this job. Try fewer images, a smaller size, "
+                "or wait until fewer jobs are running."), "OutOfMemory"
     if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "database or disk is full" in str(exc):
         return ("The disk that holds Statuary's data is full, so this job's pictures could not be kept; "
                 "free some space and try again."), "DiskFull"

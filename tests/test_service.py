@@ -157,6 +157,21 @@ def test_out_of_memory_fails_only_that_job(service_factory, generator, monkeypat
     assert len(fine.result(timeout=60).images) == 1
 
 
+def test_the_cpus_memory_running_out_is_said_as_such(service_factory, generator, monkeypatch):
+    # torch's CPU allocator raises a RuntimeError (measured on this machine); it was "something went wrong".
+    svc = service_factory()
+
+    def too_big(traj):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                           "memory: you tried to allocate 115200000000 bytes. Error code 12 (Cannot allocate memory)")
+
+    monkeypatch.setattr(generator, "decode", too_big)
+    with pytest.raises(JobFailed) as info:
+        svc.submit(req(), ALICE).result(timeout=60)
+    assert info.value.error_type == "OutOfMemory"
+    assert info.value.reason.startswith("This machine ran out of memory for this job. Try fewer images")
+
+
 def test_any_exception_fails_the_job_and_the_service_goes_on(service_factory, generator, monkeypatch, caplog):
     svc = service_factory()
     monkeypatch.setattr(generator, "decode", lambda traj: (_ for _ in ()).throw(ValueError("decoder exploded")))
