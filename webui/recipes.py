@@ -47,7 +47,7 @@ def error_message(exc: BaseException) -> str:
         log.error("web UI handler failed: the database cannot be reached", exc_info=exc)
         return f"{db.DATABASE_DOWN} (The details are in the server log.)"
     log.error("web UI handler failed", exc_info=exc)
-    return f"Something went wrong ({type(exc).__name__}); the details are in the server log. Try again."
+    return "Something went wrong on our side; the error is in the server's log. Try again."
 
 
 # ---- sizes ---------------------------------------------------------------------------------------

@@ -93,6 +93,20 @@ def test_bad_history_paging_is_a_sentence_not_an_internal_error(client):
         client.predict(query="x" * 100_000, api_name="/history")
 
 
+def test_an_unforeseen_error_in_an_endpoint_is_a_sentence_without_python_names(client, server, monkeypatch, caplog):
+    """It said 'Something went wrong (KeyError); ...': a Python name is for the log, which keeps it all."""
+    from gradio_client.exceptions import AppError
+
+    def broken(*args, **kwargs):
+        raise KeyError("owner_id")
+
+    monkeypatch.setattr(server.store, "history", broken)
+    with caplog.at_level("ERROR", logger="webui.recipes"), pytest.raises(AppError) as info:
+        client.predict(api_name="/history")
+    assert str(info.value) == "Something went wrong on our side; the error is in the server's log. Try again."
+    assert "KeyError: 'owner_id'" in caplog.text
+
+
 def test_hires_through_the_endpoints(client, server):
     out = client.predict(prompt="a kite", seed=8, steps=2, hires_scale=1.5, hires_steps=3, api_name="/generate")
     assert (out[0]["width"], out[0]["height"]) == (96, 96)
