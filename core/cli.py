@@ -547,6 +547,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args, ctx) or 0)
+    except KeyboardInterrupt:   # Ctrl-C: the finally below cancels a job of this process's, and the record says so
+        print("statuary: stopped (Ctrl-C); " + (
+            "a job already queued goes on on the workers and is kept (statuary history)." if settings.broker_url
+            else "a job that had not finished is recorded as cancelled."), file=sys.stderr)
+        return 130
     except ModelError as exc:
         print(f"statuary: {exc}", file=sys.stderr)
         return 2

@@ -224,6 +224,30 @@ def test_a_job_that_fails_for_a_reason_it_can_name_says_it_without_a_traceback(t
     assert "The picture came out as invalid numbers" in r.stdout and "JobError" not in r.stdout
 
 
+def test_ctrl_c_during_a_job_cancels_it_in_one_sentence(tmp_path, tiny_model_dir):
+    # It printed a KeyboardInterrupt traceback from inside threading.
+    import signal
+
+    env = {**os.environ, "STATUARY_DATA_DIR": str(tmp_path / "data"), "STATUARY_DEVICE": "cpu",
+           "STATUARY_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "core.cli", "--model", str(tiny_model_dir), "generate", "a long job",
+                          "--steps", "150", "--count", "4"], cwd=ROOT, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))   # as at a terminal
+    lines = []
+    for line in p.stderr:   # interrupt it mid-job, as a person would
+        lines.append(line)
+        if line.startswith("step "):
+            p.send_signal(signal.SIGINT)
+            break
+    out, err = p.communicate(timeout=120)
+    err = "".join(lines) + err
+    assert p.returncode == 130 and "Traceback" not in err and out == "", err
+    assert err.rstrip().endswith("statuary: stopped (Ctrl-C); a job that had not finished is recorded as cancelled.")
+    r = statuary(["--model", str(tiny_model_dir), "history", "--status", "cancelled"], tmp_path)
+    assert "a long job" in r.stdout and "cancelled" in r.stdout
+
+
 def test_history_lists_failed_interrupted_and_cancelled_jobs_with_their_reasons(tmp_path, settings_factory):
     from core.jobs import Owner
     from core.request import GenerationRequest
