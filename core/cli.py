@@ -438,7 +438,7 @@ def cmd_words(args, ctx: Context) -> int:
         print(f"statuary: {path.name or path} has no word list: it is a Stable Diffusion checkpoint, not the emoji "
               "model, so describe what you want in your own words.", file=sys.stderr)
         return 0
-    if args.search is not None:
+    if args.search is not None and args.search.strip():   # an empty search lists them all
         found = vocab.find(args.search)
         for e in found:
             print(e.line())

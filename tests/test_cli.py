@@ -307,6 +307,7 @@ def test_words_lists_the_subjects_by_group_and_finds_every_word_for_one(tmp_path
     r = statuary(["--model", str(folder), "words"], tmp_path)
     assert r.returncode == 0 and r.stdout.splitlines() == ["Animals & Nature (1): cat face", "Food & Drink (1): pizza"]
     assert r.stderr.startswith("2 subjects. A prompt is a subject, then a style")
+    assert statuary(["--model", str(folder), "words", " "], tmp_path).stdout == r.stdout   # an empty search: all
     r = statuary(["--model", str(folder), "words", "Kit"], tmp_path)
     assert (r.returncode, r.stdout) == (0, "🐱 cat face: cat, kitten\n")
     r = statuary(["--model", str(folder), "words", "lighthouse"], tmp_path)
