@@ -33,8 +33,14 @@ class StoreUnavailable(RuntimeError):
 DATABASE_DOWN = "The database cannot be reached just now; try again in a minute."
 
 
-# What drivers say when the database itself is away or stuck, not when a statement is wrong
-# (SQLite raises OperationalError for "LIKE or GLOB pattern too complex" too).
+# The error codes that mean the database itself is away or stuck, not that a statement is wrong
+# (SQLite raises OperationalError for "LIKE or GLOB pattern too complex" too). PostgreSQL's SQLSTATE
+# is the same whatever language the server writes its messages in: class 08 (connection exception),
+# too many connections, the server shutting down or starting up, a statement cancelled or timed
+# out, an I/O error. SQLite's primary result codes: busy, locked, read-only, I/O error, cannot open.
+_AWAY_SQLSTATE = ("08", "53300", "57014", "57P01", "57P02", "57P03", "58030")
+_AWAY_SQLITE = (5, 6, 8, 10, 14)
+# Without a code (a connection the client library found dropped), what drivers say in English.
 _AWAY = ("connect", "closed", "terminat", "shutting down", "starting up", "recovery mode", "locked",
          "disk i/o", "unable to open", "readonly", "timeout", "timed out")
 
@@ -47,7 +53,15 @@ def outage(exc: BaseException) -> bool:
     if isinstance(exc, (InterfaceError, StoreUnavailable)):
         return True
     if isinstance(exc, OperationalError):
-        return exc.connection_invalidated or any(w in str(exc.orig).lower() for w in _AWAY)
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None)           # psycopg
+        if sqlstate:
+            return sqlstate.startswith(_AWAY_SQLSTATE)
+        sqlite_code = getattr(exc.orig, "sqlite_errorcode", None)  # sqlite3; extended codes keep the primary in the low byte
+        if sqlite_code is not None:
+            return sqlite_code & 0xFF in _AWAY_SQLITE
+        return any(w in str(exc.orig).lower() for w in _AWAY)
     return False
 
 

@@ -172,6 +172,24 @@ def test_a_statement_sqlite_refuses_is_not_taken_for_the_database_being_away(tmp
     assert "too complex" in str(info.value) and not db.outage(info.value)
 
 
+def test_a_postgresql_server_that_speaks_another_language_is_still_seen_going_away():
+    """PostgreSQL translates its messages (lc_messages): outage() read only English words, so a German
+    server's shutdown was answered as an unforeseen fault. Its SQLSTATE is the same in every language."""
+    import psycopg.errors
+    from sqlalchemy.exc import OperationalError
+
+    from storage import db
+
+    def error(orig):
+        return OperationalError("SELECT 1", {}, orig)
+
+    assert db.outage(error(psycopg.errors.AdminShutdown("Beendigung der Verbindung aufgrund von Anweisung des Administrators")))
+    assert db.outage(error(psycopg.errors.CannotConnectNow("das Datenbanksystem fährt herunter")))
+    assert db.outage(error(psycopg.errors.QueryCanceled("storniere Anfrage wegen Zeitüberschreitung der Anweisung")))
+    # a code that names a fault of the statement is not the database being away, whatever the words
+    assert not db.outage(error(psycopg.errors.DivisionByZero("division by zero near 'connect'")))
+
+
 def test_delete_own_images_only(store, fake_service):
     init, _ = _init_and_mask()
     result = fake_service.submit(GenerationRequest("to delete", seed=5, count=2, init_image=init, strength=0.5), ANA).result()
