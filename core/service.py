@@ -74,7 +74,8 @@ class InProcessJobService(StepBatching, JobService):
         self._counter = itertools.count(1)
         # How jobs ended that the recorder could not write then (method, generation id, args); see _record.
         self._unrecorded: list[tuple[str, str, tuple]] = []
-        self._unrecorded_lock = threading.RLock()
+        self._unrecorded_lock = threading.Lock()      # the list and the timer; never held across a write
+        self._writing_unrecorded = threading.Lock()   # one thread writes them at a time; the others go on
         self._retry_timer: threading.Timer | None = None
         self._fingerprint = generator.model.fingerprint() | dict(fingerprint_extra or {})
         # What the model folder says about the hires fix (core/hires.py); a bad hires.json stops start-up.
@@ -303,18 +304,27 @@ class InProcessJobService(StepBatching, JobService):
     def _write_unrecorded(self) -> None:
         """Write the ends of jobs the recorder could not take when they ended (the database was away),
         oldest first; what still fails waits for the next try. Without this they read 'running' until
-        the next start marks them interrupted."""
-        with self._unrecorded_lock:
-            while self._unrecorded:
-                method, generation_id, args = self._unrecorded[0]
+        the next start marks them interrupted. While another thread writes them (a retry waiting on a
+        slow database), this one does not wait: a job worker or a submit goes on."""
+        if not self._writing_unrecorded.acquire(blocking=False):
+            return
+        try:
+            while True:
+                with self._unrecorded_lock:
+                    if not self._unrecorded:
+                        break
+                    method, generation_id, args = self._unrecorded[0]
                 try:
                     getattr(self._recorder, method)(generation_id, *args)
                 except Exception as exc:  # noqa: BLE001 -- still away: try again later
                     log.warning("the record still cannot take how job %s ended (%s); trying again in %.0f s",
                                 generation_id, type(exc).__name__, RECORD_RETRY_S)
                     break
-                self._unrecorded.pop(0)
+                with self._unrecorded_lock:
+                    self._unrecorded.pop(0)   # only the writer removes, so the first is still this one
                 log.info("recorded how job %s ended, now that the record can be written", generation_id)
+        finally:
+            self._writing_unrecorded.release()
         if self._unrecorded:
             self._retry_unrecorded_later()
 

@@ -353,3 +353,40 @@ def test_with_no_next_job_the_end_is_written_by_a_retry(service_factory, monkeyp
     while ("cancelled", "gen-1") not in rec.calls:
         assert time.monotonic() < deadline, rec.calls
         time.sleep(0.05)
+
+
+def test_a_retry_waiting_on_a_slow_database_does_not_hold_up_the_next_job(service_factory, monkeypatch):
+    # The retry writes a cancelled job's end while the database answers slowly. A submit and the
+    # next job record their own rows meanwhile; they used to wait for the retry's lock, so nothing
+    # queued or ran until the slow write returned. The end is written once, by the retry.
+    import core.service
+
+    monkeypatch.setattr(core.service, "RECORD_RETRY_S", 0.2)
+    rec = AwayRecorder()
+    svc = service_factory(recorder=rec)
+    real_cancelled = rec.job_cancelled
+    handle = svc.submit(req(steps=50), ALICE)
+    rec.away = True
+    assert svc.cancel(handle)
+    with pytest.raises(JobCancelled):
+        handle.result(timeout=60)
+    slow, writing = threading.Event(), threading.Event()
+
+    def cancelled_slowly(gid):
+        writing.set()
+        assert slow.wait(20)
+        real_cancelled(gid)
+
+    rec.job_cancelled = cancelled_slowly
+    rec.away = False
+    assert writing.wait(10)   # the retry is in the slow write now
+    try:
+        result = svc.submit(req(), BOB).result(timeout=30)
+        assert ("done", result.generation_id) in rec.calls
+    finally:
+        slow.set()
+    deadline = time.monotonic() + 10
+    while ("cancelled", "gen-1") not in rec.calls:
+        assert time.monotonic() < deadline, rec.calls
+        time.sleep(0.05)
+    assert rec.calls.count(("cancelled", "gen-1")) == 1
