@@ -270,6 +270,24 @@ def print_progress(handle) -> Any:
     return result
 
 
+# What an unforeseen failure says at the terminal of a one-shot command, which has no server log to
+# point at: the job's own ERROR line, printed just above it, names the error.
+UNEXPECTED_HERE = ("Something went wrong while making this picture; the ERROR line above names the error "
+                   "(run the command again with statuary -v to see where it happened). Try again, and if "
+                   "it keeps failing, report that error.")
+
+
+def job_did_not_finish(exc: Exception, ctx: Context) -> str:
+    """The line for a job that failed or was cancelled. With a broker the job ran on a worker, whose
+    log holds the error; here it was logged on this terminal."""
+    from core.jobs import UNEXPECTED
+
+    reason = str(exc)
+    if reason == UNEXPECTED and not ctx.settings.broker_url:
+        reason = UNEXPECTED_HERE
+    return f"statuary: the job did not finish: {reason}"
+
+
 def out_problem(out: str | None) -> str | None:
     """Why --out cannot be written, said before any job runs; None when it can. The folders it
     names are made when the pictures are written."""
@@ -335,7 +353,7 @@ def cmd_generate(args, ctx: Context) -> int:
         print(f"statuary: {flag_names(exc, GENERATE_FLAGS)}", file=sys.stderr)
         return 2
     except (JobFailed, JobCancelled) as exc:
-        print(f"statuary: the job did not finish: {exc}", file=sys.stderr)
+        print(job_did_not_finish(exc, ctx), file=sys.stderr)
         return 1
     return write_outputs(result, args.out)
 
@@ -517,6 +535,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]
     return parser, sub
 
 
+def _without_traceback(record: logging.LogRecord) -> bool:
+    """A log filter for a one-shot command's terminal: the record's line, not its traceback."""
+    record.exc_info = record.exc_text = record.stack_info = None
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -528,10 +552,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose and args.command not in SERVERS:
-        # One job, one person at the terminal: a job's foreseen failure (out of memory, a full disk, a
-        # JobError) is the "statuary: ..." sentence the command prints; a server logs it as well.
-        logging.getLogger("core.service").setLevel(logging.ERROR)
+    # One job, one person at the terminal: a job's foreseen failure (out of memory, a full disk, a
+    # JobError) is the "statuary: ..." sentence the command prints; a server logs it as well. An
+    # unforeseen one is logged as its ERROR line; its traceback is for -v.
+    quiet = not args.verbose and args.command not in SERVERS
+    service_log = logging.getLogger("core.service")
+    level = service_log.level
+    if quiet:
+        service_log.setLevel(logging.ERROR)
+        service_log.addFilter(_without_traceback)
+    try:
+        return _run_command(args)
+    finally:   # main() runs in-process too (tests): the logger is as it was
+        if quiet:
+            service_log.removeFilter(_without_traceback)
+            service_log.setLevel(level)
+
+
+def _run_command(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if args.model:
         env["STATUARY_MODEL"] = args.model

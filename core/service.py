@@ -415,14 +415,13 @@ class InProcessJobService(StepBatching, JobService):
 
     def _fail(self, handle: JobHandle, exc: BaseException) -> None:
         reason, error_type = failure_reason(exc)
-        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         if reason == UNEXPECTED:   # a bug or a fault nobody foresaw: the traceback is what fixes it
-            log.error("job %s failed (%s: %s); the person was told: %s\n%s", handle.job_id, type(exc).__name__, exc,
-                      reason, trace)
+            log.error("job %s failed (%s: %s); the person was told: %s", handle.job_id, type(exc).__name__, exc,
+                      reason, exc_info=exc)
         else:   # out of memory, a full disk, the database away, a JobError: the sentence says it all
             detail = "" if str(exc) == reason else f": {exc}"
             log.warning("job %s failed (%s%s): %s", handle.job_id, type(exc).__name__, detail, reason)
-            log.debug("job %s: %s", handle.job_id, trace)
+            log.debug("job %s: %s", handle.job_id, "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
         self._release_memory()
         self._record("job_failed", handle, reason, error_type)
         handle._emit(Failed(reason, error_type))

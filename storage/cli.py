@@ -83,7 +83,7 @@ def _run(handler, args: argparse.Namespace, ctx: Any) -> int:
     from core.request import InvalidRequest
     from storage.store import NotFound, NotYours
 
-    from core.cli import flag_names
+    from core.cli import flag_names, job_did_not_finish
 
     try:
         return handler(args, ctx)
@@ -91,7 +91,7 @@ def _run(handler, args: argparse.Namespace, ctx: Any) -> int:
         print(f"statuary: {flag_names(exc, FLAGS)}", file=sys.stderr)
         return 2
     except (JobFailed, JobCancelled) as exc:
-        print(f"statuary: the job did not finish: {exc}", file=sys.stderr)
+        print(job_did_not_finish(exc, ctx), file=sys.stderr)
         return 1
 
 

@@ -224,6 +224,29 @@ def test_a_job_that_fails_for_a_reason_it_can_name_says_it_without_a_traceback(t
     assert "The picture came out as invalid numbers" in r.stdout and "JobError" not in r.stdout
 
 
+def test_an_unforeseen_failure_is_its_error_line_and_a_sentence_that_points_at_it(tmp_path, tiny_model_dir):
+    # The terminal showed the service's whole traceback, then "the error is in the server's log"
+    # (there is no server: this is it). Now the ERROR line names the error, the sentence points at it,
+    # and -v shows the traceback. The fault is put in the process the way a bug would be: a
+    # sitecustomize that breaks the decoder.
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    (faults / "sitecustomize.py").write_text(
+        "import core.generator\n"
+        "def _decode(self, traj):\n"
+        "    raise RuntimeError('the decoder caught fire')\n"
+        "core.generator.Generator.decode = _decode\n")
+    env = {"PYTHONPATH": os.pathsep.join([str(faults), str(ROOT)])}
+    r = statuary(["--model", str(tiny_model_dir), "generate", "a cat", "--steps", "2"], tmp_path, **env)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "ERROR core.service: job " in r.stderr and "(RuntimeError: the decoder caught fire)" in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("statuary: the job did not finish: Something went wrong while making this picture; "
+                           "the ERROR line above names the error") and "server's log" not in last
+    r = statuary(["-v", "--model", str(tiny_model_dir), "generate", "a cat", "--steps", "2"], tmp_path, **env)
+    assert r.returncode == 1 and "Traceback" in r.stderr and "in _decode" in r.stderr
+
+
 def test_ctrl_c_during_a_job_cancels_it_in_one_sentence(tmp_path, tiny_model_dir):
     # It printed a KeyboardInterrupt traceback from inside threading.
     import signal
