@@ -183,8 +183,9 @@ def add_request_arguments(p: argparse.ArgumentParser) -> None:
                    help="0..4294967295; random (and printed) if left out")
     p.add_argument("--count", type=whole("count", 1, COUNT_MAX), default=1, help="images to make, 1-4 (image k uses seed+k)")
     p.add_argument("--steps", type=whole("steps", 1, STEPS_MAX), default=20, help="denoising steps, 1-150")
-    p.add_argument("--guidance", type=number("guidance", 0, GUIDANCE_MAX), default=7.0,
-                   help="how strongly to follow the prompt (CFG scale)")
+    p.add_argument("--guidance", type=number("guidance", 0, GUIDANCE_MAX), default=None,
+                   help="how strongly to follow the prompt (CFG scale), 0-30; default: the model's "
+                        "(its folder's defaults.json; 7 without one)")
     p.add_argument("--width", type=whole("width", 1, None, side), default=None,
                    help="pixels, multiple of 8; default: the model's size")
     p.add_argument("--height", type=whole("height", 1, None, side), default=None,

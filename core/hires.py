@@ -28,10 +28,11 @@ Nothing at import time needs torch: core.request imports this module.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from core.model_defaults import read_folder_json
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -139,16 +140,9 @@ class HiresDefaults:
     @classmethod
     def load(cls, folder: str | Path | None) -> "HiresDefaults":
         path = Path(folder) / CONFIG_FILE if folder else None
-        if path is None or not path.is_file():
+        data = read_folder_json(path, {"helps", "scale", "steps", "strength", "upscaler", "note"})
+        if data is None:
             return cls()
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: not readable JSON ({exc}); fix or remove it") from exc
-        known = {"helps", "scale", "steps", "strength", "upscaler", "note"}
-        if not isinstance(data, dict) or set(data) - known:
-            extra = sorted(set(data) - known) if isinstance(data, dict) else ["<not an object>"]
-            raise ValueError(f"{path}: unknown keys {', '.join(extra)}; use {', '.join(sorted(known))}")
         base = cls().hires
         hires = Hires(scale=data.get("scale", base.scale), steps=data.get("steps", base.steps),
                       strength=data.get("strength", base.strength), upscaler=data.get("upscaler", base.upscaler))

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from core.model_defaults import ModelDefaults
 from core.request import ModelLimits
 from core.samplers import suited
 from core.vocabulary import ModelVocabulary
@@ -346,8 +347,12 @@ def _assemble(pipe, *, model_id: str, source: str, sha: str, device: torch.devic
     vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     native = int(pipe.unet.config.sample_size) * vae_scale
     samplers, default_sampler = suited(dict(pipe.scheduler.config))
+    try:   # what the folder says its pictures are made best with (defaults.json); a file gives no such say
+        defaults = ModelDefaults.load(source if Path(source).is_dir() else None)
+    except ValueError as exc:
+        raise ModelError(str(exc)) from None
     limits = ModelLimits(native_size=native, max_side=max_side or 2 * native, multiple=max(8, vae_scale),
-                         samplers=samplers, default_sampler=default_sampler)
+                         samplers=samplers, default_sampler=default_sampler, default_guidance=defaults.guidance)
     model = LoadedModel(
         model_id=model_id, source=source, sha256=sha, kind=kind, pipeline=pipe, unet=pipe.unet, vae=pipe.vae,
         scheduler_config=dict(pipe.scheduler.config), device=device, dtype=dtype, vae_dtype=vae_dtype,

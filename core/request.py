@@ -2,8 +2,8 @@
 
 A request is a frozen value. `validate` checks every field and raises one `InvalidRequest`
 naming each bad field, its value and what is allowed; nothing is queued before it passes.
-`resolve` then fills what the user left open (a random seed, the model's native size) so
-the stored request always says exactly what ran.
+`resolve` then fills what the user left open (a random seed, the model's native size and
+guidance) so the stored request always says exactly what ran.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from core.hires import Hires
 from core.hires import check as check_hires
 from core.hires import from_value as hires_from_value
 from core.hires import to_value as hires_to_value
+from core.model_defaults import DEFAULT_GUIDANCE
 from core.prompts import DEFAULT_SYNTAX, SYNTAXES
 from core.prompts import check as check_prompt_weights
 
@@ -65,6 +66,9 @@ class ModelLimits:
     # gets (core/samplers.suited: Karras spacing is left out where sigma runs to thousands).
     samplers: tuple[str, ...] = SAMPLERS
     default_sampler: str = DEFAULT_SAMPLER
+    # The guidance a request that gives none gets: what the model's folder says suits it
+    # (defaults.json, core/model_defaults.py), else DEFAULT_GUIDANCE.
+    default_guidance: float = DEFAULT_GUIDANCE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "samplers", tuple(self.samplers))   # JSON (a worker's announcement) gives a list
@@ -139,7 +143,7 @@ class GenerationRequest:
     seed: int | None = None  # None: a random seed, chosen and recorded at submit
     count: int = 1
     steps: int = 20
-    guidance: float = 7.0
+    guidance: float | None = None  # None: the model's default (ModelLimits.default_guidance), recorded at submit
     width: int | None = None  # None: the model's native size
     height: int | None = None
     sampler: str | None = None  # None: the model's default (ModelLimits.default_sampler), recorded at submit
@@ -180,7 +184,8 @@ class GenerationRequest:
         _check_int(errors, "seed", self.seed, 0, SEED_MAX, optional=True)
         _check_int(errors, "count", self.count, 1, COUNT_MAX)
         _check_int(errors, "steps", self.steps, 1, STEPS_MAX)
-        _check_float(errors, "guidance", self.guidance, 0.0, GUIDANCE_MAX)
+        if self.guidance is not None:
+            _check_float(errors, "guidance", self.guidance, 0.0, GUIDANCE_MAX)
         lim = limits or ANY_MODEL
         for name in ("width", "height"):
             value = getattr(self, name)
@@ -210,7 +215,7 @@ class GenerationRequest:
             raise InvalidRequest(errors)
 
     def resolve(self, limits: ModelLimits, rng: secrets.SystemRandom | None = None) -> "GenerationRequest":
-        """The same request with everything left open decided: seeds, size, sampler. Validates first."""
+        """The same request with everything left open decided: seeds, size, sampler, guidance. Validates first."""
         self.validate(limits)
         rng = rng or secrets.SystemRandom()
         changes: dict[str, Any] = {}
@@ -218,6 +223,8 @@ class GenerationRequest:
             changes["seed"] = rng.randint(0, SEED_MAX)
         if self.sampler is None:
             changes["sampler"] = limits.default_sampler
+        if self.guidance is None:
+            changes["guidance"] = float(limits.default_guidance)
         if self.variation_strength > 0 and self.variation_seed is None:
             changes["variation_seed"] = rng.randint(0, SEED_MAX)
         tags = lora_tags(self.prompt)

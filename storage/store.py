@@ -71,8 +71,8 @@ class Store:
 
     def job_queued(self, job_id: str, request: GenerationRequest, owner: Owner, parent_id: str | None,
                    kind: str, fingerprint: dict[str, Any], *, quota: Quota | None = None) -> str:
-        if request.seed is None or request.width is None or request.height is None or request.sampler is None:
-            raise ValueError("job_queued needs a resolved request (seed, size and sampler decided)")
+        if None in (request.seed, request.width, request.height, request.sampler, request.guidance):
+            raise ValueError("job_queued needs a resolved request (seed, size, sampler and guidance decided)")
         with self._write() as s:
             if parent_id is not None:
                 parent_id = self._image(s, parent_id).id  # refuses the job when the parent is gone

@@ -278,7 +278,7 @@ def test_history_lists_failed_interrupted_and_cancelled_jobs_with_their_reasons(
 
     store = open_store(settings_factory())  # the same data dir the subprocess uses
     me = Owner("cli", "ann", "ann")
-    req = GenerationRequest("a stormy sea", seed=1, width=64, height=64, sampler="euler")
+    req = GenerationRequest("a stormy sea", seed=1, width=64, height=64, sampler="euler", guidance=7.0)
     for status, reason in (("failed", "OutOfMemory: the GPU ran out of memory"), ("cancelled", None),
                            ("interrupted", "the process running it stopped while it was running")):
         gid = store.job_queued(f"j-{status}", req, me, None, "generate", {"model_id": "m"})

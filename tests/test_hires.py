@@ -123,7 +123,7 @@ def test_png_text_carries_it_and_a1111_files_are_read_back():
     from webui.recipes import a1111_hires
 
     hires = Hires(scale=2, steps=8, upscaler="latent")
-    d = GenerationRequest("a fox", seed=1, width=64, height=64, hires=hires).to_dict()
+    d = GenerationRequest("a fox", seed=1, width=64, height=64, guidance=7.0, hires=hires).to_dict()
     text = a1111_parameters(d, "", "")
     assert "Denoising strength: 0.5, Hires upscale: 2, Hires steps: 8, Hires upscaler: Latent" in text
     p = parse_a1111(text)

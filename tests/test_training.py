@@ -570,7 +570,7 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
         for w in ("raw", "EMA", "EMA, fresh"):
             assert len(r[w]["subject"]) == len(r[w]["style"]) == len(r[w]["loss"]) == 3
             assert all(np.isfinite(r[w]["subject"] + r[w]["style"] + r[w]["loss"]))
-        assert r["pictures"] == 4 and r["grid"] is None                # no judge cached for the smoke runs
+        assert r["pictures"] == 4 and r["grids"] == {"5": None}        # no judge cached for the smoke runs
         for w in ("raw", "EMA"):                                        # the text encoder's separation of subjects
             assert -1 <= r[w]["text"]["nearest"] <= 1 and 0 <= r[w]["text"]["aliases"] <= 1
     assert rows[0]["raw"] != rows[1]["raw"]                             # two different checkpoints were read
@@ -583,6 +583,14 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
     table = capsys.readouterr().out
     assert table.count("| raw |") == table.count("| EMA |") == table.count("| EMA, fresh |") == 2
     assert "subject gain" in table and "text: nearest subject / aliases" in table
+    # The grid alone at several guidance scales: how a model folder's defaults.json is chosen.
+    assert compare.main([str(straight), "--data", str(pack_dir), "--grid-only", "--guidance", "5", "9",
+                         "--out", str(out / "g"), "--json", str(out / "g.json")]) == 0
+    (row,) = json.loads((out / "g.json").read_text())
+    assert row["grids"] == {"5": None, "9": None} and "raw" not in row and "EMA" not in row
+    assert sorted(p.name for p in (out / "g").glob("*.png")) == ["straight-9-g5.png", "straight-9-g9.png"]
+    assert (out / "g" / "straight-9-g5.png").read_bytes() != (out / "g" / "straight-9-g9.png").read_bytes()
+    assert "guidance 5: no judge cached; guidance 9: no judge cached" in capsys.readouterr().out
     # A run folder without its tokenizer is refused, not given a newly trained one.
     bare = tmp_path / "bare"
     shutil.copytree(straight, bare, ignore=shutil.ignore_patterns("tokenizer"))

@@ -17,7 +17,8 @@ noise. For each checkpoint, raw and EMA weights (the EMA's are what ships):
 - with --grid, the 40-subject grid of the EMA weights, judged by the run's cached judge, and
   written to --out as <name>-<step>.png to look at. One grid is one seed a picture, and two
   seed sets of the same weights have read 5 and 11 of 120: --grid-seeds N draws N and adds
-  them up;
+  them up. --guidance 5 7 10 14 draws it at each scale (the trainer's grid uses 5): how a
+  model folder's defaults.json is chosen. --grid-only skips everything but the grid;
 - with --finish, pool pictures noised to t = 300/500/700/999 and finished by the EMA weights
   (<name>-<step>-finish.png): where in the noise range the model has learned to draw;
 - with --fresh, the word gain and v-loss of the EMA weights on as many fresh compositions,
@@ -70,7 +71,8 @@ def open_run(folder: Path, data: Path) -> Run:
 
 
 def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish: bool = False,
-            fresh: bool = False, grid_seeds: int = 1) -> dict:
+            fresh: bool = False, grid_seeds: int = 1, guidances: tuple[float, ...] = (5.0,),
+            grid_only: bool = False) -> dict:
     folder, ckpt = checkpoint_of(arg)
     if not ckpt.exists():
         raise SystemExit(f"{ckpt}: no UNet checkpoint")
@@ -91,6 +93,11 @@ def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish:
     params = list(text.parameters()) + list(unet.parameters())
     ema_sd = unprefixed("ema", flat)
     ema = [ema_sd[str(i)] for i in range(len(params))]
+    row = {"checkpoint": str(ckpt), "step": info["step"], "lr": run.cfg.lr, "text_lr": run.cfg.text_lr}
+    if grid_only:
+        with ema_weights(params, ema):
+            row["grids"] = grids(run, text, unet, vae, tok, folder, info["step"], out, grid_seeds, guidances)
+        return row
     pool = run.latent_pool(vae, tok, float("inf"))
     words = WordGain(pool, sf, tok, run.learned_names(), "cpu", run.cfg.seed, n=n)
     if fresh:   # a quarter of compositions are pairs, which the word gain skips
@@ -98,8 +105,7 @@ def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish:
         fresh_words = WordGain(new, sf, tok, run.learned_names(), "cpu", run.cfg.seed, n=n)
     separation = TextSeparation(tok, run.learned_names(), "cpu")
     acp = M.scheduler().alphas_cumprod
-    row = {"checkpoint": str(ckpt), "step": info["step"], "lr": run.cfg.lr, "text_lr": run.cfg.text_lr,
-           "pictures": len(words.z)}
+    row["pictures"] = len(words.z)
     for name in ("raw", "EMA"):
         ctx = ema_weights(params, ema) if name == "EMA" else contextlib.nullcontext()
         with ctx:
@@ -111,21 +117,41 @@ def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish:
                 out.mkdir(parents=True, exist_ok=True)
                 finish_from_noise(text, unet, vae, tok, pool, sf, out / f"{folder.name}-{info['step']}-finish.png")
             if grid and name == "EMA":
-                judge, scores = run.grid_judge(), []
-                for k in range(grid_seeds):
-                    with tempfile.TemporaryDirectory() as tmp:
-                        pictures = sample_grid(text, unet, vae, tok, run.px, run.vae_factor(), Path(tmp), info["step"],
-                                               seed0=GRID_SEED_STRIDE * k)
-                        if out is not None:
-                            out.mkdir(parents=True, exist_ok=True)
-                            suffix = f"-seeds{k}" if k else ""
-                            shutil.copy(Path(tmp) / "samples.png", out / f"{folder.name}-{info['step']}{suffix}.png")
-                    if judge is not None:
-                        scores.append(judge(pictures))
-                row["grid"] = None if judge is None else {
-                    "seed_sets": len(scores), "pictures": sum(sc["pictures"] for sc in scores),
-                    **{key: sum(sc[key] for sc in scores) for key in ("top5", "top1", "style")}}
+                row["grids"] = grids(run, text, unet, vae, tok, folder, info["step"], out, grid_seeds, guidances)
     return row
+
+
+def grids(run: Run, text, unet, vae, tok, folder: Path, step: int, out: Path | None, seed_sets: int,
+          guidances: tuple[float, ...]) -> dict[str, dict | None]:
+    """The 40-subject grid at each guidance scale, `seed_sets` seed sets each, judged and added up
+    (None where the run has no cached judge). Keyed by the scale as text ("5", "7.5"), for JSON."""
+    judge, found = run.grid_judge(), {}
+    for guidance in guidances:
+        scores = []
+        for k in range(seed_sets):
+            with tempfile.TemporaryDirectory() as tmp:
+                pictures = sample_grid(text, unet, vae, tok, run.px, run.vae_factor(), Path(tmp), step,
+                                       seed0=GRID_SEED_STRIDE * k, guidance=guidance)
+                if out is not None:
+                    out.mkdir(parents=True, exist_ok=True)
+                    suffix = (f"-seeds{k}" if k else "") + (f"-g{guidance:g}" if guidances != (5.0,) else "")
+                    shutil.copy(Path(tmp) / "samples.png", out / f"{folder.name}-{step}{suffix}.png")
+            if judge is not None:
+                scores.append(judge(pictures))
+        found[f"{guidance:g}"] = None if judge is None else {
+            "seed_sets": len(scores), "pictures": sum(sc["pictures"] for sc in scores),
+            **{key: sum(sc[key] for sc in scores) for key in ("top5", "top1", "style")}}
+    return found
+
+
+def judged(grids: dict[str, dict | None] | None) -> str:
+    """The grid column: "top 5 / style of pictures", per guidance scale when not only the trainer's 5."""
+    if not grids:
+        return ""
+    said = {k: f"{g['top5']} / {g['style']} of {g['pictures']}" if g else "no judge cached" for k, g in grids.items()}
+    if list(said) == ["5"]:
+        return said["5"]
+    return "; ".join(f"guidance {k}: {text}" for k, text in said.items())
 
 
 def table(rows: list[dict]) -> str:
@@ -134,15 +160,17 @@ def table(rows: list[dict]) -> str:
              "own-caption v-loss t=200/500/800 | text: nearest subject / aliases | grid: top 5 / style |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        for name in [k for k in ("raw", "EMA", "EMA, fresh") if k in r]:
+        head = f"| {r['checkpoint']} | {r['step']} | {r['lr']:g} ({r['text_lr']:g}) |"
+        names = [k for k in ("raw", "EMA", "EMA, fresh") if k in r]
+        if not names:   # --grid-only
+            lines.append(f"{head} EMA | | | | | {judged(r.get('grids'))} |")
+        for name in names:
             m = r[name]
-            g = r.get("grid") if name == "EMA" else None
-            judged = f"{g['top5']} / {g['style']} of {g['pictures']}" if g else ""
             sep = f"{m['text']['nearest']:.3f} / {m['text']['aliases']:.0%}" if "text" in m else ""
             lines.append(
-                f"| {r['checkpoint']} | {r['step']} | {r['lr']:g} ({r['text_lr']:g}) | {name} | "
+                f"{head} {name} | "
                 f"{pct(f'{100 * x:.1f}%' for x in m['subject'])} | {pct(f'{100 * x:.1f}%' for x in m['style'])} | "
-                f"{pct(f'{x:.4f}' for x in m['loss'])} | {sep} | {judged} |")
+                f"{pct(f'{x:.4f}' for x in m['loss'])} | {sep} | {judged(r.get('grids')) if name == 'EMA' else ''} |")
     return "\n".join(lines)
 
 
@@ -153,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pictures", type=int, default=384, help="single-emoji pool pictures for the word gain")
     p.add_argument("--grid", action="store_true", help="also draw and judge the 40-subject grid (EMA weights)")
     p.add_argument("--grid-seeds", type=int, default=1, help="with --grid: this many seed sets, judged and added up")
+    p.add_argument("--guidance", type=float, nargs="+", default=[5.0],
+                   help="with --grid: draw and judge the grid at each of these guidance scales (default 5, the trainer's)")
+    p.add_argument("--grid-only", action="store_true", help="only the grid (implies --grid): no word gain, no text probe")
     p.add_argument("--finish", action="store_true",
                    help="also write <run>-<step>-finish.png to --out: pool pictures noised to t = 300/500/700/999 "
                         "and finished by the EMA weights (monitor.finish_from_noise)")
@@ -165,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.finish and args.out is None:
         p.error("--finish writes pictures: give --out")
-    rows = [measure(c, args.data, args.pictures, args.grid, args.out, args.finish, args.fresh, args.grid_seeds)
+    rows = [measure(c, args.data, args.pictures, args.grid or args.grid_only, args.out, args.finish, args.fresh,
+                    args.grid_seeds, tuple(args.guidance), args.grid_only)
             for c in args.checkpoints]
     print(table(rows))
     if args.json:

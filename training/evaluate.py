@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     # What a user gets with no options (GenerationRequest's defaults; the folder's scheduler, DDIM,
     # is also the default sampler Statuary picks for this model: core/samplers.suited).
     p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--guidance", type=float, default=7.0)
+    p.add_argument("--guidance", type=float, default=None,
+                   help="default: the model's, as users get it (its folder's defaults.json; 7 without one)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--n-single", type=int, default=600)
     p.add_argument("--n-combo", type=int, default=150)
@@ -225,6 +226,10 @@ def main(argv: list[str] | None = None) -> int:
         size = pipe.unet.config.sample_size * pipe.vae_scale_factor
         trained = json.loads((args.model / "training.json").read_text())["config"] if (args.model / "training.json").exists() else {}
         vocabulary = trained.get("vocabulary", "all")
+        if args.guidance is None:   # what a prompt with no --guidance gets in Statuary
+            from core.model_defaults import ModelDefaults
+
+            args.guidance = ModelDefaults.load(args.model).guidance
 
     pack = D.Pack.load(args.data)
     split, names = learned_split(pack, args.seed, vocabulary)

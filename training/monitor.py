@@ -283,7 +283,8 @@ def ema_weights(params, ema):
 
 
 @torch.no_grad()
-def sample_grid(text, unet, vae, tok, px: int, factor: int, folder: Path, step: int, seed0: int = 0) -> torch.Tensor:
+def sample_grid(text, unet, vae, tok, px: int, factor: int, folder: Path, step: int, seed0: int = 0,
+                guidance: float = 5.0) -> torch.Tensor:
     """Draw every SAMPLE_SUBJECTS word in the three styles (seed = seed0 + its place in the grid) and
     write folder/samples.png (columns of 3: 3d, flat, cartoon) and samples.txt (the rows), and keep
     a copy as folder/samples/step-NNNNNN.png, so the grids of a long run can be looked at side by side.
@@ -298,7 +299,7 @@ def sample_grid(text, unet, vae, tok, px: int, factor: int, folder: Path, step: 
     prompts = [f"{w}, {st}" for w in SAMPLE_SUBJECTS for st in ("3d style", "flat style", "cartoon style")]
     gens = [torch.Generator().manual_seed(seed0 + i) for i in range(len(prompts))]
     lat = torch.stack([torch.randn((4, px // factor, px // factor), generator=g) for g in gens])
-    imgs = pipe(prompts, num_inference_steps=20, guidance_scale=5.0, height=px, width=px,
+    imgs = pipe(prompts, num_inference_steps=20, guidance_scale=guidance, height=px, width=px,
                 latents=lat, output_type="np").images
     arr = (imgs * 255).round().astype(np.uint8)
     rows = [np.concatenate(list(arr[r * 3:(r + 1) * 3]), 1) for r in range(len(SAMPLE_SUBJECTS))]

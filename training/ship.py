@@ -32,7 +32,10 @@ SCORES = ("top5", "style", "colour")
 # What must match for two evaluations to be compared.
 SAME_EVALUATION = ("prompts", "steps", "guidance", "judge")
 # An export's own files and folders: replaced on shipping. Everything else in models/default stays.
-EXPORTED = ("model_index.json", "training.json", "vocabulary.json", "scheduler", "text_encoder", "tokenizer", "unet", "vae")
+# defaults.json (core/model_defaults.py: the guidance a prompt gets) is among them: the evaluation ran at
+# the export's, so the shipped folder keeps that one, or none when the export has none.
+EXPORTED = ("model_index.json", "training.json", "vocabulary.json", "defaults.json", "scheduler", "text_encoder",
+            "tokenizer", "unet", "vae")
 
 
 def weights_sha256(folder: Path) -> str:

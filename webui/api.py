@@ -39,17 +39,19 @@ def register(ui: WebUI) -> None:
     """Add the named endpoints to the Blocks being built (call it first, so they keep their plain names)."""
 
     async def generate(prompt: str, negative_prompt: str = "", seed: int = -1, steps: int = 20,
-                       guidance: float = 7.0, width: int = 0, height: int = 0, sampler: str = "",
+                       guidance: float = -1, width: int = 0, height: int = 0, sampler: str = "",
                        count: int = 1, hires_scale: float = 0, hires_steps: int = 0, hires_strength: float = 0.5,
                        hires_upscaler: str = "lanczos", request: gr.Request = None) -> list[dict]:
         """Make images from a prompt. Returns each image's id, seed, sha256 and file URL.
-        seed -1 is random; width/height 0 is the model's native size; sampler "" is the model's
-        default; hires_scale 0 is no hires fix (1 to 2 turns it on; hires_steps 0 is the same as steps)."""
+        seed -1 is random; guidance -1 is the model's default; width/height 0 is the model's native
+        size; sampler "" is the model's default; hires_scale 0 is no hires fix (1 to 2 turns it on;
+        hires_steps 0 is the same as steps)."""
         def submit():   # built inside _wait, so a value it cannot even read is said as a sentence too
             hires = Hires(scale=hires_scale, steps=hires_steps or None, strength=hires_strength,
                           upscaler=hires_upscaler) if hires_scale else None
             req = GenerationRequest(prompt=prompt, negative_prompt=negative_prompt, seed=parse_seed(seed),
-                                    steps=steps, guidance=guidance, width=width or None, height=height or None,
+                                    steps=steps, guidance=None if guidance == -1 else guidance,
+                                    width=width or None, height=height or None,
                                     sampler=sampler or None, count=count, hires=hires)
             return ui.service.submit(req, owner_of(request))
 

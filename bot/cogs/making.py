@@ -95,7 +95,7 @@ class Making(commands.Cog):
     @app_commands.describe(
         prompt="What to draw, in a few words", negative="What the picture should not show",
         seed="Number that fixes the noise (same seed + prompt = same picture); random if empty",
-        steps="Denoising steps: more is slower and finer", guidance="How closely to follow the prompt (CFG scale)",
+        steps="Denoising steps: more is slower and finer", guidance="How closely to follow the prompt (CFG scale); the model's own default if empty",
         aspect="Shape of the picture", count="How many pictures (a 2×2 grid for four)",
         sampler="Denoising method", size="Picture size: the side of a square of the same area, in pixels",
         image="A picture to start from (PNG, JPEG or WebP); its shape is kept unless you give an aspect",
@@ -107,7 +107,7 @@ class Making(commands.Cog):
                       negative: app_commands.Range[str, 1, 1000] | None = None,
                       seed: app_commands.Range[int, 0, SEED_MAX] | None = None,
                       steps: app_commands.Range[int, 1, STEPS_MAX] | None = None,
-                      guidance: app_commands.Range[float, 0.0, 30.0] = 7.0, aspect: str | None = None,
+                      guidance: app_commands.Range[float, 0.0, 30.0] | None = None, aspect: str | None = None,
                       count: app_commands.Range[int, 1, COUNT_MAX] | None = None, sampler: str | None = None,
                       size: app_commands.Range[int, SIZE_MIN, SIZE_MAX] | None = None,
                       image: discord.Attachment | None = None,
@@ -320,7 +320,7 @@ class Making(commands.Cog):
             await self.bot.refuse(interaction, f"⚠️ {text}")
 
     def build_request(self, rules: GuildRules, *, prompt: str, negative: str = "", seed: int | None = None,
-                      steps: int | None = None, guidance: float = 7.0, aspect: str | None = None,
+                      steps: int | None = None, guidance: float | None = None, aspect: str | None = None,
                       count: int | None = None, sampler: str | None = None, size: int | None = None,
                       member: MemberDefaults | None = None,
                       shape: tuple[int, int] | None = None,

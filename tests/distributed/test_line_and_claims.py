@@ -83,7 +83,7 @@ def test_exactly_one_claim_wins_and_requeue_needs_the_holder(postgres_server, tm
 
     store = open_store(load_settings({"STATUARY_DATA_DIR": str(tmp_path), "DATABASE_URL": postgres_server.new_database()},
                                      dotenv_path=None))
-    gid = store.job_queued("job-1", GenerationRequest("x", seed=1, width=64, height=64, sampler="ddim"),
+    gid = store.job_queued("job-1", GenerationRequest("x", seed=1, width=64, height=64, sampler="ddim", guidance=7.0),
                            Owner("web", "u"), None, "generate", {})
     wins = []
     threads = [threading.Thread(target=lambda i=i: wins.append(claims.claim(store, gid, f"w{i}"))) for i in range(6)]

@@ -260,7 +260,7 @@ def test_broker_down_says_so_and_the_sweep_ends_what_never_reached_it(cluster):
     assert len(gens) == 1  # nothing was recorded for the refused job
 
     # A front-end that recorded a job and died before queuing it (or lost Redis in between):
-    stuck = store.job_queued("job-lost", GenerationRequest("lost", seed=5, steps=2, width=64, height=64, sampler="ddim"),
+    stuck = store.job_queued("job-lost", GenerationRequest("lost", seed=5, steps=2, width=64, height=64, sampler="ddim", guidance=7.0),
                              Owner("web", "down"), None, "generate", {})
     cluster.redis.start()
     r = redis_client(cluster.redis.url)

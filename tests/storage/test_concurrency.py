@@ -129,7 +129,7 @@ def test_a_quota_is_one_atomic_check_and_reserve_across_stores(make_settings, st
     from tests.storage.helpers import FAKE_FINGERPRINT
 
     stores = [open_store(make_settings()) for _ in range(4)]
-    req = GenerationRequest("quota", seed=1, width=64, height=64, sampler="dpmpp_2m_karras")
+    req = GenerationRequest("quota", seed=1, width=64, height=64, sampler="dpmpp_2m_karras", guidance=7.0)
     member = Owner("discord", "77", "m", "guild-1", "chan-1")
     for quota, admitted in ((Quota(max_per_hour=3), 3), (Quota(max_active=5), 2)):  # 3 unfinished already
         barrier = threading.Barrier(8)

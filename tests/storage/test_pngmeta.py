@@ -25,7 +25,7 @@ A1111_SAMPLE = (
 
 
 def _req(**kw):
-    base = dict(prompt="a red cat", seed=123, width=512, height=512, sampler="dpmpp_2m_karras")   # as resolved
+    base = dict(prompt="a red cat", seed=123, width=512, height=512, sampler="dpmpp_2m_karras", guidance=7.0)   # as resolved
     base.update(kw)
     return GenerationRequest(**base)
 

@@ -243,7 +243,7 @@ def test_bad_ids_get_clear_errors(store, fake_service):
 
 
 def test_lifecycle_failed_cancelled_interrupted(store):
-    req = GenerationRequest("lifecycle", seed=3, width=64, height=64, sampler="dpmpp_2m_karras")
+    req = GenerationRequest("lifecycle", seed=3, width=64, height=64, sampler="dpmpp_2m_karras", guidance=7.0)
     fp = dict(FAKE_FINGERPRINT)
     g1 = store.job_queued("j1", req, ANA, None, "generate", fp)
     assert store.generation(g1).status == "queued"
@@ -321,3 +321,12 @@ def test_tampered_stored_input_is_reported(store, fake_service):
     path.unlink()
     with pytest.raises(NotFound, match="init image .* is missing"):
         store.request_for(img.id)
+
+
+def test_an_unresolved_request_is_refused_by_name_not_taken_for_an_id_clash(store):
+    # A request whose guidance was left to the model (None) passed the check and broke the row's
+    # NOT NULL, which job_queued read as five id clashes: "could not find a free generation id".
+    req = GenerationRequest("open guidance", seed=1, width=64, height=64, sampler="ddim")
+    with pytest.raises(ValueError, match=r"resolved request \(seed, size, sampler and guidance decided\)"):
+        store.job_queued("j-open", req, ANA, None, "generate", {"model_id": "m"})
+    assert store.history(include_verify=True).total == 0

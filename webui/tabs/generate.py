@@ -82,7 +82,7 @@ def build(ui: WebUI) -> SimpleNamespace:
                     with gr.Row():
                         steps = gr.Slider(1, STEPS_MAX, value=20, step=1, label="Steps", elem_id="g-steps",
                                           min_width=140)
-                        guidance = gr.Slider(0, GUIDANCE_MAX, value=7.0, step=0.5, label="Guidance",
+                        guidance = gr.Slider(0, GUIDANCE_MAX, value=lim.default_guidance, step=0.5, label="Guidance",
                                              elem_id="g-guidance", min_width=140)
                     with gr.Row():
                         sampler = gr.Dropdown(sampler_choices, value=lim.default_sampler, label="Sampler",
