@@ -171,11 +171,15 @@ class Generator:
             notes["unet_compiled"] = f"torch.compile (inductor, torch {torch.__version__})"
         return notes
 
+    def _guidance(self, request: GenerationRequest) -> float:
+        """The request's guidance; the model's own where a request made by hand (not resolved) leaves it open."""
+        return self.model.limits.default_guidance if request.guidance is None else request.guidance
+
     # 1. encode the prompts
     @torch.no_grad()
     def encode(self, request: GenerationRequest) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
         m = self.model
-        guided = request.guidance > 1.0
+        guided = self._guidance(request) > 1.0
         self.loras.activate(request.loras)  # a LoRA may change the text encoder too
         if self.prompts.needs_compel(request):  # weights, BREAK or a prompt longer than the window
             embeds, pooled = self.prompts.encode(request, guided)
@@ -210,6 +214,8 @@ class Generator:
               encoded: tuple[torch.Tensor, dict[str, torch.Tensor] | None] | None = None) -> Trajectory:
         """A trajectory for image `index` of a resolved request."""
         m = self.model
+        if request.guidance is None:   # made by hand, leaving it to the model (as the sampler below)
+            request = dataclasses.replace(request, guidance=self._guidance(request))
         embeds, added = encoded if encoded is not None else self.encode(request)
         shape = (1, m.latent_channels, request.height // m.vae_scale_factor, request.width // m.vae_scale_factor)
         noise, step_gen = cpu_noise(request.image_seed(index), shape)

@@ -33,6 +33,22 @@ def test_the_folder_says_the_guidance_a_request_without_one_gets(model12, tiny_m
     assert load_model(str(tiny_model_dir), device="cpu").limits.default_guidance == DEFAULT_GUIDANCE == 7.0
 
 
+def test_a_request_made_by_hand_without_a_guidance_draws_with_the_models(model12):
+    # The generator is used directly too (tests, scripts): an unresolved request leaves the guidance
+    # to the model there as well, as it does the sampler.
+    import numpy as np
+
+    from core.generator import Generator
+    from core.loader import load_model
+
+    gen = Generator(load_model(str(model12), device="cpu"))
+    pixels = lambda req: np.asarray(gen.generate(req)[0][1])  # noqa: E731
+    base = dict(prompt="a cat", seed=1, steps=2, width=64, height=64)
+    open_ = pixels(GenerationRequest(**base))
+    assert np.array_equal(open_, pixels(GenerationRequest(**base, guidance=12)))
+    assert not np.array_equal(open_, pixels(GenerationRequest(**base, guidance=7)))
+
+
 @pytest.mark.parametrize("text, said", [
     ('{"guidance": 99}', "guidance 99 is not allowed; use a number from 0 to 30"),
     ('{"guidance": "high"}', 'guidance "high" is not allowed; use a number from 0 to 30'),
