@@ -21,6 +21,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "browser: drives the running UI in headless Chromium (Playwright)")
+    # expect()'s own default is 5 s, where pages wait 30 s (the page fixture). On a 2-core machine shared with
+    # other work a UI answer can take longer (a cancel click read 'Waiting in the queue' for 5 s in a
+    # fresh-clone CI beside training). The assertions are about what the page says, not how fast.
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=20_000)
 
 
 def free_port() -> int:
