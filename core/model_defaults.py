@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 CONFIG_FILE = "defaults.json"
@@ -52,14 +51,13 @@ class ModelDefaults:
     def load(cls, folder: str | Path | None) -> "ModelDefaults":
         """The folder's defaults.json, or the built-in defaults when it has none (a single
         .safetensors file, a hub id). A file that is there but wrong stops the load with a sentence."""
-        from core.request import GUIDANCE_MAX
+        from core.request import GUIDANCE_MAX, _is_float
 
         path = Path(folder) / CONFIG_FILE if folder else None
         data = read_folder_json(path, KEYS)
         if data is None:
             return cls()
         guidance = data.get("guidance", DEFAULT_GUIDANCE)
-        if (isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance)
-                or not 0 <= guidance <= GUIDANCE_MAX):
+        if not _is_float(guidance) or not 0 <= guidance <= GUIDANCE_MAX:   # the request's own test of a number
             raise ValueError(f"{path}: guidance {json.dumps(guidance)} is not allowed; use a number from 0 to {GUIDANCE_MAX:g}")
         return cls(guidance=float(guidance), note=str(data.get("note", "")), source=str(path))
