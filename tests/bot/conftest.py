@@ -70,6 +70,16 @@ def service(service_factory, store):
     return service_factory(recorder=store, preview_frames=4)
 
 
+def model_service(folder, store):
+    """An in-process service on the model folder `folder`, recording in `store`: what a test module's
+    own `service` fixture returns when it needs another model than the tiny one (close it after)."""
+    from core.generator import Generator
+    from core.loader import load_model
+    from core.service import InProcessJobService
+
+    return InProcessJobService(Generator(load_model(str(folder), device="cpu")), store, preview_frames=2)
+
+
 @pytest.fixture
 def discord_run(store, service):
     """discord_run(scenario, standin=..., **bot_kwargs): run `async scenario(d)` against a fresh stand-in."""

@@ -8,19 +8,16 @@ import shutil
 
 import pytest
 
+from tests.bot.conftest import model_service
 from tests.bot.test_bot import final_of
 
 
 @pytest.fixture
 def service(store, tmp_path, tiny_model_dir):
-    from core.generator import Generator
-    from core.loader import load_model
-    from core.service import InProcessJobService
-
     folder = tmp_path / "guided"
     shutil.copytree(tiny_model_dir, folder)
     (folder / "defaults.json").write_text(json.dumps({"guidance": 12}))
-    svc = InProcessJobService(Generator(load_model(str(folder), device="cpu")), store, preview_frames=2)
+    svc = model_service(folder, store)
     yield svc
     svc.close()
 

@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import pytest
 
+from tests.bot.conftest import model_service
 from tests.bot.test_bot import ALICE, EPHEMERAL, final_of
 
 
 @pytest.fixture
 def service(service_factory, store, tmp_path):
-    from core.generator import Generator
-    from core.loader import load_model
-    from core.service import InProcessJobService
     from tests.tiny_model import build_tiny_model
 
     folder = build_tiny_model(tmp_path / "zero-snr", zero_snr=True)
-    svc = InProcessJobService(Generator(load_model(str(folder), device="cpu")), store, preview_frames=2)
+    svc = model_service(folder, store)
     yield svc
     svc.close()
 

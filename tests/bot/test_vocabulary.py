@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 
+from tests.bot.conftest import model_service
 from tests.bot.test_bot import final_of
 
 VOCABULARY = {"format": 1, "subjects": ["cat", "pizza", "rocket", "ice cream", "birthday cake", "mushroom", "owl"],
@@ -18,14 +19,10 @@ VOCABULARY = {"format": 1, "subjects": ["cat", "pizza", "rocket", "ice cream", "
 
 @pytest.fixture
 def service(service_factory, store, tiny_model_dir, tmp_path):
-    from core.generator import Generator
-    from core.loader import load_model
-    from core.service import InProcessJobService
-
     folder = tmp_path / "with-words"
     shutil.copytree(tiny_model_dir, folder)
     (folder / "vocabulary.json").write_text(json.dumps(VOCABULARY))
-    svc = InProcessJobService(Generator(load_model(str(folder), device="cpu")), store, preview_frames=2)
+    svc = model_service(folder, store)
     yield svc
     svc.close()
 
