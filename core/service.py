@@ -416,8 +416,8 @@ class InProcessJobService(StepBatching, JobService):
     def _fail(self, handle: JobHandle, exc: BaseException) -> None:
         reason, error_type = failure_reason(exc)
         if reason == UNEXPECTED:   # a bug or a fault nobody foresaw: the traceback is what fixes it
-            log.error("job %s failed (%s: %s); the person was told: %s", handle.job_id, type(exc).__name__, exc,
-                      reason, exc_info=exc)
+            # (what the person was told is always UNEXPECTED; a terminal's own sentence follows this line)
+            log.error("job %s failed (%s: %s)", handle.job_id, type(exc).__name__, exc, exc_info=exc)
         else:   # out of memory, a full disk, the database away, a JobError: the sentence says it all
             detail = "" if str(exc) == reason else f": {exc}"
             log.warning("job %s failed (%s%s): %s", handle.job_id, type(exc).__name__, detail, reason)

@@ -242,7 +242,9 @@ def test_an_unforeseen_failure_is_its_error_line_and_a_sentence_that_points_at_i
     assert "ERROR core.service: job " in r.stderr and "(RuntimeError: the decoder caught fire)" in r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("statuary: the job did not finish: Something went wrong while making this picture; "
-                           "the ERROR line above names the error") and "server's log" not in last
+                           "the ERROR line above names the error")
+    # ...and nothing above it speaks of a server's log either (the ERROR line quoted the web's sentence)
+    assert "server's log" not in r.stderr, r.stderr
     r = statuary(["-v", "--model", str(tiny_model_dir), "generate", "a cat", "--steps", "2"], tmp_path, **env)
     assert r.returncode == 1 and "Traceback" in r.stderr and "in _decode" in r.stderr
 
