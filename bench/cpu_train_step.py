@@ -2,6 +2,7 @@
 
     python bench/cpu_train_step.py                       # fp32 against bf16 autocast, 2 threads
     python bench/cpu_train_step.py --variants fp32,bf16,bf16-cl --rounds 3
+    python bench/cpu_train_step.py --variants fp32,fp32-l12 --loss-steps 0    # 128 px against 96 px
 
 One optimizer step as training.train takes it from the latent pool (text encoder
 forward, UNet forward and backward, AdamW), batch 32 of 16x16x4 latents (128 px), random
@@ -12,7 +13,8 @@ which must agree to a few percent.
 
 Variants: fp32 (what the trainer does on CPU), bf16 (torch.autocast("cpu", bfloat16):
 matmuls and convolutions in bfloat16 on CPUs with AVX512-BF16 or AMX, weights, optimizer
-and loss in fp32), cl suffix (channels_last memory format for the UNet).
+and loss in fp32), cl suffix (channels_last memory format for the UNet), lN suffix (N x N
+latents instead of 16 x 16: l12 is a 96 px model, l8 a 64 px one).
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ def parse(variant: str) -> tuple[str, bool, bool]:
     return parts[0], "cl" in parts, "compile" in parts
 
 
+def latent_side(variant: str) -> int:
+    """'fp32-l12' -> 12 (a 96 px model's latents); 16, the default model's, without it."""
+    return next((int(part[1:]) for part in variant.split("-") if part[:1] == "l" and part[1:].isdigit()), 16)
+
+
 def build(seed: int, variant: str):
     _, channels_last, compile_ = parse(variant)
     torch.manual_seed(seed)
@@ -52,13 +59,13 @@ def build(seed: int, variant: str):
     return text, unet, params, opt
 
 
-def batches(n: int, batch: int, seed: int):
+def batches(n: int, batch: int, seed: int, side: int = 16):
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
-        z = torch.randn(batch, 4, 16, 16, generator=g)
+        z = torch.randn(batch, 4, side, side, generator=g)
         ids = torch.randint(2, 4096, (batch, 48), generator=g)
-        noise = torch.randn(batch, 4, 16, 16, generator=g)
+        noise = torch.randn(batch, 4, side, side, generator=g)
         t = torch.randint(0, 1000, (batch,), generator=g)
         out.append((z, ids, noise, t))
     return out
@@ -102,25 +109,24 @@ def main(argv=None) -> int:
     names = args.variants.split(",")
     acp = M.scheduler().alphas_cumprod
     models = {n: build(0, n) for n in names}
-    data = batches(args.steps, args.batch, 1)
+    data = {n: batches(args.steps, args.batch, 1, latent_side(n)) for n in names}
     times: dict[str, list[float]] = {n: [] for n in names}
     for n in names:                                   # warm-up (oneDNN picks kernels on first use)
-        step(*models[n], acp, data[0], n)
-        step(*models[n], acp, data[0], n)
+        step(*models[n], acp, data[n][0], n)
+        step(*models[n], acp, data[n][0], n)
     for _ in range(args.rounds):
         for n in names:
             t0 = time.perf_counter()
-            for b in data:
+            for b in data[n]:
                 step(*models[n], acp, b, n)
             times[n].append(args.batch * args.steps / (time.perf_counter() - t0))
     print(f"batch {args.batch}, {args.threads} threads, {args.rounds} rounds of {args.steps} steps; samples/s (median)")
     print_rates(times)
     if args.loss_steps:
-        fixed = batches(args.loss_steps, args.batch, 2)
         print(f"loss after {args.loss_steps} steps from the same weights on the same batches (mean of the last 10):")
         for n in names:
             m = build(0, n)
-            losses = [step(*m, acp, b, n) for b in fixed]
+            losses = [step(*m, acp, b, n) for b in batches(args.loss_steps, args.batch, 2, latent_side(n))]
             print(f"  {n:14s} {statistics.mean(losses[-10:]):.4f}")
     return 0
 

@@ -31,10 +31,13 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-# Beside other work on a CPU, an OpenMP team that spins while it waits takes the cores from
-# the foreground even under `nice -n 19` (measured: a foreground UNet step went from 0.7 s
-# to 2-10 s); waiting passively lets nice do its job. Must be set before torch loads OpenMP.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# On a CPU the trainer's OpenMP threads wait between the thousands of small parallel regions
+# of every step. Sleeping at once (OMP_WAIT_POLICY=PASSIVE, this trainer's setting until
+# 2026-12-01) cost a fifth of the step's speed alone; a short spin first keeps it, and a
+# foreground job beside the nice-19 trainer ran as fast either way (bench/omp_wait.py: x1.27
+# alone, x1.01 foreground). A policy set by the caller stands. Must be set before torch loads OpenMP.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 import torch  # noqa: E402
 
 from training import data as D  # noqa: E402
