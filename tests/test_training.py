@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -953,3 +954,39 @@ def test_pooled_text_reaches_the_export_and_statuary_draws_with_it(pack_dir, smo
         unet.add_embedding.norm2.bias.zero_()
         w = unet(x, torch.tensor([900, 900]), encoder_hidden_states=h).sample
     assert (v[0] - v[1]).abs().mean() > 1e-3 and (w[0] - w[1]).abs().max() < 1e-6
+
+
+def test_ceiling_scores_real_pictures_and_their_round_trips_at_each_size(smoke_run, pack_dir, tmp_path, monkeypatch):
+    # training.ceiling: what the run's VAE lets a UNet draw, known before any UNet step. A perfect
+    # autoencoder's round trips score exactly as the real pictures; the smoke VAE's lose something.
+    from safetensors.torch import save_file
+
+    from training import ceiling as CE
+    from training.evaluate import Judge
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run / "run", run)
+    with pytest.raises(SystemExit, match="no judge for 32 px yet"):
+        CE.ceiling(run, pack_dir, [32], None, n_single=6, n_combo=3, n_pairs=2)
+    pack = D.Pack.load(pack_dir)
+    torch.manual_seed(0)
+    (run / "eval").mkdir()
+    save_file({k: v.contiguous() for k, v in Judge(len(pack.emoji), 4, 2).state_dict().items()},
+              str(run / "eval" / "judge2-all-32px-w4x2-s10-b8-seed0.safetensors"))
+    before = sorted(p.name for p in run.iterdir())
+    got = CE.ceiling(run, pack_dir, [16, 32], tmp_path / "out", n_single=6, n_combo=3, n_pairs=2)
+    assert sorted(got) == [16, 32] and sorted(p.name for p in run.iterdir()) == before   # read, never written
+    for px, r in got.items():
+        assert r["real"]["n"] == r["round_trip"]["n"] == 11 and r["l1"] > 0.01
+        assert Image.open(tmp_path / "out" / f"round-trip-{px}.png").size[0] > px
+
+    class Perfect(torch.nn.Module):      # decode(encode(x)) == x
+        def encode(self, x):
+            return type("E", (), {"latent_dist": type("D", (), {"mean": x})()})()
+
+        def decode(self, z):
+            return type("O", (), {"sample": z})()
+
+    monkeypatch.setattr(T.Run, "frozen_vae", lambda self, decoder=True: Perfect())
+    got = CE.ceiling(run, pack_dir, [32], None, n_single=6, n_combo=3, n_pairs=2)[32]
+    assert got["real"] == got["round_trip"] and got["l1"] == 0.0
