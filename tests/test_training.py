@@ -978,6 +978,7 @@ def test_ceiling_scores_real_pictures_and_their_round_trips_at_each_size(smoke_r
     assert sorted(got) == [16, 32] and sorted(p.name for p in run.iterdir()) == before   # read, never written
     for px, r in got.items():
         assert r["real"]["n"] == r["round_trip"]["n"] == 11 and r["l1"] > 0.01
+        assert sum(k["round_trip"]["n"] for k in r["kinds"].values()) == 11      # and kind by kind
         assert Image.open(tmp_path / "out" / f"round-trip-{px}.png").size[0] > px
 
     class Perfect(torch.nn.Module):      # decode(encode(x)) == x

@@ -55,9 +55,9 @@ def ceiling(folder: Path, data: Path, sizes: list[int], out: Path | None, seed: 
         t0 = time.time()
         real = run.renderer_at(px)(batch).float()
         back = round_trip(vae, real)
-        results[px] = {"real": summarise(score(judge, real, specs, batch), specs)["all"],
-                       "round_trip": summarise(score(judge, back, specs, batch), specs)["all"],
-                       "l1": float((back - real).abs().mean())}
+        real_s, back_s = summarise(score(judge, real, specs, batch), specs), summarise(score(judge, back, specs, batch), specs)
+        results[px] = {"real": real_s["all"], "round_trip": back_s["all"], "l1": float((back - real).abs().mean()),
+                       "kinds": {k: {"real": real_s[k], "round_trip": back_s[k]} for k in real_s if k != "all"}}
         log(f"{px} px: {len(specs)} prompts in {time.time() - t0:.0f} s")
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             m = r[who]
             l1 = f"{r['l1']:7.3f}" if who == "round_trip" else ""
             print(f"{px:4d} {who:10s}{m['top1']:7.3f}{m['top5']:7.3f}{m['style']:7.3f}{m['colour']:7.3f}{l1}")
+    for px, r in results.items():   # where the round trip loses it: the evaluation's kinds of prompt
+        for kind, k in r["kinds"].items():
+            m = k["round_trip"]
+            print(f"{px:4d} round trip, {kind} (n {m['n']}): top5 {m['top5']:.3f} style {m['style']:.3f} "
+                  f"(real {k['real']['top5']:.3f} / {k['real']['style']:.3f})")
     return 0
 
 
