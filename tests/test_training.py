@@ -989,5 +989,8 @@ def test_ceiling_scores_real_pictures_and_their_round_trips_at_each_size(smoke_r
             return type("O", (), {"sample": z})()
 
     monkeypatch.setattr(T.Run, "frozen_vae", lambda self, decoder=True: Perfect())
-    got = CE.ceiling(run, pack_dir, [32], None, n_single=6, n_combo=3, n_pairs=2)[32]
+    got = CE.ceiling(run, pack_dir, [32], None, n_single=6, n_combo=3, n_pairs=2, blur=(32, 8))[32]
     assert got["real"] == got["round_trip"] and got["l1"] == 0.0
+    assert got["blurred"][32] == got["real"] and set(got["blurred"]) == {32, 8}   # down to its own size: unchanged
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.allclose(CE.blurred(x, 32), x) and not torch.allclose(CE.blurred(x, 8), x)

@@ -12,7 +12,9 @@ For each size: the held-out prompts of `training.evaluate` (`data.eval_prompts`,
 seeds), rendered from the real sprites, scored by the run's cached judge (`run/eval`, trained
 by `training.evaluate --judge-only`), then encoded and decoded by the run's VAE (with its
 fine-tuned decoder when there is one) and scored again. The judge reads every picture at
-64x64, whatever its size. Also written: <out>/round-trip-<px>.png, 16 real pictures over their
+64x64, whatever its size. --blur 64 48 32 adds a control: the same real pictures taken down to
+that size and back up (area, then bilinear), scored alike; a round trip far below them loses
+more than detail, and the judge is not what holds it back. Also written: <out>/round-trip-<px>.png, 16 real pictures over their
 round trips, to look at.
 """
 
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from training import data as D
 from training.common import log
@@ -38,8 +41,14 @@ def round_trip(vae, x: torch.Tensor, batch: int = 32) -> torch.Tensor:
     return torch.cat(out)
 
 
+def blurred(x: torch.Tensor, px: int) -> torch.Tensor:
+    """x taken down to px x px and back up to its own size: detail gone, nothing redrawn."""
+    small = F.interpolate(x, size=px, mode="area")
+    return F.interpolate(small, size=x.shape[-1], mode="bilinear", align_corners=False)
+
+
 def ceiling(folder: Path, data: Path, sizes: list[int], out: Path | None, seed: int = 0,
-            n_single: int = 600, n_combo: int = 150, n_pairs: int = 100) -> dict[int, dict]:
+            n_single: int = 600, n_combo: int = 150, n_pairs: int = 100, blur: tuple[int, ...] = ()) -> dict[int, dict]:
     run = open_run(folder, data)
     found = GridJudge.find(folder / "eval", run.cfg.vocabulary, run.size.image_size, len(run.pack.emoji), [])
     if found is None:
@@ -57,7 +66,8 @@ def ceiling(folder: Path, data: Path, sizes: list[int], out: Path | None, seed: 
         back = round_trip(vae, real)
         real_s, back_s = summarise(score(judge, real, specs, batch), specs), summarise(score(judge, back, specs, batch), specs)
         results[px] = {"real": real_s["all"], "round_trip": back_s["all"], "l1": float((back - real).abs().mean()),
-                       "kinds": {k: {"real": real_s[k], "round_trip": back_s[k]} for k in real_s if k != "all"}}
+                       "kinds": {k: {"real": real_s[k], "round_trip": back_s[k]} for k in real_s if k != "all"},
+                       "blurred": {b: summarise(score(judge, blurred(real, b), specs, batch), specs)["all"] for b in blur}}
         log(f"{px} px: {len(specs)} prompts in {time.time() - t0:.0f} s")
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
@@ -73,16 +83,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 96, 128])
     p.add_argument("--out", type=Path, default=None, help="folder for round-trip-<px>.png")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
+    p.add_argument("--blur", type=int, nargs="*", default=[], help="control: real pictures taken down to these sizes and back")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = ceiling(args.run, args.data, args.sizes, args.out)
+    results = ceiling(args.run, args.data, args.sizes, args.out, blur=tuple(args.blur))
     print(f"{'px':>4s} {'':10s}{'top1':>7s}{'top5':>7s}{'style':>7s}{'colour':>7s}   L1")
     for px, r in results.items():
         for who in ("real", "round_trip"):
             m = r[who]
             l1 = f"{r['l1']:7.3f}" if who == "round_trip" else ""
             print(f"{px:4d} {who:10s}{m['top1']:7.3f}{m['top5']:7.3f}{m['style']:7.3f}{m['colour']:7.3f}{l1}")
+        for b, m in r["blurred"].items():
+            who = f"real @{b}"
+            print(f"{px:4d} {who:10s}{m['top1']:7.3f}{m['top5']:7.3f}{m['style']:7.3f}{m['colour']:7.3f}")
     for px, r in results.items():   # where the round trip loses it: the evaluation's kinds of prompt
         for kind, k in r["kinds"].items():
             m = k["round_trip"]

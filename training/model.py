@@ -45,6 +45,9 @@ class ModelSize:
 
 SIZES: dict[str, ModelSize] = {
     "default": ModelSize(),
+    # The default with 8 latent channels: does a wider latent lift what the VAE gives back
+    # (`training.ceiling`)? An A/B of the VAE, not yet a model that ships (model card).
+    "c8": ModelSize(latent_channels=8),
     # Tiny, for the CPU tests: a few hundred thousand parameters, seconds to train.
     "smoke": ModelSize(
         image_size=32,
