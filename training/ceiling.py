@@ -88,15 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     results = ceiling(args.run, args.data, args.sizes, args.out, blur=tuple(args.blur))
+    def row(px: int, who: str, m: dict, tail: str = "") -> None:
+        print(f"{px:4d} {who:10s}{m['top1']:7.3f}{m['top5']:7.3f}{m['style']:7.3f}{m['colour']:7.3f}{tail}")
+
     print(f"{'px':>4s} {'':10s}{'top1':>7s}{'top5':>7s}{'style':>7s}{'colour':>7s}   L1")
     for px, r in results.items():
-        for who in ("real", "round_trip"):
-            m = r[who]
-            l1 = f"{r['l1']:7.3f}" if who == "round_trip" else ""
-            print(f"{px:4d} {who:10s}{m['top1']:7.3f}{m['top5']:7.3f}{m['style']:7.3f}{m['colour']:7.3f}{l1}")
+        row(px, "real", r["real"])
+        row(px, "round_trip", r["round_trip"], f"{r['l1']:7.3f}")
         for b, m in r["blurred"].items():
-            who = f"real @{b}"
-            print(f"{px:4d} {who:10s}{m['top1']:7.3f}{m['top5']:7.3f}{m['style']:7.3f}{m['colour']:7.3f}")
+            row(px, f"real @{b}", m)
     for px, r in results.items():   # where the round trip loses it: the evaluation's kinds of prompt
         for kind, k in r["kinds"].items():
             m = k["round_trip"]
