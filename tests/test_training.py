@@ -345,6 +345,16 @@ def test_the_ship_verdict_wants_the_bar_first_then_a_better_model_on_the_same_ev
     assert "judge: 'judge2-b' here, 'judge2-a' shipped" in verdict(metrics(0.9, 0.9, 0.9, judge="judge2-b"), shipped)[0]
 
 
+def test_the_f4_size_draws_64_px_through_the_default_models_latent_grid():
+    # size "f4": 64 px pictures, a VAE that downsamples 4x, so the UNet (and its cost a step) is
+    # the default's exactly: 16x16x4 latents
+    f4, default = M.SIZES["f4"], M.SIZES["default"]
+    assert M.unet_config(f4) == M.unet_config(default)
+    with torch.no_grad():
+        z = M.build_vae(f4).encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean
+    assert z.shape == (1, 4, 16, 16)
+
+
 def test_v_pair_is_the_schedulers_v_prediction_pair():
     # One helper makes (noisy latent, v target) for training, the probes and the bench: check it
     # against diffusers' own add_noise / get_velocity, and the two ends of the schedule.
@@ -992,5 +1002,11 @@ def test_ceiling_scores_real_pictures_and_their_round_trips_at_each_size(smoke_r
     got = CE.ceiling(run, pack_dir, [32], None, n_single=6, n_combo=3, n_pairs=2, blur=(32, 8))[32]
     assert got["real"] == got["round_trip"] and got["l1"] == 0.0
     assert got["blurred"][32] == got["real"] and set(got["blurred"]) == {32, 8}   # down to its own size: unchanged
+    # a judge trained at another size may score this model's pictures (every judge reads at 64x64),
+    # asked for by size; a size with no judge is refused by name
+    (run / "eval" / "judge2-all-32px-w4x2-s10-b8-seed0.safetensors").rename(run / "eval" / "judge2-all-48px-w4x2-s10-b8-seed0.safetensors")
+    with pytest.raises(SystemExit, match="no judge for 32 px yet"):
+        CE.ceiling(run, pack_dir, [32], None, n_single=6, n_combo=3, n_pairs=2)
+    assert CE.ceiling(run, pack_dir, [32], None, n_single=6, n_combo=3, n_pairs=2, judge_px=48)[32]["real"] == got["real"]
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert torch.allclose(CE.blurred(x, 32), x) and not torch.allclose(CE.blurred(x, 8), x)

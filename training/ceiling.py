@@ -48,12 +48,17 @@ def blurred(x: torch.Tensor, px: int) -> torch.Tensor:
 
 
 def ceiling(folder: Path, data: Path, sizes: list[int], out: Path | None, seed: int = 0,
-            n_single: int = 600, n_combo: int = 150, n_pairs: int = 100, blur: tuple[int, ...] = ()) -> dict[int, dict]:
+            n_single: int = 600, n_combo: int = 150, n_pairs: int = 100, blur: tuple[int, ...] = (),
+            judge_px: int | None = None) -> dict[int, dict]:
+    """`judge_px`: use the judge trained on pictures of that size (default: the model's size).
+    Every judge reads at 64x64, so one trained at 128 px can score a 64 px model's round trips
+    before a 64 px judge is trained; the real pictures' line says how well it reads them."""
     run = open_run(folder, data)
-    found = GridJudge.find(folder / "eval", run.cfg.vocabulary, run.size.image_size, len(run.pack.emoji), [])
+    jpx = judge_px or run.size.image_size
+    found = GridJudge.find(folder / "eval", run.cfg.vocabulary, jpx, len(run.pack.emoji), [])
     if found is None:
-        raise SystemExit(f"{folder / 'eval'}: no judge for {run.size.image_size} px yet "
-                         f"(python -m training.evaluate --judge-only --size {run.size.image_size} ...)")
+        raise SystemExit(f"{folder / 'eval'}: no judge for {jpx} px yet "
+                         f"(python -m training.evaluate --judge-only --size {jpx} ...)")
     judge = found.judge
     vae = run.frozen_vae()
     sampler = D.Sampler(run.pack, run.split, seed, names=run.sampler.names)
@@ -84,10 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="folder for round-trip-<px>.png")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
     p.add_argument("--blur", type=int, nargs="*", default=[], help="control: real pictures taken down to these sizes and back")
+    p.add_argument("--judge-px", type=int, default=None,
+                   help="score with the judge trained at this picture size (default: the model's; every judge reads at 64x64)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = ceiling(args.run, args.data, args.sizes, args.out, blur=tuple(args.blur))
+    results = ceiling(args.run, args.data, args.sizes, args.out, blur=tuple(args.blur), judge_px=args.judge_px)
     def row(px: int, who: str, m: dict, tail: str = "") -> None:
         print(f"{px:4d} {who:10s}{m['top1']:7.3f}{m['top5']:7.3f}{m['style']:7.3f}{m['colour']:7.3f}{tail}")
 
