@@ -65,6 +65,7 @@ class Config:
     kl_weight: float = 1e-6        # tiny: we want a sharp autoencoder, not a generative VAE
     decoder_steps: int = 0         # then the VAE's decoder alone (encoder frozen: latents, pool and UNet stay valid)
     decoder_lr: float = 2e-4
+    decoder_gan: float = 0.0       # the decoder phase's adversarial loss against a patch discriminator, x its adaptive weight; 0 = off
     threads: int = 0               # torch threads on a CPU; 0 = every core
     unet_steps: int = 20000        # text encoder + UNet; reached over several resumed runs (~20 it/s hoped on an H100)
     lr: float = 3e-4

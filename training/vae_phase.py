@@ -15,6 +15,7 @@ from training import data as D
 from training import model as M
 from training.batches import Prefetch, _gen
 from training.common import lr_at, load_checkpoint, log, prefixed, save_checkpoint, unprefixed
+from training.discriminator import PatchDiscriminator, adaptive_weight, discriminator_loss, generator_loss
 from training.monitor import corner_error, vae_round_trip
 
 
@@ -73,15 +74,18 @@ class VAEPhase:
         return step
 
     def _checkpoint(self, phase: str, step: int, total: int, deadline: float, vae, opt, ckpt,
-                    tensors, loss: torch.Tensor) -> bool:
+                    tensors, loss: torch.Tensor, also=None) -> bool:
         """The end of one VAE or decoder step: a checkpoint every `ckpt_every` steps, at the
         phase's last step and when this invocation runs out of time (`--minutes`, `--stop-at`),
         with the round trips every `sample_every`. `tensors` gives what to save; `loss` is read
-        (a device sync) only when it is saved. True when the loop must stop here."""
+        (a device sync) only when it is saved; `also()` saves what else the phase keeps. True
+        when the loop must stop here."""
         cfg = self.cfg
         stop = time.time() > deadline or step == self.stop_at
         if step % cfg.ckpt_every == 0 or step == total or stop:
             save_checkpoint(ckpt, tensors(), opt, {"step": step, "loss": loss.item()})
+            if also is not None:
+                also()
             if step % cfg.sample_every == 0 or step == total or stop:
                 self.round_trips(vae, phase, step)
         if stop and step < total:
@@ -136,7 +140,11 @@ class VAEPhase:
         """Fine-tune the VAE's decoder (and post_quant_conv) with the encoder frozen, on whole
         pictures at the UNet's size and on crops at the full size. The latent space does not
         move, so the latent pool and the UNet trained on it stay valid: sharper pictures for
-        free. Writes decoder.safetensors (the decoder's weights + optimizer)."""
+        free. Writes decoder.safetensors (the decoder's weights + optimizer).
+
+        With `decoder_gan` > 0 a patch discriminator (training.discriminator) is trained beside
+        it and, once it has had GAN_WARMUP steps, the decoder also learns to fool it, weighted
+        by `decoder_gan` against the reconstruction (decoder_disc.safetensors keeps it)."""
         cfg, ckpt = self.cfg, self.run / "decoder.safetensors"
         vae = self.frozen_vae()
         parts = [vae.decoder] + ([vae.post_quant_conv] if vae.post_quant_conv is not None else [])
@@ -150,6 +158,7 @@ class VAEPhase:
             _, info = load_checkpoint(ckpt, opt)
             step = info["step"]
             log(f"decoder: resumed at step {step}")
+        adv = self.discriminator() if cfg.decoder_gan > 0 else None
         n = cfg.vae_batch or cfg.batch
         pre = Prefetch(self.vae_sampler, None, n, 50_000_000 + step, 50_000_000 + cfg.decoder_steps, workers=self.workers)
         small, t0, start = self.renderer_at(self.px), time.time(), step
@@ -163,21 +172,36 @@ class VAEPhase:
                 z = vae.encode(x).latent_dist.mean
             with self.autocast():
                 rec = vae.decode(z).sample.float()
-            loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+            loss = rec_loss = F.l1_loss(rec, x) + F.mse_loss(rec, x)
+            if adv is not None and adv.steps >= GAN_WARMUP:
+                g_loss = generator_loss(adv.disc(rec))
+                adv.weight = adaptive_weight(rec_loss, g_loss, vae.decoder.conv_out.weight, cfg.decoder_gan)
+                loss = rec_loss + adv.weight * g_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
+            if adv is not None:
+                adv.step(x, rec.detach())
             step += 1
             if step % 50 == 0 or step == cfg.decoder_steps:
-                log(f"decoder step {step}/{cfg.decoder_steps} loss {loss.item():.4f} "
-                    f"{(step - start) * n / max(1e-9, time.time() - t0):.1f} samples/s")
+                log(f"decoder step {step}/{cfg.decoder_steps} loss {loss.item():.4f} (reconstruction {rec_loss.item():.4f}"
+                    + (f", {adv.line()}" if adv is not None else "")
+                    + f") {(step - start) * n / max(1e-9, time.time() - t0):.1f} samples/s")
             if self._checkpoint("decoder", step, cfg.decoder_steps, deadline, vae, opt, ckpt,
                                 lambda: {f"vae.{k}": v for k, v in vae.state_dict().items()
-                                         if k.startswith(("decoder.", "post_quant_conv."))}, loss):
+                                         if k.startswith(("decoder.", "post_quant_conv."))}, loss,
+                                also=adv.save if adv is not None else None):
                 break
         pre.close()
         return step
+
+    def discriminator(self) -> "Adversary":
+        """The decoder phase's discriminator, resumed from decoder_disc.safetensors when there is one."""
+        adv = Adversary(self.run / "decoder_disc.safetensors", self.device, self.cfg.decoder_lr)
+        if adv.steps:
+            log(f"decoder: discriminator resumed at its step {adv.steps}")
+        return adv
 
     def latent_scale(self, vae) -> float:
         """1 / std of the VAE's latents over a few batches (SD's scaling_factor), cached."""
@@ -192,3 +216,33 @@ class VAEPhase:
         path.write_text(json.dumps({"scaling_factor": sf}) + "\n")
         log(f"latent scaling factor {sf:.4f}")
         return sf
+
+
+GAN_WARMUP = 100   # discriminator steps before its verdict reaches the decoder: a random one only adds noise
+
+
+class Adversary:
+    """The discriminator of the decoder phase, its optimizer and its checkpoint (never exported)."""
+
+    def __init__(self, path, device, lr: float):
+        self.path = path
+        self.disc = PatchDiscriminator().to(device)
+        self.opt = torch.optim.AdamW(self.disc.parameters(), lr=lr, betas=(0.5, 0.9), weight_decay=0.0)
+        self.steps, self.weight, self.loss = 0, torch.zeros(()), torch.full((), float("nan"))
+        if path.exists():
+            flat, info = load_checkpoint(path, self.opt)
+            self.disc.load_state_dict(unprefixed("disc", flat))
+            self.steps = info["step"]
+
+    def step(self, real: torch.Tensor, fake: torch.Tensor) -> None:
+        self.loss = discriminator_loss(self.disc(real), self.disc(fake))
+        self.opt.zero_grad(set_to_none=True)
+        self.loss.backward()
+        self.opt.step()
+        self.steps += 1
+
+    def save(self) -> None:
+        save_checkpoint(self.path, prefixed("disc", self.disc), self.opt, {"step": self.steps, "loss": self.loss.item()})
+
+    def line(self) -> str:
+        return f"discriminator {self.loss.item():.3f}, adversarial weight {float(self.weight):.3f}"
