@@ -328,6 +328,20 @@ def test_weights_reach_the_shipped_folder_only_through_an_evaluation_that_passes
     assert json.loads((shipped / "metrics.json").read_text())["weights_sha256"] == S.weights_sha256(candidate)
 
 
+def test_a_model_can_be_judged_by_the_judge_trained_at_another_size(smoke_run, pack_dir, tmp_path):
+    # --judge-px: a 64 px model scored by the 128 px judge (every judge reads at 64x64), so models
+    # of both sizes are compared by one judge; the metrics name the judge that scored them
+    from training import evaluate as E
+
+    out = tmp_path / "eval"
+    assert E.main(["--model", str(smoke_run / "model"), "--data", str(pack_dir), "--out", str(out), "--judge-px", "48",
+                   *EVAL_FAST]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "-48px-" in metrics["judge"] and (out / metrics["judge"]).exists()
+    assert [p.name for p in out.glob("judge2-*")] == [metrics["judge"]]   # no judge at the model's own 32 px
+    assert metrics["real"]["all"]["n"] == 16
+
+
 def test_the_ship_verdict_wants_the_bar_first_then_a_better_model_on_the_same_evaluation():
     from training.ship import verdict
 

@@ -208,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--judge-only", action="store_true", help="train and cache the judge (no model needed), score real pictures")
     p.add_argument("--size", type=int, default=64, help="with --judge-only: the model's picture size")
     p.add_argument("--vocabulary", default="common", help="with --judge-only: the model's vocabulary setting")
+    p.add_argument("--judge-px", type=int, default=None,
+                   help="the judge's picture size (default: the model's). Every judge reads at 64x64, so one trained "
+                        "at 128 px judges a 64 px model too, and models of both sizes by one judge")
     args = p.parse_args(argv)
 
     from diffusers import StableDiffusionPipeline
@@ -240,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. The judge, trained on real pictures only (cached).
     # The cache name carries what the judge depends on, so a changed setting retrains it.
-    judge_path = args.out / f"judge2-{vocabulary}-{size}px-w{args.judge_width}x{args.judge_stem_stride}-s{args.judge_steps}-b{args.judge_batch}-seed{args.seed}.safetensors"
+    judge_px = args.judge_px or size
+    judge_path = args.out / f"judge2-{vocabulary}-{judge_px}px-w{args.judge_width}x{args.judge_stem_stride}-s{args.judge_steps}-b{args.judge_batch}-seed{args.seed}.safetensors"
     if judge_path.exists():
         from safetensors.torch import load_file
         judge = Judge(len(pack.emoji), args.judge_width, args.judge_stem_stride).to(device)
@@ -249,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         from safetensors.torch import save_file
         partial = judge_path.with_name("partial-" + judge_path.name)   # not "judge2-*": GridJudge.find must not take it
-        judge = train_judge(pack, renderer, args.judge_steps, args.judge_batch, device, args.seed, log, args.judge_width, only,
+        judge_renderer = renderer if judge_px == size else D.Renderer(pack.sprites(min(judge_px, 128)), judge_px, device)
+        judge = train_judge(pack, judge_renderer, args.judge_steps, args.judge_batch, device, args.seed, log, args.judge_width, only,
                             args.judge_stem_stride, checkpoint=partial)
         save_file({k: v.contiguous() for k, v in judge.state_dict().items()}, str(judge_path))
         partial.unlink(missing_ok=True)
