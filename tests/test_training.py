@@ -340,6 +340,15 @@ def test_a_model_can_be_judged_by_the_judge_trained_at_another_size(smoke_run, p
     assert "-48px-" in metrics["judge"] and (out / metrics["judge"]).exists()
     assert [p.name for p in out.glob("judge2-*")] == [metrics["judge"]]   # no judge at the model's own 32 px
     assert metrics["real"]["all"]["n"] == 16
+    # a model trained with judge_px set is judged by that judge without being told
+    model = tmp_path / "model"
+    shutil.copytree(smoke_run / "model", model)
+    trained = json.loads((model / "training.json").read_text())
+    trained["config"]["judge_px"] = 48
+    (model / "training.json").write_text(json.dumps(trained))
+    assert E.main(["--model", str(model), "--data", str(pack_dir), "--out", str(out), *EVAL_FAST]) == 0
+    assert json.loads((out / "metrics.json").read_text())["judge"] == metrics["judge"]
+    assert len(list(out.glob("judge2-*"))) == 1
 
 
 def test_the_ship_verdict_wants_the_bar_first_then_a_better_model_on_the_same_evaluation():
@@ -1077,5 +1086,8 @@ def test_ceiling_scores_real_pictures_and_their_round_trips_at_each_size(smoke_r
     with pytest.raises(SystemExit, match="no judge for 32 px yet"):
         CE.ceiling(run, pack_dir, [32], None, n_single=6, n_combo=3, n_pairs=2)
     assert CE.ceiling(run, pack_dir, [32], None, n_single=6, n_combo=3, n_pairs=2, judge_px=48)[32]["real"] == got["real"]
+    cfg = json.loads((run / "config.json").read_text())      # or by the run's own judge_px
+    (run / "config.json").write_text(json.dumps(cfg | {"judge_px": 48}))
+    assert CE.ceiling(run, pack_dir, [32], None, n_single=6, n_combo=3, n_pairs=2)[32]["real"] == got["real"]
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert torch.allclose(CE.blurred(x, 32), x) and not torch.allclose(CE.blurred(x, 8), x)

@@ -50,11 +50,12 @@ def blurred(x: torch.Tensor, px: int) -> torch.Tensor:
 def ceiling(folder: Path, data: Path, sizes: list[int], out: Path | None, seed: int = 0,
             n_single: int = 600, n_combo: int = 150, n_pairs: int = 100, blur: tuple[int, ...] = (),
             judge_px: int | None = None) -> dict[int, dict]:
-    """`judge_px`: use the judge trained on pictures of that size (default: the model's size).
+    """`judge_px`: use the judge trained on pictures of that size (default: the run's `judge_px`,
+    else the model's size).
     Every judge reads at 64x64, so one trained at 128 px can score a 64 px model's round trips
     before a 64 px judge is trained; the real pictures' line says how well it reads them."""
     run = open_run(folder, data)
-    jpx = judge_px or run.size.image_size
+    jpx = judge_px or run.cfg.judge_px or run.size.image_size
     found = GridJudge.find(folder / "eval", run.cfg.vocabulary, jpx, len(run.pack.emoji), [])
     if found is None:
         raise SystemExit(f"{folder / 'eval'}: no judge for {jpx} px yet "
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's choice)")
     p.add_argument("--blur", type=int, nargs="*", default=[], help="control: real pictures taken down to these sizes and back")
     p.add_argument("--judge-px", type=int, default=None,
-                   help="score with the judge trained at this picture size (default: the model's; every judge reads at 64x64)")
+                   help="score with the judge trained at this picture size (default: the run's judge_px, else the model's "
+                        "size; every judge reads at 64x64)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

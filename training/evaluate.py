@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=64, help="with --judge-only: the model's picture size")
     p.add_argument("--vocabulary", default="common", help="with --judge-only: the model's vocabulary setting")
     p.add_argument("--judge-px", type=int, default=None,
-                   help="the judge's picture size (default: the model's). Every judge reads at 64x64, so one trained "
+                   help="the judge's picture size (default: the one the model was trained to be judged by, its "
+                        "training.json's judge_px, else its own size). Every judge reads at 64x64, so one trained "
                         "at 128 px judges a 64 px model too, and models of both sizes by one judge")
     args = p.parse_args(argv)
 
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     args.out.mkdir(parents=True, exist_ok=True)
     if args.judge_only:     # train (and cache) the judge before there is a model, and score real pictures
-        pipe, size, vocabulary = None, args.size, args.vocabulary
+        pipe, size, vocabulary, trained = None, args.size, args.vocabulary, {}
     else:
         pipe = StableDiffusionPipeline.from_pretrained(
             str(args.model), dtype=torch.float16 if device.type == "cuda" else torch.float32).to(device)
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 1. The judge, trained on real pictures only (cached).
     # The cache name carries what the judge depends on, so a changed setting retrains it.
-    judge_px = args.judge_px or size
+    judge_px = args.judge_px or trained.get("judge_px", 0) or size   # by default the judge the run's grids were read by
     judge_path = args.out / f"judge2-{vocabulary}-{judge_px}px-w{args.judge_width}x{args.judge_stem_stride}-s{args.judge_steps}-b{args.judge_batch}-seed{args.seed}.safetensors"
     if judge_path.exists():
         from safetensors.torch import load_file

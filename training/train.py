@@ -73,6 +73,7 @@ class Config:
     warmup: int = 500
     ema: float = 0.9995
     unet_px: int = 0               # picture size the UNet trains on (64, 96, 128); 0 = the model's size
+    judge_px: int = 0              # which cached judge (by its picture size) reads the subject grid, training.ceiling and training.evaluate; 0 = unet_px
     t_exponent: float = 1.0        # training timesteps t = 999 * u**t_exponent; 0.5 leans toward high noise
     pool: int = 0                  # pre-render + pre-encode this many compositions once and train from them; 0 = fresh each step
     pool_large: float = 0.0        # share of each pool batch drawn from the pool's large single emoji; 0 = the pool as drawn

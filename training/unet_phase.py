@@ -187,11 +187,11 @@ class UNetPhase:
         return score
 
     def grid_judge(self) -> GridJudge | None:
-        """The evaluation's cached judge for this vocabulary and size, set to read sample_grid's
+        """The evaluation's cached judge for this vocabulary and size (`judge_px`), set to read sample_grid's
         pictures; None without a word list or before `training.evaluate --judge-only` cached one."""
         if self.vocabulary is None:
             return None
-        return GridJudge.find(self.run / "eval", self.cfg.vocabulary, self.px, len(self.pack.emoji),
+        return GridJudge.find(self.run / "eval", self.cfg.vocabulary, self.cfg.judge_px or self.px, len(self.pack.emoji),
                               [self.vocabulary.subjects[w] for w in SAMPLE_SUBJECTS])
 
     def _init_source(self) -> Path:
