@@ -3,9 +3,10 @@
     python bench/default_model_speed.py                 # the shipped size, 2 threads
     python bench/default_model_speed.py --unet 96,192,192 --threads 2
     python bench/default_model_speed.py --pooled-text   # plain and pooled_text UNets side by side
+    python bench/default_model_speed.py --size f4       # another training.model size (f4: 64 px, the same UNet)
     python bench/default_model_speed.py --model models/default      # a trained folder
 
-Prints seconds per image for 20 steps with classifier-free guidance at 128x128 through
+Prints seconds per image for 20 steps with classifier-free guidance at the size's pictures (128x128) through
 diffusers' StableDiffusionPipeline (text encoder + 40 UNet evaluations in 20 batched
 calls + VAE decode), plus parameter counts and fp16 weight sizes. Random weights run
 exactly as fast as trained ones, so this needs no trained model. The budget is 1.5 s.
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--size", default="default", choices=sorted(k for k in M.SIZES if k != "smoke"),
+                   help="the training.model size to start from (the options below change it)")
     p.add_argument("--unet", type=_ints, help="UNet block_out_channels, e.g. 128,256,256")
     p.add_argument("--unet-layers", type=int)
     p.add_argument("--text-width", type=int)
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    size = M.SIZES["default"]
+    size = M.SIZES[args.size]
     if args.unet:
         size = replace(size, unet_channels=args.unet, unet_attn_levels=(False,) + (True,) * (len(args.unet) - 1))
     if args.unet_layers:
