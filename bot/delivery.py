@@ -255,7 +255,7 @@ class Delivery:
         for r in recs:
             with Image.open(r.path) as im:
                 images.append(im.convert("RGB"))
-        return [render.encode_within(render.grid(images), limit, "-".join(ids))]
+        return [render.encode_within(render.board(images), limit, "-".join(ids))]
 
     # ---- the result ---------------------------------------------------------------------------------
 
@@ -275,7 +275,7 @@ class Delivery:
         if len(result.images) == 1:
             img = result.images[0]
             return [image_file(img.path, img.image, img.id or "image", limit)]
-        picture = render.grid([img.image for img in result.images])
+        picture = render.board([img.image for img in result.images])
         stem = "-".join(img.id or str(img.index) for img in result.images)
         return [render.encode_within(picture, limit, stem)]
 
@@ -353,12 +353,8 @@ class Delivery:
 
 
 def image_file(path: str | Path | None, image, stem: str, limit: int) -> tuple[bytes, str]:
-    """The stored PNG as it is (it carries its recipe) when it fits; a smaller encoding when not."""
-    if path and Path(path).exists() and Path(path).stat().st_size <= limit:
-        return Path(path).read_bytes(), f"{stem}.png"
-    if image is None:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            image = im.copy()
-    return render.encode_within(image, limit, stem)
+    """The stored PNG (it carries its recipe) as the file to post: enlarged when small, re-encoded
+    smaller when it does not fit; `image` stands in when the file is gone."""
+    if path and Path(path).exists():
+        return render.stored_png(path, limit, stem)
+    return render.encode_within(render.enlarge(image), limit, stem)

@@ -1,15 +1,17 @@
-"""Pictures and text for Discord: aspect ratios to model sizes, the 2x2 grid, attachments that
-fit the server's upload limit, and the recipe line under every result. Plain functions, tested
-alone; user text in them goes through bot.text.echo (discord.utils' escaping) and nothing else of discord.
+"""Pictures and text for Discord: aspect ratios to model sizes, the 2x2 grid, small pictures
+enlarged for display, attachments that fit the server's upload limit, and the recipe line under
+every result. Plain functions, tested alone; user text in them goes through bot.text.echo (discord.utils' escaping) and nothing else of discord.
 """
 
 from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 from typing import Any, Iterable
 
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 
 from bot.text import clip as _clip
 from bot.text import echo
@@ -23,6 +25,9 @@ ASPECTS: tuple[tuple[str, int, int], ...] = (
     ("3:4 portrait", 3, 4), ("16:9 wide", 16, 9), ("9:16 tall", 9, 16), ("21:9 cinema", 21, 9),
 )
 CONTENT_MAX = 2000  # Discord's limit on a message's text
+# Discord shows an attachment at its own size (up to about 400 px): a picture whose longer side is
+# under this is posted enlarged, so the embedded 64 px model's sprites are not thumbnails.
+DISPLAY_SIDE = 256
 
 
 def aspect_size(aspect: str, limits: ModelLimits, side: int | None = None) -> tuple[int, int]:
@@ -54,6 +59,47 @@ def grid(images: list[Image.Image]) -> Image.Image:
     for i, im in enumerate(images):
         out.paste(im.convert("RGB"), ((i % cols) * w, (i // cols) * h))
     return out
+
+
+def display_scale(size: tuple[int, int]) -> int:
+    """The whole number a picture of `size` is enlarged by for Discord: the smallest that makes its
+    longer side at least DISPLAY_SIDE; 1 for pictures that already are."""
+    return max(1, math.ceil(DISPLAY_SIDE / max(size)))
+
+
+def enlarge(image: Image.Image) -> Image.Image:
+    """The picture as Discord should show it: small ones enlarged by display_scale, nearest
+    neighbour so the pixels stay crisp (as the web UI shows them); others as they are."""
+    k = display_scale(image.size)
+    return image if k == 1 else image.resize((image.width * k, image.height * k), Image.Resampling.NEAREST)
+
+
+def board(images: list[Image.Image]) -> Image.Image:
+    """What a result post shows of several images: their grid, enlarged for display."""
+    return enlarge(grid(images))
+
+
+def stored_png(path: str | Path, limit: int, stem: str) -> tuple[bytes, str]:
+    """A stored PNG as a file to post: as it is when it is big enough to see and fits `limit`;
+    else enlarged for display, keeping its text chunks (the recipe), and when that is too big,
+    the smaller encodings of encode_within (which carry no recipe)."""
+    path = Path(path)
+    if path.stat().st_size <= limit:
+        with Image.open(path) as im:
+            if display_scale(im.size) == 1:
+                return path.read_bytes(), f"{stem}.png"
+            text = dict(getattr(im, "text", {}))
+            image = enlarge(im.copy())
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)  # iTXt where the value is not Latin-1, as the store wrote it
+        buf = io.BytesIO()
+        image.save(buf, format="PNG", pnginfo=info, optimize=True)
+        if buf.tell() <= limit:
+            return buf.getvalue(), f"{stem}.png"
+        return encode_within(image, limit, stem)
+    with Image.open(path) as im:
+        return encode_within(enlarge(im.copy()), limit, stem)
 
 
 def preview(image: Image.Image, side: int = 256) -> Image.Image:

@@ -110,7 +110,7 @@ class Retractor:
                 with Image.open(r.path) as im:
                     images.append(im.convert("RGB"))
             stem = "-".join(r.id for r in recs)
-            return [r.id for r in recs], recs[0].image_request, render.encode_within(render.grid(images),
+            return [r.id for r in recs], recs[0].image_request, render.encode_within(render.board(images),
                                                                                    DEFAULT_FILESIZE, stem)
 
         ids, request, file = await asyncio.to_thread(load)

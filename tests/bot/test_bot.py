@@ -73,7 +73,7 @@ def test_imagine_defers_shows_queue_and_progress_then_a_grid_with_buttons(discor
         ids = ids_in(final)
         assert len(ids) == 4 and "a lighthouse at dusk" in final["content"] and "seed 7" in final["content"]
         grid = Image.open(io.BytesIO(st.attachment_bytes(final)))
-        assert grid.size == (128, 128)  # 2x2 of the tiny model's 64 px
+        assert grid.size == (256, 256)  # 2x2 of the tiny model's 64 px, shown at 2x
         labels = button_labels(final)
         assert labels[:8] == ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4"]
         assert {"V1 strong", "Re-roll", "Info", "Timeline", "Delete"} <= set(labels)
@@ -119,10 +119,13 @@ def test_u_v_reroll_info_timeline_and_delete_buttons(discord_run):
         _, grid = await imagine(st, prompt="a red fox", count=4, seed=11)
         ids = ids_in(grid)
 
-        # U2: that image alone, full size, with its id; the stored PNG with its recipe
+        # U2: that image alone, with its id; the stored PNG with its recipe, its 64 px shown at 4x
         click = await st.click(grid, "U2")
         u2 = await final_of(st, click)
-        assert ids[1] in u2["content"] and st.attachment_bytes(u2) == d.store.get(ids[1]).path.read_bytes()
+        posted = Image.open(io.BytesIO(st.attachment_bytes(u2)))
+        stored = Image.open(d.store.get(ids[1]).path)
+        assert ids[1] in u2["content"] and posted.size == (256, 256) and posted.text == stored.text
+        assert _pixels(posted.resize((64, 64), Image.Resampling.NEAREST)) == _pixels(stored)
         assert "Vary (subtle)" in button_labels(u2)
 
         # V3: a subtle variation of image 3, recorded as its child
@@ -499,8 +502,9 @@ def test_deleting_an_image_redraws_grids_and_takes_down_its_posts(discord_run):
         labels = button_labels(g)
         assert labels[:6] == ["U1", "U2", "U3", "V1", "V2", "V3"] and "U4" not in labels
         pic = Image.open(io.BytesIO(st.attachment_bytes(g)))
-        assert pic.size == (128, 128)
-        assert _pixels(pic.crop((64, 0, 128, 64))) == _pixels(Image.open(d.store.get(c).path))  # c moved up
+        assert pic.size == (256, 256)  # 2x2 of 64 px, shown at 2x
+        top_right = pic.crop((128, 0, 256, 128)).resize((64, 64), Image.Resampling.NEAREST)
+        assert _pixels(top_right) == _pixels(Image.open(d.store.get(c).path))  # c moved up
         assert d.bot.posts.showing([b]) == {}
         assert d.bot.posts.showing([a])[grid["id"]].image_ids == (a, c, e)
 

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from bot.community import GuildRules
-from bot.render import ASPECTS, aspect_size, encode_within, grid, recipe_line
+from bot.render import ASPECTS, aspect_size, board, display_scale, encode_within, enlarge, grid, recipe_line, stored_png
 from core.request import ModelLimits
 
 SD = ModelLimits(native_size=512, max_side=1024, multiple=8)
@@ -47,6 +47,40 @@ def test_encode_within_falls_back_to_smaller_files():
     data, name = encode_within(noise, 40_000, "x")
     assert len(data) <= 40_000 and not name.endswith(".png")
     Image.open(io.BytesIO(data)).load()
+
+
+def test_small_pictures_are_enlarged_crisply_for_discord():
+    # The smallest whole factor that makes the longer side >= 256; big pictures stay as they are.
+    assert [display_scale(s) for s in ((64, 64), (96, 64), (128, 128), (64, 256), (512, 512))] == [4, 3, 2, 1, 1]
+    sprite = Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    big = enlarge(sprite)
+    assert big.size == (256, 256)
+    assert np.array_equal(np.asarray(big)[::4, ::4], np.asarray(sprite))  # nearest neighbour: no blur
+    assert np.array_equal(np.asarray(big)[3::4, 3::4], np.asarray(sprite))
+    photo = Image.new("RGB", (512, 384), "blue")
+    assert enlarge(photo) is photo
+    assert board([sprite] * 4).size == (256, 256)  # a 2x2 of 64 px sprites is 128 px, shown 2x
+
+
+def test_a_stored_png_keeps_its_recipe_when_enlarged(tmp_path):
+    from storage.pngmeta import encode_png
+
+    sprite = Image.fromarray(np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    small = tmp_path / "small.png"
+    small.write_bytes(encode_png(sprite, {"prompt": "chat noir, été"}, "chat noir, été\nSteps: 20"))
+    data, name = stored_png(small, 10**7, "abc")
+    posted = Image.open(io.BytesIO(data))
+    assert name == "abc.png" and posted.size == (256, 256)
+    assert posted.text == Image.open(small).text  # both chunks, the non-Latin-1 one too
+    assert np.array_equal(np.asarray(posted.convert("RGB"))[::4, ::4], np.asarray(sprite))
+    # a picture big enough to see is posted byte for byte
+    large = tmp_path / "large.png"
+    large.write_bytes(encode_png(sprite.resize((256, 256)), {"prompt": "x"}, None))
+    assert stored_png(large, 10**7, "l") == (large.read_bytes(), "l.png")
+    # the file fits the limit but its enlargement does not: a smaller encoding (no recipe)
+    limit = small.stat().st_size
+    data, name = stored_png(small, limit, "abc")
+    assert len(data) <= limit and not name.endswith(".png")
 
 
 def test_recipe_line_stays_within_discord_limits():

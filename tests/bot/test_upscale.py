@@ -25,7 +25,7 @@ def test_u_post_offers_upscale_2x_which_makes_a_hires_child(discord_run):
         assert child.parent_id == ids[0] and child.kind == "upscale"
         assert (child.width, child.height) == (128, 128)  # the record's size is the picture's
         assert child.image_request["hires"]["scale"] == 2.0 and child.image_request["seed"] == 4
-        assert Image.open(io.BytesIO(st.attachment_bytes(up))).size == (128, 128)
+        assert Image.open(io.BytesIO(st.attachment_bytes(up))).size == (256, 256)  # 128 px, shown at 2x
         assert "hires fix 2x" in up["content"]
         # its recipe already has the hires fix: a second Upscale 2x says so, nothing queued
         before = d.store.history().total
