@@ -1,6 +1,7 @@
 """Pictures and text for Discord: aspect ratios to model sizes, the 2x2 grid, small pictures
 enlarged for display, attachments that fit the server's upload limit, and the recipe line under
-every result. Plain functions, tested alone; user text in them goes through bot.text.echo (discord.utils' escaping) and nothing else of discord.
+every result. Plain functions, tested alone; user text in them goes through bot.text.echo
+(discord.utils' escaping) and nothing else of discord.
 """
 
 from __future__ import annotations
