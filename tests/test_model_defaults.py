@@ -1,6 +1,6 @@
 """A model folder's defaults.json (core/model_defaults.py): the guidance a request that gives none
 gets. A small model trained from scratch can want more than Stable Diffusion's 7: the default
-model's judged grid read 28-29 subjects of 120 at guidance 5-7 and 37 at 14 (model card)."""
+model's judged grid read 28-29 subjects of 120 at guidance 5-7 and 37 at 14 (docs/training/RUNS.md)."""
 
 from __future__ import annotations
 

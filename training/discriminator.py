@@ -12,7 +12,7 @@ The discriminator is pix2pix's PatchGAN (Isola et al. 2017) with GroupNorm, size
 losses are hinge losses; the adversarial term's weight is set each step by the ratio of the
 two losses' gradients at the decoder's last layer (Esser et al.), times `decoder_gan`.
 
-Measured so far (model card): no gain on the 128 px VAE in 300 steps, and worse on the 64 px f4
+Measured so far (docs/training/RUNS.md): no gain on the 128 px VAE in 300 steps, and worse on the 64 px f4
 VAE in 600 (colour halos, style 64% against 85%), so the CPU recipe leaves it off.
 """
 

@@ -46,7 +46,7 @@ class ModelSize:
 SIZES: dict[str, ModelSize] = {
     "default": ModelSize(),
     # The default with 8 latent channels: does a wider latent lift what the VAE gives back
-    # (`training.ceiling`)? An A/B of the VAE, not yet a model that ships (model card).
+    # (`training.ceiling`)? An A/B of the VAE, not yet a model that ships (docs/training/RUNS.md).
     "c8": ModelSize(latent_channels=8),
     # 64 px pictures through a VAE that downsamples 4x: the same 16x16x4 latents as the default
     # (so the same UNet and the same cost a step), a quarter of the default's compression (12x
@@ -91,7 +91,7 @@ def unet_config(size: ModelSize, pooled_text: bool = False) -> dict:
     the subject, not only the cross-attention at 8x8 and 4x4. A stock pipeline needs nothing
     more: the UNet computes it from `encoder_hidden_states`. It costs 0.3 M parameters (ADM's
     scale-shift GroupNorm would cost 1 M more, past the 48 MiB the weights may take). Side by
-    side with cross-attention alone on cpu3 (steps 600 to 2,000, see the model card) it changed
+    side with cross-attention alone on cpu3 (steps 600 to 2,000, see docs/training/RUNS.md) it changed
     no probe, so `Config.cpu()` leaves it off.
 
     GroupNorm groups hold at least two channels: the timestep embedding reaches a block as a

@@ -253,8 +253,8 @@ def corner_error(vae, px: int, colours) -> dict[str, float]:
     """Mean |error| of the VAE's round trip of plain backgrounds (one per RGB colour in
     `colours`) in each px/16-wide corner square and in the centre square, on [-1, 1]. A plain
     picture has nothing to get wrong, so any corner well above the others is the decoder's own
-    drawing: cpu2's decoder draws a speck into every picture's top right (the model card's
-    "decoder corner speck": an activation spike its GroupNorm layers lean on)."""
+    drawing: cpu2's decoder draws a speck into every picture's top right (docs/training/RUNS.md,
+    "the decoder's corner speck": an activation spike its GroupNorm layers lean on)."""
     c = torch.tensor(list(colours), dtype=torch.float32) / 127.5 - 1
     x = c[:, :, None, None].expand(-1, 3, px, px).contiguous()
     with torch.no_grad():
