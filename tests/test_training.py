@@ -692,9 +692,16 @@ def test_text_aux_labels_come_from_the_pool_and_the_head_resumes(pack_dir, tmp_p
     assert "text aux: weight 0.5, head new" in capsys.readouterr().err
     head = {k for k in load_file(str(run_dir / "unet.safetensors")) if k.startswith("aux.")}
     assert head == {"aux.emoji", "aux.style"}
-    assert T.main(args) == 0
+    # the background colour's head, turned on mid-run: the emoji and style heads resume, it starts new
+    assert T.main(args + ["--set", "text_aux_colour=1", "--stop-at", "9"]) == 0
     log = capsys.readouterr().err
-    assert "head resumed" in log and re.search(r"unet step 12/12 loss [0-9.]+ text aux [0-9.]+ ", log)
+    assert "text aux: weight 0.5, background colour 1, head resumed (colour new)" in log
+    head = {k for k in load_file(str(run_dir / "unet.safetensors")) if k.startswith("aux.")}
+    assert head == {"aux.emoji", "aux.style", "aux.colour"}
+    assert T.main(args) == 0     # the setting is remembered by the run folder
+    log = capsys.readouterr().err
+    assert "background colour 1, head resumed\n" in log + "\n" and "colour new" not in log
+    assert re.search(r"unet step 12/12 loss [0-9.]+ text aux [0-9.]+ ", log)
 
     cfg = T.Config.smoke()
     cfg.pool, cfg.unet_px, cfg.text_aux = 96, 16, 0.5
@@ -705,13 +712,19 @@ def test_text_aux_labels_come_from_the_pool_and_the_head_resumes(pack_dir, tmp_p
     caps = [c.replace(" ", "") for c in tok.batch_decode(pool["ids"].long(), skip_special_tokens=True)]
     said = [any(part in style_words for part in c.split(",")[1:]) for c in caps]
     assert said == pool["said_style"].tolist() and 0 < sum(said) < len(said)
+    # the colour a caption names is the picture's background colour, and "said_colour" says when it names one
+    named_colour = [next((k for k, c in enumerate(D.COLOUR_NAMES) if f"{c}background" in cap), -1) for cap in caps]
+    assert [k >= 0 for k in named_colour] == pool["said_colour"].tolist() and 0 < sum(pool["said_colour"]) < len(caps)
+    assert all(k == int(c) for k, c in zip(named_colour, pool["colour"]) if k >= 0)
     z, ids, labels = PoolBatches(pool, cfg, tok, "cpu").get(3, None, 1.0)
     empty = _encoder(tok)([""])[0]
     named = torch.tensor([not torch.equal(row, empty) for row in ids])
     assert torch.equal(labels["named"], named) and not labels["said_style"][~named].any()
+    assert not labels["said_colour"][~named].any()
     for k in range(len(z)):      # each row's labels are its picture's
         i = next(i for i in range(len(pool["latents"])) if torch.equal(pool["latents"][i].float(), z[k]))
         assert torch.equal(labels["emoji"][k], pool["emoji"][i].long()) and labels["style"][k] == pool["style"][i]
+        assert labels["colour"][k] == pool["colour"][i] and labels["said_colour"][k] == (pool["said_colour"][i] & named[k])
 
 
 def test_text_aux_pulls_two_subjects_apart():
@@ -745,6 +758,69 @@ def test_text_aux_pulls_two_subjects_apart():
     le, _ = aux.logits(text(ids)[0])
     want = -(F.log_softmax(le[0], 0) * 0.5).sum() + F.cross_entropy(aux.logits(text(ids)[0])[1][:1], torch.tensor([0]))
     assert torch.allclose(aux.loss(text(ids)[0], pair), want, atol=1e-5)
+
+
+def test_text_aux_colour_pulls_two_background_colours_apart():
+    """Two captions that differ only in their colour word start almost the same encoding; with the
+    colour head (text_aux_colour), the aux loss makes them two. Without it, nothing in the loss
+    tells them apart: the colour is left to the UNet's loss alone."""
+    from training.text_aux import TextAux
+
+    ids = torch.tensor([[1, 5, 7, 9, 2, 0, 0, 0], [1, 5, 7, 8, 2, 0, 0, 0]])   # the same subject, two colours
+    labels = {"emoji": torch.tensor([[0, -1], [0, -1]]), "style": torch.tensor([0, 0]),
+              "named": torch.tensor([True, True]), "said_style": torch.tensor([False, False]),
+              "colour": torch.tensor([3, 7]), "said_colour": torch.tensor([True, True])}
+
+    def trained(weight: float) -> tuple[float, float]:
+        torch.manual_seed(0)
+        text = M.build_text_encoder(M.SIZES["smoke"], 40, 1, 2, 0)
+        aux = TextAux(text.config.hidden_size, 2, colour=weight)
+        opt = torch.optim.AdamW(list(text.parameters()) + list(aux.parameters()), lr=3e-3)
+        for _ in range(60):
+            loss = aux.loss(text(ids)[0], labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            m = text(ids)[0].mean(1)
+        return F.cosine_similarity(m[0], m[1], dim=0).item(), loss.item()
+
+    (plain, _), (named, loss) = trained(0.0), trained(1.0)
+    assert plain > 0.9 and named < plain - 0.3
+    # a caption that does not name its colour adds no colour term
+    aux = TextAux(8, 2, colour=1.0)
+    h = torch.randn(2, 8, 8)
+    quiet = dict(labels, said_colour=torch.tensor([False, False]))
+    assert torch.allclose(aux.loss(h, quiet), TextAux(8, 2).loss(h, quiet))
+    assert aux.loss(h, labels) > aux.loss(h, quiet)
+
+
+def test_background_colour_probe_reads_the_colours_it_asked_for(monkeypatch):
+    """The probe asks for every colour in turn and scores with the evaluation's border measure:
+    pictures painted the asked colour all count, pictures all painted red count only the reds."""
+    from training import monitor
+
+    seen = {}
+
+    def painted(colour_of):
+        def draw(text, unet, vae, tok, prompts, px, factor, seed0, guidance):
+            seen["prompts"] = prompts
+            out = np.zeros((len(prompts), px, px, 3), np.float32)
+            for k, p in enumerate(prompts):
+                out[k] = np.array(D.COLOURS[colour_of(p)], np.float32) / 255
+                out[k, px // 4: -px // 4, px // 4: -px // 4] = 0.5    # a grey subject in the middle
+            return out
+        return draw
+
+    monkeypatch.setattr(monitor, "_draw", painted(lambda p: p.split(" ")[-2]))
+    found = monitor.background_colour(None, None, None, None, 16, 4, per_colour=2)
+    assert found["pictures"] == 22 and found["right"] == 22 and found["got"] == found["asked"]
+    assert [p.split(" ")[-2] for p in seen["prompts"]] == found["asked"]
+    assert set(found["asked"]) == set(D.COLOUR_NAMES) and "an orange background" in " ".join(seen["prompts"])
+    monkeypatch.setattr(monitor, "_draw", painted(lambda p: "red"))
+    found = monitor.background_colour(None, None, None, None, 16, 4, per_colour=2)
+    assert found["right"] == 2 and monitor.background_line(found).startswith(
+        "background colour asked in 22 pictures, drawn right 2 (9%")
 
 
 def test_sample_grid_draws_the_required_subjects(smoke_run, pack_dir):

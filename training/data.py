@@ -153,6 +153,7 @@ class Batch:
     style: np.ndarray        # [B] index into STYLES
     colour: np.ndarray       # [B] index into COLOUR_NAMES
     said_style: np.ndarray   # [B] bool: the caption names the style (else the style was drawn at random)
+    said_colour: np.ndarray  # [B] bool: the caption names the background colour (else it was drawn at random)
     captions: list[str]
 
 
@@ -248,7 +249,7 @@ class Sampler:
         jitter = rng.integers(-14, 15, 3)
         b["background"][i] = np.clip(np.array(COLOURS[colour]) + jitter, 0, 255)
         b["style"][i], b["colour"][i] = STYLES.index(style), COLOUR_NAMES.index(colour)
-        b["said_style"][i] = say_style
+        b["said_style"][i], b["said_colour"][i] = say_style, say_colour
         parts = [subject]
         sw = STYLE_WORDS[style][0 if not train else rng.integers(len(STYLE_WORDS[style]))]
         if say_style:
@@ -279,7 +280,8 @@ class Sampler:
         return {"image": np.full((n, 2), -1, np.int64), "scale": np.zeros((n, 2), np.float32),
                 "centre": np.zeros((n, 2, 2), np.float32), "angle": np.zeros((n, 2), np.float32),
                 "background": np.zeros((n, 3), np.float32), "emoji": np.full((n, 2), -1, np.int64),
-                "style": np.zeros(n, np.int64), "colour": np.zeros(n, np.int64), "said_style": np.zeros(n, bool)}
+                "style": np.zeros(n, np.int64), "colour": np.zeros(n, np.int64), "said_style": np.zeros(n, bool),
+                "said_colour": np.zeros(n, bool)}
 
     def train_batch(self, step: int, n: int) -> Batch:
         rng = np.random.default_rng([self.seed, 2, step])

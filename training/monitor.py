@@ -13,6 +13,9 @@
 - `GridJudge`: the evaluation's judge (when it is cached in the run's eval folder) reads that
   grid: how many subjects it finds in its top 5 and how many styles it names right. The
   shipping bar in numbers, every sample_every steps, for the cost of a few seconds.
+- `background_colour`: pictures asked for each of the 11 background colours, read by the
+  evaluation's own border measure: whether the colour words are followed (the first-ship bar
+  asks for 85%), which neither the grid (its prompts name no colour) nor the gains say alone.
 - `finish_from_noise`: pool pictures noised to t = 300 / 500 / 700 / 999 and finished by the
   model: which part of the noise range it has learned.
 - `vae_round_trip`: real training pictures beside the VAE's encode + decode of them, at
@@ -289,18 +292,10 @@ def sample_grid(text, unet, vae, tok, px: int, factor: int, folder: Path, step: 
     write folder/samples.png (columns of 3: 3d, flat, cartoon) and samples.txt (the rows), and keep
     a copy as folder/samples/step-NNNNNN.png, so the grids of a long run can be looked at side by side.
     Returns the pictures, [120, 3, px, px] in [-1, 1], word by word, 3d/flat/cartoon each."""
-    from diffusers import StableDiffusionPipeline
     from PIL import Image
 
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
-                                   scheduler=M.inference_scheduler(), safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
     prompts = [f"{w}, {st}" for w in SAMPLE_SUBJECTS for st in ("3d style", "flat style", "cartoon style")]
-    gens = [torch.Generator().manual_seed(seed0 + i) for i in range(len(prompts))]
-    lat = torch.stack([torch.randn((4, px // factor, px // factor), generator=g) for g in gens])
-    imgs = pipe(prompts, num_inference_steps=20, guidance_scale=guidance, height=px, width=px,
-                latents=lat, output_type="np").images
+    imgs = _draw(text, unet, vae, tok, prompts, px, factor, seed0, guidance)
     arr = (imgs * 255).round().astype(np.uint8)
     rows = [np.concatenate(list(arr[r * 3:(r + 1) * 3]), 1) for r in range(len(SAMPLE_SUBJECTS))]
     cols = [np.concatenate(rows[c * 8:(c + 1) * 8], 0) for c in range(-(-len(rows) // 8))]
@@ -313,6 +308,47 @@ def sample_grid(text, unet, vae, tok, px: int, factor: int, folder: Path, step: 
     (folder / "samples.txt").write_text(f"step {step}; columns of 3 (3d, flat, cartoon), 8 subjects each, top to bottom:\n"
                                         + "\n".join(SAMPLE_SUBJECTS) + "\n")
     return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() * 2 - 1
+
+
+def _draw(text, unet, vae, tok, prompts: list[str], px: int, factor: int, seed0: int, guidance: float) -> np.ndarray:
+    """`prompts` drawn as a user's 20-step DDIM generation draws them (seed = seed0 + the prompt's
+    place): [N, px, px, 3] in [0, 1]."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=unet,
+                                   scheduler=M.inference_scheduler(), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    gens = [torch.Generator().manual_seed(seed0 + i) for i in range(len(prompts))]
+    lat = torch.stack([torch.randn((4, px // factor, px // factor), generator=g) for g in gens])
+    return pipe(prompts, num_inference_steps=20, guidance_scale=guidance, height=px, width=px,
+                latents=lat, output_type="np").images
+
+
+BACKGROUND_SEED = 70_000
+
+
+@torch.no_grad()
+def background_colour(text, unet, vae, tok, px: int, factor: int, guidance: float = 5.0, per_colour: int = 4) -> dict:
+    """Ask for every background colour `per_colour` times ("<subject>, <style>, on a <colour>
+    background", subjects and styles taken in turn from the grid's) and read each picture's
+    colour as `training.evaluate` does (the median of its border, nearest named colour).
+    -> {"right": n, "pictures": n, "asked": [colour names], "got": [colour names]}."""
+    from training.data import COLOUR_NAMES
+    from training.evaluate import border_colour
+
+    styles = ("3d style", "flat style", "cartoon style")
+    asked = [COLOUR_NAMES[k % len(COLOUR_NAMES)] for k in range(per_colour * len(COLOUR_NAMES))]
+    prompts = [f"{SAMPLE_SUBJECTS[(7 * k) % len(SAMPLE_SUBJECTS)]}, {styles[k % 3]}, "
+               f"on {'an' if c[0] in 'aeiou' else 'a'} {c} background" for k, c in enumerate(asked)]
+    imgs = _draw(text, unet, vae, tok, prompts, px, factor, BACKGROUND_SEED, guidance)
+    got = [COLOUR_NAMES[i] for i in border_colour(torch.from_numpy(imgs).permute(0, 3, 1, 2) * 2 - 1)]
+    return {"right": sum(a == g for a, g in zip(asked, got)), "pictures": len(asked), "asked": asked, "got": got}
+
+
+def background_line(found: dict) -> str:
+    return (f"background colour asked in {found['pictures']} pictures, drawn right {found['right']} "
+            f"({found['right'] / found['pictures']:.0%}; chance 9%)")
 
 
 @torch.no_grad()

@@ -13,6 +13,14 @@ pair) and, when the caption says it, the style. It is a cosine classifier with a
 so only the encodings' directions can separate the classes, not a growing head. The loss is
 added to the UNet's with weight `Config.text_aux`; the head is training only and never
 exported. The labels come with every batch (`batches.PoolBatches` / `FreshBatches`).
+
+It must name the background colour too, when the caption says it (`Config.text_aux_colour`, the
+weight of that term). Without it, cpu5-f4's encoder at step 6,400 had all but dropped the colour:
+swapping "red" for "blue" moved the whole encoding 13% where swapping the subject moved it 151%,
+the mean over positions named the colour no better than chance (13 of 88), and the pictures took
+the asked background 5 times in 88 (chance: 8), though the pool's captions and pictures agree.
+cpu2, trained without `text_aux`, learned the background first of all. An aux loss that names
+only the emoji and style makes every position carry those, and the colour is crowded out.
 """
 
 from __future__ import annotations
@@ -21,17 +29,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.data import STYLES
+from training.data import COLOUR_NAMES, STYLES
 
 
 class TextAux(nn.Module):
     SCALE = 10.0   # cosine logits times this: a margin the encodings must earn by their direction
 
-    def __init__(self, width: int, n_emoji: int):
+    def __init__(self, width: int, n_emoji: int, colour: float = 0.0):
+        """`colour`: the weight of naming the background colour (0: no colour head)."""
         super().__init__()
         g = torch.Generator().manual_seed(9)
         self.emoji = nn.Parameter(torch.randn(n_emoji, width, generator=g) * 0.02)
         self.style = nn.Parameter(torch.randn(len(STYLES), width, generator=g) * 0.02)
+        self.colour_weight = colour
+        if colour:
+            g = torch.Generator().manual_seed(10)    # its own draw: the heads above stay what they were
+            self.colour = nn.Parameter(torch.randn(len(COLOUR_NAMES), width, generator=g) * 0.02)
 
     def logits(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """h: the text encoder's last hidden state [B, T, W] -> (emoji logits, style logits)."""
@@ -39,9 +52,14 @@ class TextAux(nn.Module):
         return (self.SCALE * f @ F.normalize(self.emoji, dim=-1).T,
                 self.SCALE * f @ F.normalize(self.style, dim=-1).T)
 
+    def colour_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """h [B, T, W] -> background colour logits [B, len(COLOUR_NAMES)] (needs the colour head)."""
+        return self.SCALE * F.normalize(h.float().mean(1), dim=-1) @ F.normalize(self.colour, dim=-1).T
+
     def loss(self, h: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         """Cross-entropy for the emoji (a pair: half the target on each) over captions that are
-        not empty, plus the style's over captions that name it."""
+        not empty, plus the style's over captions that name it, plus (with the colour head, times
+        its weight) the background colour's over captions that name it."""
         le, ls = self.logits(h)
         named, emoji = labels["named"], labels["emoji"]          # [B] bool, [B, 2] ids (-1: none)
         target = torch.zeros_like(le)
@@ -53,4 +71,8 @@ class TextAux(nn.Module):
         said = named & labels["said_style"]
         if said.any():
             loss = loss + F.cross_entropy(ls[said], labels["style"][said])
+        if self.colour_weight:
+            said = named & labels["said_colour"]
+            if said.any():
+                loss = loss + self.colour_weight * F.cross_entropy(self.colour_logits(h[said]), labels["colour"][said])
         return loss

@@ -17,7 +17,7 @@ from training import model as M
 from training.batches import FreshBatches, PoolBatches, _gen
 from training.common import load_checkpoint, log, lr_at, prefixed, save_checkpoint, unprefixed
 from training.monitor import (SAMPLE_SUBJECTS, CaptionGain, ConditioningProbe, GridJudge, TextSeparation, WordGain,
-                              ema_weights, finish_from_noise, sample_grid)
+                              background_colour, background_line, ema_weights, finish_from_noise, sample_grid)
 from training.text_aux import TextAux
 
 
@@ -90,13 +90,18 @@ class UNetPhase:
         separation = TextSeparation(tok, self.learned_names(), self.device) if self.vocabulary is not None else None
         aux, aux_opt, aux_losses = None, None, []
         if cfg.text_aux:
-            aux = TextAux(text.config.hidden_size, len(self.pack.emoji)).to(self.device)
-            if aux_state:
-                aux.load_state_dict(aux_state)
+            aux = TextAux(text.config.hidden_size, len(self.pack.emoji), cfg.text_aux_colour).to(self.device)
+            changed = []
+            if aux_state:   # a head turned on since the checkpoint (the colour's) starts new; one turned off goes
+                keys = aux.load_state_dict(aux_state, strict=False)
+                changed = [f"{k} new" for k in keys.missing_keys] + [f"{k} dropped" for k in keys.unexpected_keys]
             # Its own optimizer, not a third group of `opt`: checkpoints with and without the head
             # then resume each other. Its moments are not kept; they rebuild in a few dozen steps.
             aux_opt = torch.optim.AdamW(aux.parameters(), lr=1e-3, weight_decay=0.0)
-            log(f"text aux: weight {cfg.text_aux:g}, head {'resumed' if aux_state else 'new'}")
+            log(f"text aux: weight {cfg.text_aux:g}"
+                + (f", background colour {cfg.text_aux_colour:g}" if cfg.text_aux_colour else "")
+                + f", head {'resumed' if aux_state else 'new'}"
+                + (f" ({', '.join(changed)})" if changed else ""))
         log(f"unet: {self.px} px, batch {cfg.batch}, lr {cfg.lr:g} (text {cfg.text_lr or cfg.lr:g}), "
             f"t = 999 u^{cfg.t_exponent:g}, {'pool of ' + str(len(source)) if cfg.pool else 'fresh batches'}")
         t0, start, losses = time.time(), step, []
@@ -160,19 +165,23 @@ class UNetPhase:
                 if cfg.size != "smoke" and (step % cfg.sample_every == 0 or stop):
                     with ema_weights(params, ema):
                         pictures = sample_grid(text, unet, vae, tok, self.px, self.vae_factor(), self.run, step)
+                        background = background_colour(text, unet, vae, tok, self.px, self.vae_factor())
+                        log(background_line(background))
                         if words is not None:   # the raw weights' figure swings with the rate; the EMA's ships
                             log(words(text, unet, acp, weights="EMA"))
                             finish_from_noise(text, unet, vae, tok, pool, sf, self.run / "finish.png")
-                    self.judge_grid(pictures, step)
+                    self.judge_grid(pictures, step, {"background": background["right"],
+                                                     "background_pictures": background["pictures"]})
             if stop and step < cfg.unet_steps:
                 log(f"unet: stopping at step {step}; run again to resume")
                 break
         source.close()
         return step
 
-    def judge_grid(self, pictures: torch.Tensor, step: int) -> dict | None:
+    def judge_grid(self, pictures: torch.Tensor, step: int, also: dict | None = None) -> dict | None:
         """Score the subject grid with the evaluation's cached judge, if there is one for this
-        vocabulary and size; log it and append it to grid_scores.jsonl (the run's curve)."""
+        vocabulary and size; log it and append it to grid_scores.jsonl (the run's curve), with
+        `also` (the background colour probe's count)."""
         judge = self.grid_judge()
         if judge is None:
             if self.vocabulary is None:
@@ -183,7 +192,7 @@ class UNetPhase:
         score = judge(pictures)
         log(GridJudge.line(score))
         with open(self.run / "grid_scores.jsonl", "a") as f:
-            f.write(json.dumps({"step": step, "judge": judge.path.name, **score}) + "\n")
+            f.write(json.dumps({"step": step, "judge": judge.path.name, **score, **(also or {})}) + "\n")
         return score
 
     def grid_judge(self) -> GridJudge | None:
