@@ -246,16 +246,8 @@ class Delivery:
         await self.paid(target)
 
     def _stored_files(self, ids: list[str], limit: int) -> list[tuple[bytes, str]]:
-        from PIL import Image
-
         recs = [self.bot.store.get(i) for i in ids]
-        if len(recs) == 1:
-            return [image_file(recs[0].path, None, recs[0].id, limit)]
-        images = []
-        for r in recs:
-            with Image.open(r.path) as im:
-                images.append(im.convert("RGB"))
-        return [render.encode_within(render.board(images), limit, "-".join(ids))]
+        return [render.stored_files([r.path for r in recs], limit, "-".join(r.id for r in recs))]
 
     # ---- the result ---------------------------------------------------------------------------------
 

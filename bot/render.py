@@ -103,6 +103,18 @@ def stored_png(path: str | Path, limit: int, stem: str) -> tuple[bytes, str]:
         return encode_within(enlarge(im.copy()), limit, stem)
 
 
+def stored_files(paths: list[str | Path], limit: int, stem: str) -> tuple[bytes, str]:
+    """What a post shows of stored images: one PNG as stored_png posts it (its recipe kept), several
+    as their board, within `limit` bytes."""
+    if len(paths) == 1:
+        return stored_png(paths[0], limit, stem)
+    images = []
+    for p in paths:
+        with Image.open(p) as im:
+            images.append(im.convert("RGB"))
+    return encode_within(board(images), limit, stem)
+
+
 def preview(image: Image.Image, side: int = 256) -> Image.Image:
     """A denoising preview scaled up to be seen (previews are a few dozen pixels a side)."""
     scale = side / max(image.size)

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot import render
-from bot.delivery import image_file
 from bot.posts import Post
 from bot.text import clip
 
@@ -100,18 +99,9 @@ class Retractor:
                     pass  # deleted elsewhere (the web UI, say) since: leave it out too
             if not recs:
                 return [], None, None
-            if len(recs) == 1:
-                return [recs[0].id], recs[0].image_request, image_file(recs[0].path, None, recs[0].id,
-                                                                       DEFAULT_FILESIZE)
-            from PIL import Image
-
-            images = []
-            for r in recs:
-                with Image.open(r.path) as im:
-                    images.append(im.convert("RGB"))
-            stem = "-".join(r.id for r in recs)
-            return [r.id for r in recs], recs[0].image_request, render.encode_within(render.board(images),
-                                                                                   DEFAULT_FILESIZE, stem)
+            ids = [r.id for r in recs]
+            return ids, recs[0].image_request, render.stored_files([r.path for r in recs], DEFAULT_FILESIZE,
+                                                                   "-".join(ids))
 
         ids, request, file = await asyncio.to_thread(load)
         if not ids:

@@ -17,7 +17,7 @@ from discord.ext import commands
 from bot import attachments, render
 from bot.buttons import ID_MAX
 from bot.community import GuildRules, MemberDefaults
-from bot.delivery import Target, image_file
+from bot.delivery import Target
 from bot.text import echo
 from core.jobs import JobHandle, Owner, QueueFull, Quota
 from core.request import (COUNT_MAX, SAMPLERS, SEED_MAX, STEPS_MAX, FieldError, GenerationRequest, InvalidRequest,
@@ -240,7 +240,7 @@ class Making(commands.Cog):
         except storage_errors() as exc:
             return await bot.refuse(interaction, f"⚠️ {exc}")
         limit = interaction.filesize_limit or DEFAULT_FILESIZE
-        data, name = await asyncio.to_thread(image_file, rec.path, None, rec.id, limit)
+        data, name = await asyncio.to_thread(render.stored_png, rec.path, limit, rec.id)
         content = render.recipe_line(rec.image_request, [rec.id])
         target = Target(interaction.user, interaction.channel_id, limit, interaction=interaction)
         if bot.wants_dm(interaction):

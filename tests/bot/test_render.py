@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from bot.community import GuildRules
-from bot.render import ASPECTS, aspect_size, board, display_scale, encode_within, enlarge, grid, recipe_line, stored_png
+from bot.render import (ASPECTS, aspect_size, board, display_scale, encode_within, enlarge, grid, recipe_line,
+                        stored_files, stored_png)
 from core.request import ModelLimits
 
 SD = ModelLimits(native_size=512, max_side=1024, multiple=8)
@@ -81,6 +82,22 @@ def test_a_stored_png_keeps_its_recipe_when_enlarged(tmp_path):
     limit = small.stat().st_size
     data, name = stored_png(small, limit, "abc")
     assert len(data) <= limit and not name.endswith(".png")
+
+
+def test_stored_files_post_one_picture_with_its_recipe_and_several_as_a_board(tmp_path):
+    from storage.pngmeta import encode_png
+
+    rng = np.random.default_rng(3)
+    sprites = [Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(3)]
+    paths = []
+    for k, s in enumerate(sprites):
+        paths.append(tmp_path / f"{k}.png")
+        paths[-1].write_bytes(encode_png(s, {"prompt": f"p{k}"}, None))
+    assert stored_files(paths[:1], 10**7, "a") == stored_png(paths[0], 10**7, "a")   # its recipe kept
+    data, name = stored_files(paths, 10**7, "a-b-c")
+    posted = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert name == "a-b-c.png" and posted.shape == (256, 256, 3)   # a 2x2 of 64 px, shown 2x
+    assert np.array_equal(posted[:128:2, 128::2], np.asarray(sprites[1]))   # nearest neighbour, in place
 
 
 def test_recipe_line_stays_within_discord_limits():
