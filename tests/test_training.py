@@ -727,6 +727,24 @@ def test_text_aux_labels_come_from_the_pool_and_the_head_resumes(pack_dir, tmp_p
         assert labels["colour"][k] == pool["colour"][i] and labels["said_colour"][k] == (pool["said_colour"][i] & named[k])
 
 
+def _train_aux(text, aux, ids, labels, steps: int = 60) -> float:
+    """Train the text encoder and the head on the aux loss alone; the last loss."""
+    opt = torch.optim.AdamW(list(text.parameters()) + list(aux.parameters()), lr=3e-3)
+    for _ in range(steps):
+        loss = aux.loss(text(ids)[0], labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
+def _mean_cosine(text, ids) -> float:
+    """The cosine between two captions' encodings averaged over positions (what the head reads)."""
+    with torch.no_grad():
+        m = text(ids)[0].mean(1)
+    return F.cosine_similarity(m[0], m[1], dim=0).item()
+
+
 def test_text_aux_pulls_two_subjects_apart():
     """Two captions that differ in one token start almost the same encoding; the head's loss,
     trained into the text encoder alone, makes them two."""
@@ -739,20 +757,10 @@ def test_text_aux_pulls_two_subjects_apart():
     labels = {"emoji": torch.tensor([[0, -1], [1, -1]]), "style": torch.tensor([0, 2]),
               "named": torch.tensor([True, True]), "said_style": torch.tensor([True, False])}
 
-    def cosine():
-        with torch.no_grad():
-            m = text(ids)[0].mean(1)
-        return F.cosine_similarity(m[0], m[1], dim=0).item()
-
-    before, first = cosine(), aux.loss(text(ids)[0], labels).item()
-    opt = torch.optim.AdamW(list(text.parameters()) + list(aux.parameters()), lr=3e-3)
-    for _ in range(60):
-        loss = aux.loss(text(ids)[0], labels)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    assert before > 0.9 and cosine() < before - 0.3
-    assert loss.item() < first / 2
+    before, first = _mean_cosine(text, ids), aux.loss(text(ids)[0], labels).item()
+    loss = _train_aux(text, aux, ids, labels)
+    assert before > 0.9 and _mean_cosine(text, ids) < before - 0.3
+    assert loss < first / 2
     # a pair's target is half on each emoji; an empty caption (not named) adds nothing
     pair = dict(labels, emoji=torch.tensor([[0, 1], [1, -1]]), named=torch.tensor([True, False]))
     le, _ = aux.logits(text(ids)[0])
@@ -771,21 +779,13 @@ def test_text_aux_colour_pulls_two_background_colours_apart():
               "named": torch.tensor([True, True]), "said_style": torch.tensor([False, False]),
               "colour": torch.tensor([3, 7]), "said_colour": torch.tensor([True, True])}
 
-    def trained(weight: float) -> tuple[float, float]:
+    def trained(weight: float) -> float:
         torch.manual_seed(0)
         text = M.build_text_encoder(M.SIZES["smoke"], 40, 1, 2, 0)
-        aux = TextAux(text.config.hidden_size, 2, colour=weight)
-        opt = torch.optim.AdamW(list(text.parameters()) + list(aux.parameters()), lr=3e-3)
-        for _ in range(60):
-            loss = aux.loss(text(ids)[0], labels)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            m = text(ids)[0].mean(1)
-        return F.cosine_similarity(m[0], m[1], dim=0).item(), loss.item()
+        _train_aux(text, TextAux(text.config.hidden_size, 2, colour=weight), ids, labels)
+        return _mean_cosine(text, ids)
 
-    (plain, _), (named, loss) = trained(0.0), trained(1.0)
+    plain, named = trained(0.0), trained(1.0)
     assert plain > 0.9 and named < plain - 0.3
     # a caption that does not name its colour adds no colour term
     aux = TextAux(8, 2, colour=1.0)
