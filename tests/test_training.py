@@ -716,15 +716,20 @@ def test_text_aux_labels_come_from_the_pool_and_the_head_resumes(pack_dir, tmp_p
     named_colour = [next((k for k, c in enumerate(D.COLOUR_NAMES) if f"{c}background" in cap), -1) for cap in caps]
     assert [k >= 0 for k in named_colour] == pool["said_colour"].tolist() and 0 < sum(pool["said_colour"]) < len(caps)
     assert all(k == int(c) for k, c in zip(named_colour, pool["colour"]) if k >= 0)
+    # and the place it names ("in the top left") is the recipe's, -1 when it names none
+    named_place = [max((k for k, p in enumerate(D.POSITION_NAMES) if p.replace(" ", "") in cap), default=-1,
+                       key=lambda k: len(D.POSITION_NAMES[k])) for cap in caps]
+    assert named_place == pool["place"].tolist() and 0 < sum(k >= 0 for k in named_place) < len(caps)
     z, ids, labels = PoolBatches(pool, cfg, tok, "cpu").get(3, None, 1.0)
     empty = _encoder(tok)([""])[0]
     named = torch.tensor([not torch.equal(row, empty) for row in ids])
     assert torch.equal(labels["named"], named) and not labels["said_style"][~named].any()
-    assert not labels["said_colour"][~named].any()
+    assert not labels["said_colour"][~named].any() and (labels["place"][~named] == -1).all()
     for k in range(len(z)):      # each row's labels are its picture's
         i = next(i for i in range(len(pool["latents"])) if torch.equal(pool["latents"][i].float(), z[k]))
         assert torch.equal(labels["emoji"][k], pool["emoji"][i].long()) and labels["style"][k] == pool["style"][i]
         assert labels["colour"][k] == pool["colour"][i] and labels["said_colour"][k] == (pool["said_colour"][i] & named[k])
+        assert labels["place"][k] == (pool["place"][i] if named[k] else -1)
 
 
 def _train_aux(text, aux, ids, labels, steps: int = 60) -> float:
@@ -768,29 +773,30 @@ def test_text_aux_pulls_two_subjects_apart():
     assert torch.allclose(aux.loss(text(ids)[0], pair), want, atol=1e-5)
 
 
-def test_text_aux_colour_pulls_two_background_colours_apart():
-    """Two captions that differ only in their colour word start almost the same encoding; with the
-    colour head (text_aux_colour), the aux loss makes them two. Without it, nothing in the loss
-    tells them apart: the colour is left to the UNet's loss alone."""
+@pytest.mark.parametrize("head", ["colour", "place"])
+def test_text_aux_names_the_background_colour_and_the_place(head):
+    """Two captions that differ only in their colour word (or place words) start almost the same
+    encoding; with that head (text_aux_colour, text_aux_place), the aux loss makes them two.
+    Without it, nothing in the loss tells them apart: it is left to the UNet's loss alone."""
     from training.text_aux import TextAux
 
-    ids = torch.tensor([[1, 5, 7, 9, 2, 0, 0, 0], [1, 5, 7, 8, 2, 0, 0, 0]])   # the same subject, two colours
+    ids = torch.tensor([[1, 5, 7, 9, 2, 0, 0, 0], [1, 5, 7, 8, 2, 0, 0, 0]])   # the same subject, another word
     labels = {"emoji": torch.tensor([[0, -1], [0, -1]]), "style": torch.tensor([0, 0]),
               "named": torch.tensor([True, True]), "said_style": torch.tensor([False, False]),
-              "colour": torch.tensor([3, 7]), "said_colour": torch.tensor([True, True])}
+              "colour": torch.tensor([3, 7]), "said_colour": torch.tensor([True, True]), "place": torch.tensor([0, 3])}
 
     def trained(weight: float) -> float:
         torch.manual_seed(0)
         text = M.build_text_encoder(M.SIZES["smoke"], 40, 1, 2, 0)
-        _train_aux(text, TextAux(text.config.hidden_size, 2, colour=weight), ids, labels)
+        _train_aux(text, TextAux(text.config.hidden_size, 2, **{head: weight}), ids, labels)
         return _mean_cosine(text, ids)
 
     plain, named = trained(0.0), trained(1.0)
     assert plain > 0.9 and named < plain - 0.3
-    # a caption that does not name its colour adds no colour term
-    aux = TextAux(8, 2, colour=1.0)
+    # a caption that does not name its colour (its place) adds no such term
+    aux = TextAux(8, 2, **{head: 1.0})
     h = torch.randn(2, 8, 8)
-    quiet = dict(labels, said_colour=torch.tensor([False, False]))
+    quiet = dict(labels, said_colour=torch.tensor([False, False]), place=torch.tensor([-1, -1]))
     assert torch.allclose(aux.loss(h, quiet), TextAux(8, 2).loss(h, quiet))
     assert aux.loss(h, labels) > aux.loss(h, quiet)
 
@@ -821,6 +827,35 @@ def test_background_colour_probe_reads_the_colours_it_asked_for(monkeypatch):
     found = monitor.background_colour(None, None, None, None, 16, 4, per_colour=2)
     assert found["right"] == 2 and monitor.background_line(found).startswith(
         "background colour asked in 22 pictures, drawn right 2 (9%")
+
+
+def test_placement_probe_finds_the_subject_in_the_asked_corner(monkeypatch):
+    """Small subjects painted in the corner each prompt asks for all count; painted all in the
+    bottom right, only the bottom-right asks count; a picture with nothing on it counts for none."""
+    from training import monitor
+
+    def painted(corner_of):
+        def draw(text, unet, vae, tok, prompts, px, factor, seed0, guidance):
+            out = np.full((len(prompts), px, px, 3), 0.2, np.float32)     # a dark background
+            for k, p in enumerate(prompts):
+                where = corner_of(p)
+                if where is None:
+                    continue
+                x, y = D.POSITIONS[where]
+                r, c = (px // 8 if y < 0 else px - px // 4), (px // 8 if x < 0 else px - px // 4)
+                out[k, r: r + px // 8, c: c + px // 8] = (1.0, 0.9, 0.1)   # a small yellow subject
+            return out
+        return draw
+
+    asked = lambda p: next(c for c in monitor.PLACE_CORNERS if c in p)  # noqa: E731
+    monkeypatch.setattr(monitor, "_draw", painted(asked))
+    assert monitor.placement(None, None, None, None, 32, 4, per_corner=3) == {"right": 12, "pictures": 12}
+    monkeypatch.setattr(monitor, "_draw", painted(lambda p: "in the bottom right"))
+    found = monitor.placement(None, None, None, None, 32, 4, per_corner=3)
+    assert found == {"right": 3, "pictures": 12}
+    assert monitor.placement_line(found).endswith("quarter 3 (25%; chance 25%)")
+    monkeypatch.setattr(monitor, "_draw", painted(lambda p: None))
+    assert monitor.placement(None, None, None, None, 32, 4, per_corner=3)["right"] == 0
 
 
 def test_sample_grid_draws_the_required_subjects(smoke_run, pack_dir):

@@ -122,7 +122,7 @@ class PoolBatches:
         self.lat, self.ids, self.cfg, self.device = pool["latents"], pool["ids"], cfg, device
         # what each picture shows and whether its caption names the style and the colour: text_aux's labels
         self.emoji, self.style, self.said = pool["emoji"], pool["style"], pool.get("said_style")
-        self.colour, self.said_colour = pool.get("colour"), pool.get("said_colour")
+        self.colour, self.said_colour, self.place = pool.get("colour"), pool.get("said_colour"), pool.get("place")
         self.empty = _encoder(tok)([""])[0]
         # cfg.pool_large: that share of every batch comes from the large single emoji (pool["large"])
         self.n_large = round(cfg.batch * cfg.pool_large) if cfg.pool_large else 0
@@ -150,6 +150,8 @@ class PoolBatches:
                       "named": ~drop, "said_style": self.said[idx] & ~drop}
             if self.said_colour is not None:
                 labels |= {"colour": self.colour[idx].long(), "said_colour": self.said_colour[idx] & ~drop}
+            if self.place is not None:
+                labels["place"] = torch.where(drop, -1, self.place[idx].long())
             labels = {k: v.to(self.device) for k, v in labels.items()}
         return (self.lat[idx].float() * sf).to(self.device), ids.to(self.device), labels
 
@@ -178,7 +180,8 @@ class FreshBatches:
         named = torch.tensor([c != "" for c in batch.captions])
         labels = {"emoji": torch.as_tensor(batch.emoji), "style": torch.as_tensor(batch.style), "named": named,
                   "said_style": torch.as_tensor(batch.said_style) & named, "colour": torch.as_tensor(batch.colour),
-                  "said_colour": torch.as_tensor(batch.said_colour) & named}
+                  "said_colour": torch.as_tensor(batch.said_colour) & named,
+                  "place": torch.where(named, torch.as_tensor(batch.place), -1)}
         return z, ids.to(self.run.device, non_blocking=True), {k: v.to(self.run.device) for k, v in labels.items()}
 
     def close(self) -> None:

@@ -19,7 +19,8 @@ noise. For each checkpoint, raw and EMA weights (the EMA's are what ships):
   seed sets of the same weights have read 5 and 11 of 120: --grid-seeds N draws N and adds
   them up. --guidance 5 7 10 14 draws it at each scale (the trainer's grid uses 5): how a
   model folder's defaults.json is chosen. With the grid, at each scale, 44 pictures asked for
-  the 11 background colours, read as the evaluation reads them (`monitor.background_colour`).
+  the 11 background colours, read as the evaluation reads them (`monitor.background_colour`),
+  and 32 asking for a small subject in each corner (`monitor.placement`).
   --grid-only skips everything but the grid;
 - with --finish, pool pictures noised to t = 300/500/700/999 and finished by the EMA weights
   (<name>-<step>-finish.png): where in the noise range the model has learned to draw;
@@ -44,7 +45,8 @@ from pathlib import Path
 import torch
 
 from training import model as M
-from training.monitor import TextSeparation, WordGain, background_colour, ema_weights, finish_from_noise, sample_grid
+from training.monitor import (TextSeparation, WordGain, background_colour, ema_weights, finish_from_noise, placement,
+                              sample_grid)
 from training.batches import _encoder
 from training.common import load_checkpoint, unprefixed
 from training.train import Config, Run
@@ -126,7 +128,7 @@ def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish:
 def grids(run: Run, text, unet, vae, tok, folder: Path, step: int, out: Path | None, seed_sets: int,
           guidances: tuple[float, ...]) -> dict[str, dict | None]:
     """The 40-subject grid at each guidance scale, `seed_sets` seed sets each, judged and added up,
-    with the background colour probe's count at that scale (None where the run has no cached
+    with the background colour and place probes' counts at that scale (None where the run has no cached
     judge). Keyed by the scale as text ("5", "7.5"), for JSON."""
     judge, found = run.grid_judge(), {}
     for guidance in guidances:
@@ -145,20 +147,22 @@ def grids(run: Run, text, unet, vae, tok, folder: Path, step: int, out: Path | N
             found[f"{guidance:g}"] = None
             continue
         background = background_colour(text, unet, vae, tok, run.px, run.vae_factor(), guidance)
+        place = placement(text, unet, vae, tok, run.px, run.vae_factor(), guidance)
         found[f"{guidance:g}"] = {
             "seed_sets": len(scores), "pictures": sum(sc["pictures"] for sc in scores),
             **{key: sum(sc[key] for sc in scores) for key in ("top5", "top1", "style")},
-            "background": background["right"], "background_pictures": background["pictures"]}
+            "background": background["right"], "background_pictures": background["pictures"],
+            "place": place["right"], "place_pictures": place["pictures"]}
     return found
 
 
 def judged(grids: dict[str, dict | None] | None) -> str:
-    """The grid column: "top 5 / style of pictures, background right of asked", per guidance scale
+    """The grid column: "top 5 / style of pictures, background and place right of asked", per guidance scale
     when not only the trainer's 5."""
     if not grids:
         return ""
-    said = {k: f"{g['top5']} / {g['style']} of {g['pictures']}, background {g['background']} of {g['background_pictures']}"
-            if g else "no judge cached" for k, g in grids.items()}
+    said = {k: f"{g['top5']} / {g['style']} of {g['pictures']}, background {g['background']} of {g['background_pictures']}, "
+               f"place {g['place']} of {g['place_pictures']}" if g else "no judge cached" for k, g in grids.items()}
     if list(said) == ["5"]:
         return said["5"]
     return "; ".join(f"guidance {k}: {text}" for k, text in said.items())

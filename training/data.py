@@ -154,6 +154,7 @@ class Batch:
     colour: np.ndarray       # [B] index into COLOUR_NAMES
     said_style: np.ndarray   # [B] bool: the caption names the style (else the style was drawn at random)
     said_colour: np.ndarray  # [B] bool: the caption names the background colour (else it was drawn at random)
+    place: np.ndarray        # [B] index into POSITION_NAMES of the place the caption names; -1: it names none
     captions: list[str]
 
 
@@ -246,6 +247,7 @@ class Sampler:
                 subject = f"{_article(subject)} {subject}"
             if say_position:
                 subject += " " + position
+                b["place"][i] = POSITION_NAMES.index(position)
         jitter = rng.integers(-14, 15, 3)
         b["background"][i] = np.clip(np.array(COLOURS[colour]) + jitter, 0, 255)
         b["style"][i], b["colour"][i] = STYLES.index(style), COLOUR_NAMES.index(colour)
@@ -281,7 +283,7 @@ class Sampler:
                 "centre": np.zeros((n, 2, 2), np.float32), "angle": np.zeros((n, 2), np.float32),
                 "background": np.zeros((n, 3), np.float32), "emoji": np.full((n, 2), -1, np.int64),
                 "style": np.zeros(n, np.int64), "colour": np.zeros(n, np.int64), "said_style": np.zeros(n, bool),
-                "said_colour": np.zeros(n, bool)}
+                "said_colour": np.zeros(n, bool), "place": np.full(n, -1, np.int64)}
 
     def train_batch(self, step: int, n: int) -> Batch:
         rng = np.random.default_rng([self.seed, 2, step])

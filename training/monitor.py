@@ -16,6 +16,8 @@
 - `background_colour`: pictures asked for each of the 11 background colours, read by the
   evaluation's own border measure: whether the colour words are followed (the first-ship bar
   asks for 85%), which neither the grid (its prompts name no colour) nor the gains say alone.
+- `placement`: small subjects asked for in each corner: whether the place words are followed
+  (the subject's centre, where the picture differs from its border, in the asked quarter).
 - `finish_from_noise`: pool pictures noised to t = 300 / 500 / 700 / 999 and finished by the
   model: which part of the noise range it has learned.
 - `vae_round_trip`: real training pictures beside the VAE's encode + decode of them, at
@@ -349,6 +351,43 @@ def background_colour(text, unet, vae, tok, px: int, factor: int, guidance: floa
 def background_line(found: dict) -> str:
     return (f"background colour asked in {found['pictures']} pictures, drawn right {found['right']} "
             f"({found['right'] / found['pictures']:.0%}; chance 9%)")
+
+
+PLACE_CORNERS = ("in the top left", "in the top right", "in the bottom left", "in the bottom right")
+
+
+def quarter(picture: np.ndarray) -> tuple[int, int] | None:
+    """Which quarter of an [H, W, 3] picture in [0, 1] its subject is in, as (x, y) signs (-1:
+    left / top): the centre of the pixels that differ from the median of its border by more than
+    a quarter (summed over the channels). None when nothing stands out."""
+    h, w, _ = picture.shape
+    k = max(1, h // 32)
+    border = np.concatenate([picture[:k].reshape(-1, 3), picture[-k:].reshape(-1, 3),
+                             picture[:, :k].reshape(-1, 3), picture[:, -k:].reshape(-1, 3)])
+    ys, xs = np.nonzero(np.abs(picture - np.median(border, 0)).sum(-1) > 0.25)
+    if len(xs) < 4:
+        return None
+    return (1 if xs.mean() > (w - 1) / 2 else -1, 1 if ys.mean() > (h - 1) / 2 else -1)
+
+
+@torch.no_grad()
+def placement(text, unet, vae, tok, px: int, factor: int, guidance: float = 5.0, per_corner: int = 8) -> dict:
+    """Ask for a small subject in each corner `per_corner` times ("a small <subject> in the top
+    left, <style>", subjects and styles in turn) and count the pictures whose subject is in the
+    asked quarter (`quarter`; chance: a quarter). -> {"right": n, "pictures": n}."""
+    from training.data import POSITIONS
+
+    styles = ("3d style", "flat style", "cartoon style")
+    asked = [PLACE_CORNERS[k % 4] for k in range(4 * per_corner)]
+    prompts = [f"a small {SAMPLE_SUBJECTS[(3 * k) % len(SAMPLE_SUBJECTS)]} {c}, {styles[k % 3]}" for k, c in enumerate(asked)]
+    imgs = _draw(text, unet, vae, tok, prompts, px, factor, BACKGROUND_SEED + 1000, guidance)
+    right = sum(quarter(img) == POSITIONS[c] for img, c in zip(imgs, asked))
+    return {"right": int(right), "pictures": len(asked)}
+
+
+def placement_line(found: dict) -> str:
+    return (f"place asked in {found['pictures']} pictures (a small subject in a corner), drawn in the right "
+            f"quarter {found['right']} ({found['right'] / found['pictures']:.0%}; chance 25%)")
 
 
 @torch.no_grad()

@@ -59,19 +59,20 @@ class LatentPool:
         """[n_chunks * chunk] bools from the pool pictures' recipes: "large", one emoji at the
         "large" size (for pool_large); "said_style", the caption names the style (for text_aux's
         labels); "colour" and "said_colour", the background and whether the caption names it (for
-        text_aux_colour). A chunk's recipes are a pure function of its seed, so they are drawn again (no
+        text_aux_colour); "place", the place the caption names or -1 (for text_aux_place). A chunk's recipes are a pure function of its seed, so they are drawn again (no
         rendering, ~70 ms a chunk of 1,024) instead of being stored: pools made before these flags
         existed work too."""
         low = D.SIZES["large"][0]
-        large, said, colour, said_colour = [], [], [], []
+        large, said, colour, said_colour, place = [], [], [], [], []
         for k in range(n_chunks):
             b = sampler.train_batch(POOL_SEED + k, chunk)
             large.append(torch.as_tensor((b.emoji[:, 1] < 0) & (b.scale[:, 0] >= low)))
             said.append(torch.as_tensor(b.said_style))
             colour.append(torch.as_tensor(b.colour, dtype=torch.int8))
             said_colour.append(torch.as_tensor(b.said_colour))
+            place.append(torch.as_tensor(b.place, dtype=torch.int8))
         return {"large": torch.cat(large), "said_style": torch.cat(said), "colour": torch.cat(colour),
-                "said_colour": torch.cat(said_colour)}
+                "said_colour": torch.cat(said_colour), "place": torch.cat(place)}
 
     def compose_latents(self, sampler: D.Sampler, seed_step: int, n: int, vae, encode) -> dict[str, torch.Tensor]:
         """n compositions drawn by `sampler` at `seed_step`, rendered at the UNet's size and

@@ -79,6 +79,7 @@ class Config:
     pool_large: float = 0.0        # share of each pool batch drawn from the pool's large single emoji; 0 = the pool as drawn
     text_aux: float = 0.0          # weight of text_aux.TextAux's loss (the caption's encoding names its emoji and style); 0 = off
     text_aux_colour: float = 0.0   # within text_aux: the weight of naming the background colour too; 0 = not named
+    text_aux_place: float = 0.0    # within text_aux: the weight of naming the place ("in the top left"); 0 = not named
     vocabulary: str = "all"        # "common": training.vocab's subjects and names; "all": every emoji, datasource names
     pooled_text: int = 0           # 1: the UNet also hears the caption's pooled encoding in its timestep embedding (model.unet_config)
     canonical: float = 0.0         # share of captions naming an emoji by its first (CLDR) name

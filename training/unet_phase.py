@@ -17,7 +17,8 @@ from training import model as M
 from training.batches import FreshBatches, PoolBatches, _gen
 from training.common import load_checkpoint, log, lr_at, prefixed, save_checkpoint, unprefixed
 from training.monitor import (SAMPLE_SUBJECTS, CaptionGain, ConditioningProbe, GridJudge, TextSeparation, WordGain,
-                              background_colour, background_line, ema_weights, finish_from_noise, sample_grid)
+                              background_colour, background_line, ema_weights, finish_from_noise, placement,
+                              placement_line, sample_grid)
 from training.text_aux import TextAux
 
 
@@ -90,7 +91,8 @@ class UNetPhase:
         separation = TextSeparation(tok, self.learned_names(), self.device) if self.vocabulary is not None else None
         aux, aux_opt, aux_losses = None, None, []
         if cfg.text_aux:
-            aux = TextAux(text.config.hidden_size, len(self.pack.emoji), cfg.text_aux_colour).to(self.device)
+            aux = TextAux(text.config.hidden_size, len(self.pack.emoji), cfg.text_aux_colour,
+                          cfg.text_aux_place).to(self.device)
             changed = []
             if aux_state:   # a head turned on since the checkpoint (the colour's) starts new; one turned off goes
                 keys = aux.load_state_dict(aux_state, strict=False)
@@ -100,6 +102,7 @@ class UNetPhase:
             aux_opt = torch.optim.AdamW(aux.parameters(), lr=1e-3, weight_decay=0.0)
             log(f"text aux: weight {cfg.text_aux:g}"
                 + (f", background colour {cfg.text_aux_colour:g}" if cfg.text_aux_colour else "")
+                + (f", place {cfg.text_aux_place:g}" if cfg.text_aux_place else "")
                 + f", head {'resumed' if aux_state else 'new'}"
                 + (f" ({', '.join(changed)})" if changed else ""))
         log(f"unet: {self.px} px, batch {cfg.batch}, lr {cfg.lr:g} (text {cfg.text_lr or cfg.lr:g}), "
@@ -167,11 +170,14 @@ class UNetPhase:
                         pictures = sample_grid(text, unet, vae, tok, self.px, self.vae_factor(), self.run, step)
                         background = background_colour(text, unet, vae, tok, self.px, self.vae_factor())
                         log(background_line(background))
+                        place = placement(text, unet, vae, tok, self.px, self.vae_factor())
+                        log(placement_line(place))
                         if words is not None:   # the raw weights' figure swings with the rate; the EMA's ships
                             log(words(text, unet, acp, weights="EMA"))
                             finish_from_noise(text, unet, vae, tok, pool, sf, self.run / "finish.png")
                     self.judge_grid(pictures, step, {"background": background["right"],
-                                                     "background_pictures": background["pictures"]})
+                                                     "background_pictures": background["pictures"],
+                                                     "place": place["right"], "place_pictures": place["pictures"]})
             if stop and step < cfg.unet_steps:
                 log(f"unet: stopping at step {step}; run again to resume")
                 break
@@ -181,7 +187,7 @@ class UNetPhase:
     def judge_grid(self, pictures: torch.Tensor, step: int, also: dict | None = None) -> dict | None:
         """Score the subject grid with the evaluation's cached judge, if there is one for this
         vocabulary and size; log it and append it to grid_scores.jsonl (the run's curve), with
-        `also` (the background colour probe's count)."""
+        `also` (the background colour and place probes' counts)."""
         judge = self.grid_judge()
         if judge is None:
             if self.vocabulary is None:
