@@ -56,12 +56,13 @@ class LatentPool:
 
     @staticmethod
     def pool_recipe_flags(sampler: D.Sampler, chunk: int, n_chunks: int) -> dict[str, torch.Tensor]:
-        """[n_chunks * chunk] bools from the pool pictures' recipes: "large", one emoji at the
+        """[n_chunks * chunk] labels from the pool pictures' recipes: "large", one emoji at the
         "large" size (for pool_large); "said_style", the caption names the style (for text_aux's
         labels); "colour" and "said_colour", the background and whether the caption names it (for
-        text_aux_colour); "place", the place the caption names or -1 (for text_aux_place). A chunk's recipes are a pure function of its seed, so they are drawn again (no
-        rendering, ~70 ms a chunk of 1,024) instead of being stored: pools made before these flags
-        existed work too."""
+        text_aux_colour); "place", the place the caption names or -1 (for text_aux_place). A
+        chunk's recipes are a pure function of its seed, so they are drawn again (no rendering,
+        ~70 ms a chunk of 1,024) instead of being stored: pools made before these labels existed
+        work too."""
         low = D.SIZES["large"][0]
         large, said, colour, said_colour, place = [], [], [], [], []
         for k in range(n_chunks):

@@ -53,19 +53,21 @@ class TextAux(nn.Module):
             g = torch.Generator().manual_seed(11)
             self.place = nn.Parameter(torch.randn(len(POSITION_NAMES), width, generator=g) * 0.02)
 
+    def _cosine(self, h: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        """h: the text encoder's last hidden state [B, T, W]; its mean's scaled cosine to each class."""
+        return self.SCALE * F.normalize(h.float().mean(1), dim=-1) @ F.normalize(head, dim=-1).T
+
     def logits(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """h: the text encoder's last hidden state [B, T, W] -> (emoji logits, style logits)."""
-        f = F.normalize(h.float().mean(1), dim=-1)
-        return (self.SCALE * f @ F.normalize(self.emoji, dim=-1).T,
-                self.SCALE * f @ F.normalize(self.style, dim=-1).T)
+        """h [B, T, W] -> (emoji logits, style logits)."""
+        return self._cosine(h, self.emoji), self._cosine(h, self.style)
 
     def colour_logits(self, h: torch.Tensor) -> torch.Tensor:
         """h [B, T, W] -> background colour logits [B, len(COLOUR_NAMES)] (needs the colour head)."""
-        return self.SCALE * F.normalize(h.float().mean(1), dim=-1) @ F.normalize(self.colour, dim=-1).T
+        return self._cosine(h, self.colour)
 
     def place_logits(self, h: torch.Tensor) -> torch.Tensor:
         """h [B, T, W] -> place logits [B, len(POSITION_NAMES)] (needs the place head)."""
-        return self.SCALE * F.normalize(h.float().mean(1), dim=-1) @ F.normalize(self.place, dim=-1).T
+        return self._cosine(h, self.place)
 
     def loss(self, h: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         """Cross-entropy for the emoji (a pair: half the target on each) over captions that are
