@@ -750,6 +750,51 @@ def _mean_cosine(text, ids) -> float:
     return F.cosine_similarity(m[0], m[1], dim=0).item()
 
 
+def test_joined_colour_words_the_captions_otherwise_and_keeps_the_pictures(pack_dir, smoke_run, tmp_path, capsys):
+    """joined_colour: some captions join the background to the subject without a comma ("a cat on a
+    blue background, flat", as people type it). The pictures and every other word are drawn as
+    before, so a latent pool made without it keeps its latents and has only its captions drawn
+    again; a pool whose recipes are not its own (another pack) is refused, not mislabelled."""
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(smoke_run / "run", tmp_path / "run", ignore=shutil.ignore_patterns("pool-*", "unet*"))
+    cfg = T.Config.smoke()
+    cfg.pool, cfg.unet_px, cfg.text_aux = 96, 16, 1.0     # text_aux: the pool carries its labels
+    run = T.Run(cfg, pack_dir, tmp_path / "run", "cpu")
+    plain = run.pool_sampler().train_batch(7, 64)
+    run.cfg.joined_colour = 1.0
+    joined = run.pool_sampler().train_batch(7, 64)
+    for field in ("image", "scale", "centre", "angle", "background", "emoji", "style", "colour", "said_colour"):
+        assert np.array_equal(getattr(plain, field), getattr(joined, field)), field
+    pairs = list(zip(plain.captions, joined.captions))
+    changed = [(p, j) for p, j in pairs if p != j]
+    assert len(changed) == int(plain.said_colour.sum()) > 0      # every caption naming the colour, and only those
+    for p, j in changed:
+        colour = D.COLOUR_NAMES[joined.colour[joined.captions.index(j)]]
+        phrase = f"on {'an' if colour[0] in 'aeiou' else 'a'} {colour} background"
+        assert f", {phrase}" in p and f", {phrase}" not in j and f" {phrase}" in j.split(", ")[0]
+        assert sorted(p.replace(f", {phrase}", "").split(", ")) == sorted(j.replace(f" {phrase}", "").split(", "))
+
+    run.cfg.joined_colour = 0.0
+    tok = run.tokenizer()
+    made = run.latent_pool(run.frozen_vae(), tok, float("inf"))
+    run.cfg.joined_colour = 0.5
+    again = run.latent_pool(run.frozen_vae(), tok, float("inf"))
+    assert "captions drawn again, 50% of those naming the background joined" in capsys.readouterr().err
+    assert torch.equal(again["latents"], made["latents"]) and torch.equal(again["emoji"], made["emoji"])
+    differ = (again["ids"] != made["ids"]).any(1)
+    assert 0 < int(differ.sum()) < int(made["said_colour"].sum())
+    run.cfg.joined_colour = 0.0                                      # without it: the stored captions, as made
+    assert torch.equal(run.latent_pool(run.frozen_vae(), tok, float("inf"))["ids"], made["ids"])
+    chunk = tmp_path / "run" / "pool-16" / "chunk-00000.safetensors"
+    tensors = load_file(str(chunk))
+    tensors["emoji"] = tensors["emoji"].roll(1, 0)
+    save_file(tensors, str(chunk))
+    run.cfg.joined_colour = 0.5
+    with pytest.raises(SystemExit, match="captions cannot be drawn again"):
+        run.latent_pool(run.frozen_vae(), tok, float("inf"))
+
+
 def test_text_aux_pulls_two_subjects_apart():
     """Two captions that differ in one token start almost the same encoding; the head's loss,
     trained into the text encoder alone, makes them two."""

@@ -166,15 +166,21 @@ class Sampler:
     """Draws training or evaluation batches. Deterministic in (seed, step)."""
 
     def __init__(self, pack: Pack, split: Split, seed: int, pair_prob: float = 0.25, drop_caption: float = 0.1,
-                 names: dict[int, list[str]] | None = None, canonical: float = 0.0, hold_out: bool = True):
+                 names: dict[int, list[str]] | None = None, canonical: float = 0.0, hold_out: bool = True,
+                 joined_colour: float = 0.0):
         """`names`: emoji id -> the words for it, first the canonical one (a vocabulary's);
         default emoji-datasource's names. `canonical`: share of captions that use the first name.
         `hold_out`: never compose the held-out style/colour and style/position combinations
-        (False only for the evaluation's judge, which must know every combination)."""
+        (False only for the evaluation's judge, which must know every combination).
+        `joined_colour`: share of training captions naming the background whose colour phrase joins
+        the subject without a comma ("rocket on a blue background, cartoon style", as people type
+        it, beside "rocket, cartoon style, on a blue background"). It is drawn from a generator of
+        its own, so the pictures, and every other word, stay what they were: a latent pool made
+        before keeps its latents and only its captions are drawn again (`pool.LatentPool`)."""
         self.pack, self.split, self.seed = pack, split, seed
         self.pair_prob, self.drop_caption = pair_prob, drop_caption
         self.names = names or {i: e["names"] for i, e in enumerate(pack.emoji)}
-        self.canonical, self.hold_out = canonical, hold_out
+        self.canonical, self.hold_out, self.joined_colour = canonical, hold_out, joined_colour
         self.images = pack.images
         # For training: which images may stand for each emoji in each style.
         self.train_by: dict[tuple[int, str], list[int]] = {}
@@ -185,8 +191,9 @@ class Sampler:
 
     # -- one sample ---------------------------------------------------------------------
     def _one(self, rng: np.random.Generator, key: tuple[int, str] | None, b: dict, i: int,
-             spec: dict | None = None) -> str:
-        """Fill row i of `b` and return its caption. `spec` fixes words for evaluation."""
+             spec: dict | None = None, phrasing: np.random.Generator | None = None) -> str:
+        """Fill row i of `b` and return its caption. `spec` fixes words for evaluation; `phrasing`
+        (training only) draws how the words are joined, apart from `rng`."""
         spec = spec or {}
         train = not spec
         pair = spec.get("pair") if not train else rng.random() < self.pair_prob
@@ -262,6 +269,9 @@ class Sampler:
             tail = parts[1:]
             rng.shuffle(tail)
             parts = parts[:1] + tail
+        if phrasing is not None and phrasing.random() < self.joined_colour and say_colour:   # one draw a sample
+            colour_at = next(k for k in range(1, len(parts)) if parts[k].endswith(" background"))
+            parts[0] = f"{parts[0]} {parts.pop(colour_at)}"
         caption = ", ".join(parts)
         if train and rng.random() < self.drop_caption:
             caption = ""                          # classifier-free guidance learns from these
@@ -287,9 +297,10 @@ class Sampler:
 
     def train_batch(self, step: int, n: int) -> Batch:
         rng = np.random.default_rng([self.seed, 2, step])
+        phrasing = np.random.default_rng([self.seed, 5, step]) if self.joined_colour else None
         b = self._empty(n)
         keys = [self.train_keys[k] for k in rng.integers(len(self.train_keys), size=n)]
-        caps = [self._one(rng, key, b, i) for i, key in enumerate(keys)]
+        caps = [self._one(rng, key, b, i, phrasing=phrasing) for i, key in enumerate(keys)]
         return Batch(**b, captions=caps)
 
     def eval_batch(self, specs: list[dict], seed: int) -> Batch:

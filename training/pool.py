@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -47,6 +48,8 @@ class LatentPool:
             log(f"pool: chunk {k + 1}/{n_chunks} ({made * chunk / (time.time() - t0):.1f} pictures/s)")
         chunks = [load_file(str(folder / f"chunk-{k:05d}.safetensors")) for k in range(n_chunks)]
         pool = {key: torch.cat([c[key] for c in chunks])[: self.cfg.pool] for key in chunks[0]}
+        if self.cfg.joined_colour:
+            pool["ids"] = self.pool_captions(sampler, chunk, n_chunks, encode, chunks[0])[: self.cfg.pool]
         if self.cfg.pool_large or self.cfg.text_aux:
             pool.update({k: v[: self.cfg.pool] for k, v in self.pool_recipe_flags(sampler, chunk, n_chunks).items()})
         if self.cfg.pool_large:
@@ -75,6 +78,20 @@ class LatentPool:
         return {"large": torch.cat(large), "said_style": torch.cat(said), "colour": torch.cat(colour),
                 "said_colour": torch.cat(said_colour), "place": torch.cat(place)}
 
+    def pool_captions(self, sampler: D.Sampler, chunk: int, n_chunks: int, encode, first: dict) -> torch.Tensor:
+        """The pool's token ids drawn again from its recipes by `sampler`, whose phrasing may have
+        changed since the pool was made (`joined_colour`): the pictures are the same, only the
+        captions' wording moves. Chunk 0's emoji and styles drawn again must be the stored ones
+        (`first`), or the recipes are not the pool's own and its captions cannot be drawn again."""
+        batches = [sampler.train_batch(POOL_SEED + k, chunk) for k in range(n_chunks)]
+        if not (np.array_equal(batches[0].emoji, first["emoji"].numpy()) and
+                np.array_equal(batches[0].style, first["style"].numpy())):
+            raise SystemExit("the latent pool's pictures are not those its recipes draw now (the data pack or the "
+                             "vocabulary changed since it was made?), so its captions cannot be drawn again: "
+                             "set joined_colour=0, or build a new pool")
+        log(f"pool: captions drawn again, {sampler.joined_colour:.0%} of those naming the background joined to the subject")
+        return torch.cat([encode(b.captions).to(first["ids"].dtype) for b in batches])
+
     def compose_latents(self, sampler: D.Sampler, seed_step: int, n: int, vae, encode) -> dict[str, torch.Tensor]:
         """n compositions drawn by `sampler` at `seed_step`, rendered at the UNet's size and
         VAE-encoded (latent means, fp16), with token ids, emoji and style: one pool chunk."""
@@ -89,4 +106,4 @@ class LatentPool:
     def pool_sampler(self) -> D.Sampler:
         """What the latent pool is drawn with: the training sampler without caption dropout."""
         return D.Sampler(self.pack, self.split, self.cfg.seed, self.cfg.pair_prob, 0.0,
-                         self.sampler.names, self.cfg.canonical)
+                         self.sampler.names, self.cfg.canonical, joined_colour=self.cfg.joined_colour)
