@@ -48,18 +48,21 @@ class LatentPool:
             log(f"pool: chunk {k + 1}/{n_chunks} ({made * chunk / (time.time() - t0):.1f} pictures/s)")
         chunks = [load_file(str(folder / f"chunk-{k:05d}.safetensors")) for k in range(n_chunks)]
         pool = {key: torch.cat([c[key] for c in chunks])[: self.cfg.pool] for key in chunks[0]}
-        if self.cfg.joined_colour:
-            pool["ids"] = self.pool_captions(sampler, chunk, n_chunks, encode, chunks[0])[: self.cfg.pool]
-        if self.cfg.pool_large or self.cfg.text_aux:
-            pool.update({k: v[: self.cfg.pool] for k, v in self.pool_recipe_flags(sampler, chunk, n_chunks).items()})
+        if self.cfg.joined_colour or self.cfg.pool_large or self.cfg.text_aux:
+            # the recipes drawn again once (~3.5 s for 48 chunks) for the captions and the labels
+            batches = [sampler.train_batch(POOL_SEED + k, chunk) for k in range(n_chunks)]
+            if self.cfg.joined_colour:
+                pool["ids"] = self.pool_captions(batches, sampler.joined_colour, encode, chunks[0])[: self.cfg.pool]
+            if self.cfg.pool_large or self.cfg.text_aux:
+                pool.update({k: v[: self.cfg.pool] for k, v in self.pool_recipe_flags(batches).items()})
         if self.cfg.pool_large:
             log(f"pool: {int(pool['large'].sum())} large single emoji, {self.cfg.pool_large:.0%} of each batch")
         log(f"pool: {len(pool['latents'])} pictures at {self.px} px from {folder}")
         return pool
 
     @staticmethod
-    def pool_recipe_flags(sampler: D.Sampler, chunk: int, n_chunks: int) -> dict[str, torch.Tensor]:
-        """[n_chunks * chunk] labels from the pool pictures' recipes: "large", one emoji at the
+    def pool_recipe_flags(batches: list[D.Batch]) -> dict[str, torch.Tensor]:
+        """Labels from the pool pictures' recipes (`batches`, one a chunk): "large", one emoji at the
         "large" size (for pool_large); "said_style", the caption names the style (for text_aux's
         labels); "colour" and "said_colour", the background and whether the caption names it (for
         text_aux_colour); "place", the place the caption names or -1 (for text_aux_place). A
@@ -68,8 +71,7 @@ class LatentPool:
         work too."""
         low = D.SIZES["large"][0]
         large, said, colour, said_colour, place = [], [], [], [], []
-        for k in range(n_chunks):
-            b = sampler.train_batch(POOL_SEED + k, chunk)
+        for b in batches:
             large.append(torch.as_tensor((b.emoji[:, 1] < 0) & (b.scale[:, 0] >= low)))
             said.append(torch.as_tensor(b.said_style))
             colour.append(torch.as_tensor(b.colour, dtype=torch.int8))
@@ -78,18 +80,18 @@ class LatentPool:
         return {"large": torch.cat(large), "said_style": torch.cat(said), "colour": torch.cat(colour),
                 "said_colour": torch.cat(said_colour), "place": torch.cat(place)}
 
-    def pool_captions(self, sampler: D.Sampler, chunk: int, n_chunks: int, encode, first: dict) -> torch.Tensor:
-        """The pool's token ids drawn again from its recipes by `sampler`, whose phrasing may have
+    @staticmethod
+    def pool_captions(batches: list[D.Batch], joined: float, encode, first: dict) -> torch.Tensor:
+        """The pool's token ids from its recipes drawn again (`batches`) by the pool sampler, whose phrasing may have
         changed since the pool was made (`joined_colour`): the pictures are the same, only the
         captions' wording moves. Chunk 0's emoji and styles drawn again must be the stored ones
         (`first`), or the recipes are not the pool's own and its captions cannot be drawn again."""
-        batches = [sampler.train_batch(POOL_SEED + k, chunk) for k in range(n_chunks)]
         if not (np.array_equal(batches[0].emoji, first["emoji"].numpy()) and
                 np.array_equal(batches[0].style, first["style"].numpy())):
             raise SystemExit("the latent pool's pictures are not those its recipes draw now (the data pack or the "
                              "vocabulary changed since it was made?), so its captions cannot be drawn again: "
                              "set joined_colour=0, or build a new pool")
-        log(f"pool: captions drawn again, {sampler.joined_colour:.0%} of those naming the background joined to the subject")
+        log(f"pool: captions drawn again, {joined:.0%} of those naming the background joined to the subject")
         return torch.cat([encode(b.captions).to(first["ids"].dtype) for b in batches])
 
     def compose_latents(self, sampler: D.Sampler, seed_step: int, n: int, vae, encode) -> dict[str, torch.Tensor]:
