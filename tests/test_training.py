@@ -1247,3 +1247,15 @@ def test_ceiling_scores_real_pictures_and_their_round_trips_at_each_size(smoke_r
     assert CE.ceiling(run, pack_dir, [32], None, n_single=6, n_combo=3, n_pairs=2)[32]["real"] == got["real"]
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert torch.allclose(CE.blurred(x, 32), x) and not torch.allclose(CE.blurred(x, 8), x)
+
+
+def test_training_commands_name_a_missing_data_pack(tmp_path):
+    """The commands that read a data pack, pointed at a folder with none, say so and what to run
+    (as training.train does), instead of a FileNotFoundError traceback."""
+    from training import evaluate, vocab
+
+    missing = tmp_path / "no-pack"
+    for call in (lambda: evaluate.main(["--judge-only", "--data", str(missing), "--out", str(tmp_path / "ev")]),
+                 lambda: vocab.main(["--data", str(missing)])):
+        with pytest.raises(SystemExit, match=r"no data pack at .*no-pack: run `python -m training.data build --out"):
+            call()

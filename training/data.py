@@ -83,6 +83,8 @@ class Pack:
 
     @classmethod
     def load(cls, root: Path) -> "Pack":
+        if not (Path(root) / "meta.json").exists():   # every training command starts here: say what to run
+            raise SystemExit(f"no data pack at {root}: run `python -m training.data build --out {root}`")
         meta = json.loads((Path(root) / "meta.json").read_text())
         return cls(meta["emoji"], meta["images"], meta["sources"], meta["stats"], Path(root))
 
