@@ -340,6 +340,10 @@ def test_a_model_can_be_judged_by_the_judge_trained_at_another_size(smoke_run, p
     assert "-48px-" in metrics["judge"] and (out / metrics["judge"]).exists()
     assert [p.name for p in out.glob("judge2-*")] == [metrics["judge"]]   # no judge at the model's own 32 px
     assert metrics["real"]["all"]["n"] == 16
+    for who in ("generated", "real"):   # asked -> judged style: every prompt once, its diagonal the style score
+        table = metrics["style_confusion"][who]
+        assert list(table) == list(D.STYLES) and sum(sum(r.values()) for r in table.values()) == 16
+        assert sum(table[s][s] for s in D.STYLES) / 16 == pytest.approx(metrics[who]["all"]["style"], abs=1e-4)
     # a model trained with judge_px set is judged by that judge without being told
     model = tmp_path / "model"
     shutil.copytree(smoke_run / "model", model)

@@ -140,9 +140,16 @@ def score(judge: Judge, x: torch.Tensor, specs: list[dict], batch: D.Batch, emoj
         pa, pb = batch.emoji[~single, 0], batch.emoji[~single, 1]
         hit5[~single] = (l5 == pa[:, None]).any(1) & (r5 == pb[:, None]).any(1)
         hit1[~single] = (l5[:, 0] == pa) & (r5[:, 0] == pb)
-    style = ls.argmax(1).cpu().numpy() == batch.style
+    judged_style = ls.argmax(1).cpu().numpy()
     colour = border_colour(x) == batch.colour
-    return {"top1": hit1, "top5": hit5, "style": style, "colour": colour, "features": feats.float().cpu()}
+    return {"top1": hit1, "top5": hit5, "style": judged_style == batch.style, "judged_style": judged_style,
+            "colour": colour, "features": feats.float().cpu()}
+
+
+def style_confusion(hits: dict, batch: D.Batch) -> dict[str, dict[str, int]]:
+    """{asked style: {judged style: pictures}}: which style a picture asked for one was read as."""
+    return {asked: {judged: int(((batch.style == i) & (hits["judged_style"] == j)).sum()) for j, judged in enumerate(D.STYLES)}
+            for i, asked in enumerate(D.STYLES)}
 
 
 def summarise(hits: dict, specs: list[dict]) -> dict:
@@ -296,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(args.model), "prompts": len(specs), "steps": args.steps, "guidance": args.guidance,
         "judge": judge_path.name,
         "generated": summarise(fake_hits, specs), "real": summarise(real_hits, specs),
+        "style_confusion": {"generated": style_confusion(fake_hits, real_batch), "real": style_confusion(real_hits, real_batch)},
         "diversity": {"pixel_gen": float(np.mean(div_gen)), "pixel_real": float(np.mean(div_real)),
                       "pixel_ratio": float(np.mean(div_gen) / max(1e-9, np.mean(div_real))),
                       "feature_ratio": float(np.mean(feat_gen) / max(1e-9, np.mean(feat_real))),
@@ -326,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     for who in ("generated", "real"):
         for kind, m in metrics[who].items():
             print(f"{who[:4]} {kind:17s}{m['top1']:7.3f}{m['top5']:7.3f}{m['style']:7.3f}{m['colour']:7.3f}{m['n']:6d}")
+    for who, table in metrics["style_confusion"].items():
+        print(f"{who[:4]} style asked -> judged " + "  ".join(
+            f"{asked}: " + "/".join(str(n) for n in row.values()) for asked, row in table.items()) + f"  ({'/'.join(D.STYLES)})")
     print(f"diversity (gen/real, pixel): {metrics['diversity']['pixel_ratio']:.3f}  "
           f"(feature: {metrics['diversity']['feature_ratio']:.3f})")
     for k, (v, t, ok) in metrics["targets"].items():
