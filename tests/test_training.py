@@ -527,7 +527,7 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
     from safetensors.torch import load_file
 
     levers = ["--set", "pool=48", "--set", "t_exponent=0.5", "--set", "text_lr=3e-3", "--set", "unet_px=16",
-              "--set", "canonical=0.5", "--set", "probe_every=3"]
+              "--set", "canonical=0.5", "--set", "probe_every=3", "--set", "t_uniform_from=6"]   # halves resume at 4
     straight, halves = tmp_path / "straight", tmp_path / "halves"
     base = ["--smoke", "--data", str(pack_dir)] + levers
     assert T.main(base + ["--run", str(straight)]) == 0
@@ -538,6 +538,7 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
         assert Image.open(straight / f"vae_round_trip-{px}.png").size == (12 * px * 2, 2 * px * 2)
     gain = [line for line in log.splitlines() if "caption gain" in line]
     assert gain and "t=400" in gain[-1] and "t=800" in gain[-1]      # logged with the probe, from the pool
+    assert "t = 999 u^0.5 (u^1 from step 6)" in log
     assert len(gain) == 3                                             # every probe_every = 3 steps (3, 6) and the last
     words = [line for line in log.splitlines() if "word gain" in line]
     assert words and "subject" in words[-1] and "style" in words[-1] and words[-1].count("%") == 6
@@ -640,6 +641,17 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
     with pytest.raises(SystemExit, match="latent pool at 16 px lacks chunk 0"):
         compare.main([str(tmp_path / "poolless"), "--data", str(pack_dir), "--pictures", "4"])
     assert not list((tmp_path / "poolless").glob("pool-*"))
+
+
+def test_timesteps_lean_to_high_noise_until_t_uniform_from():
+    from training.unet_phase import t_exponent_at
+
+    cfg = T.Config.cpu()
+    assert cfg.t_exponent == 0.5 and cfg.t_uniform_from > 0
+    assert t_exponent_at(0, cfg) == t_exponent_at(cfg.t_uniform_from - 1, cfg) == 0.5
+    assert t_exponent_at(cfg.t_uniform_from, cfg) == t_exponent_at(cfg.unet_steps, cfg) == 1.0
+    cfg.t_uniform_from = 0                       # off: the exponent throughout
+    assert t_exponent_at(10 ** 6, cfg) == 0.5
 
 
 def test_pool_large_draws_its_share_of_large_single_emoji(pack_dir, tmp_path, capsys):
