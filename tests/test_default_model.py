@@ -42,12 +42,12 @@ def generator():
 
 
 def test_it_draws_the_background_a_prompt_asks_for(generator):
+    from core.model_defaults import ModelDefaults
     from core.request import GenerationRequest
     from training import data as D
     from training.evaluate import border_colour
 
-    folder_guidance = json.loads((FOLDER / "defaults.json").read_text())["guidance"] \
-        if (FOLDER / "defaults.json").exists() else 7.0
+    folder_guidance = ModelDefaults.load(FOLDER).guidance   # its defaults.json, 7 without one
     colours = ("blue", "red", "yellow", "green")
     pictures = []
     for k, colour in enumerate(colours):
