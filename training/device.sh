@@ -7,9 +7,10 @@
 #       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
 #       diffusers==0.42.1 transformers==5.23.0 tokenizers==0.23.3 safetensors==0.8.0 huggingface_hub==2.4.0   # ~59 MiB
 #
-# Then, each line one `run` call (10 minutes at most each, 30 minutes of device time a
-# session; carry is 64 MiB a call, so wheels and data travel in separate calls and stay
-# on the warm machine):
+# Then, each line one `run` call (10 minutes at most each; 30 minutes of device time a
+# session when this was written, 15 a task at present, starts included, so these four no
+# longer fit as they stand: see the model card; carry is 64 MiB a call, so wheels and data
+# travel in separate calls and stay on the warm machine):
 #   run(carry=["training/build/wheels"], command="bash training/device.sh setup")
 #   run(carry=["training/build/data"],   command="bash training/device.sh train 8")
 #   run(command="bash training/device.sh train 8.5")          # resumes from the checkpoint
