@@ -339,7 +339,14 @@ def cmd_generate(args, ctx: Context) -> int:
 
     try:
         request = request_from_args(args)
-        request.validate()  # the model-independent checks, before loading anything
+        try:
+            request.validate()  # the model-independent checks, before loading anything
+        except InvalidRequest as exc:
+            if not any(e.field in ("width", "height") for e in exc.errors):
+                raise
+            # Which sides are allowed is the model's to say: the sentence must name its range,
+            # not the 8 to 4096 any model might take, so load it and check against it.
+            request.validate(ctx.service().limits)
         problem = out_problem(args.out)
         if problem:
             print(f"statuary: {problem}", file=sys.stderr)
