@@ -50,9 +50,9 @@ def test_cli_generates_reproduces_and_verifies_on_a_32px_model(tmp_path, model32
 
 
 def test_cli_states_the_models_own_size_range_for_a_side_no_model_takes(tmp_path, model32):
-    """`--width 65` is refused before the model loads, but the sentence must name what this model
-    takes (32 to 64), not what any model could (8 to 4096): a user who followed that range typed
-    4096 next and was refused again with another one."""
+    """`--width 65` was refused by the model-free pre-check with the range any model could take (8
+    to 4096); a user who followed it typed 4096 next and was refused again with another range. The
+    sentence must name what this model takes (32 to 64), as the web UI and the bot do."""
     r = statuary(["--model", str(model32), "generate", "a cat", "--width", "65", "--steps", "2"], tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "width: 65 is not allowed; use a multiple of 8 from 32 to 64" in r.stderr, r.stderr
