@@ -297,13 +297,16 @@ def test_weights_reach_the_shipped_folder_only_through_an_evaluation_that_passes
                        "--grid", str(tmp_path / "grid.png"), *EVAL_FAST])
 
     assert ship(smoke_run / "model") == 1          # the smoke architecture: refused before evaluating
-    assert "trained at size 'smoke'" in capsys.readouterr().out
+    assert "trained at size 'smoke', which does not ship (the sizes that do: default, f4)" in capsys.readouterr().out
     assert not eval_dir.exists()
-    # The same weights as if trained at the default size past min_ship_steps.
+    # The same weights as if trained at the size the CPU and GPU recipes train (64 px through the 4x VAE)
+    # past min_ship_steps. (Until 2026-12-02 ship refused every size but the 128 px "default", so no model
+    # of the recipe chosen in the sixteenth session could have shipped.)
     candidate = tmp_path / "candidate"
     shutil.copytree(smoke_run / "model", candidate)
     trained = json.loads((candidate / "training.json").read_text())
-    trained["config"].update(size="default", min_ship_steps=T.Config.smoke().unet_steps)
+    assert T.Config.cpu().size == T.Config.gpu().size == "f4"
+    trained["config"].update(size="f4", min_ship_steps=T.Config.smoke().unet_steps)
     (candidate / "training.json").write_text(json.dumps(trained))
 
     # 1. The first-ship bar: an 8-step model is far below it. Nothing is written.
