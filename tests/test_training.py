@@ -646,6 +646,68 @@ def test_pool_recipe_trains_resumes_exactly_and_probes(pack_dir, tmp_path, capsy
     assert not list((tmp_path / "poolless").glob("pool-*"))
 
 
+def test_a_schedule_fit_times_the_first_steps_and_shortens_the_schedule_once_never_lengthens_it(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(C.time, "time", lambda: clock[0])
+
+    def steps(fit, start, total, seconds_each, first_extra=0.0):
+        """Runs `fit` over a phase whose steps take seconds_each (the first ones longer); the totals it gave."""
+        given = []
+        for step in range(start + 1, start + 200):
+            clock[0] += seconds_each + (first_extra if step - start <= C.ScheduleFit.warm else 0.0)
+            new = fit(step, total)
+            if new is not None:
+                given.append((step, new))
+        return given
+
+    # 2 minutes at 0.1 s a step, the first 10 steps 1 s slower: 10 x 1.1 s + 40 x 0.1 s = 15 s spent by
+    # step 50, timed at 0.1 s a step (the slow ones not counted); 0.9 x 120 - 15 = 93 s left, 930 more steps
+    start = 300
+    (when, total), = steps(C.ScheduleFit(2, start), start, 30000, 0.1, first_extra=1.0)
+    assert when == start + 50 and abs(total - (start + 50 + 930)) <= 1      # (float rounding)
+    # the invocation's deadline caps it the same way: an hour asked, two minutes left in the call
+    (when, total), = steps(C.ScheduleFit(60, start, deadline=clock[0] + 120), start, 30000, 0.1, first_extra=1.0)
+    assert when == start + 50 and abs(total - (start + 50 + 930)) <= 1
+    # a faster machine than the schedule needs: the schedule stands (a fit never lengthens it)
+    assert steps(C.ScheduleFit(2, 0), 0, 500, 0.01) == [(50, 500)]
+    # so slow that nothing more fits: it ends at the next step, not before the steps already made
+    assert steps(C.ScheduleFit(0.01, 0), 0, 30000, 1.0) == [(50, 51)]
+
+
+def test_fit_shortens_the_unet_schedule_keeps_its_timestep_switch_in_proportion_and_remembers_it(
+        pack_dir, tmp_path, capsys, monkeypatch):
+    """`--fit unet=MINUTES` (the GPU machine's one call): the schedule becomes what the time allows, the
+    switch to uniform timesteps moves with it, config.json keeps the new schedule for a resume or an
+    export, and a bad --fit is one sentence."""
+    monkeypatch.setattr(C.ScheduleFit, "warm", 2)
+    monkeypatch.setattr(C.ScheduleFit, "measure", 3)
+    run = tmp_path / "run"
+    args = ["--smoke", "--data", str(pack_dir), "--run", str(run), "--set", "unet_steps=400",
+            "--set", "t_uniform_from=100"]
+    assert T.main(args + ["--fit", "unet=0.0001"]) == 0      # 6 ms: nothing more fits after the timed steps
+    log = capsys.readouterr().err
+    assert ("unet: schedule fitted to 0.0 minutes (--fit unet=0.0001, at most to the deadline): 6 steps instead of "
+            "400; uniform timesteps from step 2") in log
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["unet_steps"] == 6 and cfg["t_uniform_from"] == 2
+    assert json.loads((run / "unet.json").read_text())["step"] == 6
+    assert T.main(["--smoke", "--data", str(pack_dir), "--run", str(run)]) == 0     # a resume: already done
+    assert json.loads((run / "unet.json").read_text())["step"] == 6
+    assert "vae: schedule fitted" not in log                    # only the phase named was fitted
+    for bad in ("unet", "unet=0", "vae=soon", "judge=3"):
+        with pytest.raises(SystemExit):
+            T.main(args + ["--fit", bad])
+        assert "give a phase (vae or unet) and its minutes, e.g. --fit unet=5" in capsys.readouterr().err
+
+
+def test_the_gpu_recipe_is_the_cpu_model_with_a_gpus_batches():
+    cpu, gpu = T.Config.cpu(), T.Config.gpu()
+    same = [k for k in T.Config.IDENTITY + ("unet_px", "judge_px", "pool", "t_exponent", "t_uniform_from", "unet_steps",
+                                            "text_aux", "text_aux_colour", "joined_colour", "canonical")]
+    assert {k: getattr(gpu, k) for k in same} == {k: getattr(cpu, k) for k in same}
+    assert gpu.batch == 4 * cpu.batch and gpu.vae_batch == 4 * cpu.vae_batch and gpu.decoder_steps == 0
+
+
 def test_timesteps_lean_to_high_noise_until_t_uniform_from():
     from training.unet_phase import t_exponent_at
 

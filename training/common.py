@@ -62,3 +62,35 @@ def lr_at(step: int, base: float, warmup: int, total: int) -> float:
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class ScheduleFit:
+    """Shortens a phase's schedule to end about `minutes` after its first step (or at the deadline), for a machine whose
+    speed is not known beforehand (the lent GPU machine: one call of at most 10 minutes). It times
+    steps `warm` to `warm + measure` of this invocation (the first few are slow on a GPU: kernel
+    autotuning, the allocator), then says how many steps fit: once, never more than the schedule
+    already has. Fitted early, while the learning rate still warms up, the cosine stays whole and the
+    rest of the run is again a function of the step alone."""
+
+    warm, measure = 10, 40      # steps not timed, then timed
+    margin = 0.9                # of the time: checkpoints and probes the timed steps did not meet, and the phase's end
+
+    def __init__(self, minutes: float, start: int, deadline: float = float("inf")):
+        """`deadline` (the invocation's `--minutes`, a time.time()) caps the phase's time too: with
+        `--fit unet=99 --minutes 8` the UNet's schedule ends where the call's time does."""
+        self.t_begin, self.t_warm, self.done = time.time(), None, False
+        self.seconds, self.start = min(minutes * 60, deadline - self.t_begin), start
+
+    def __call__(self, step: int, total: int) -> int | None:
+        """Call after each step with the step reached; the new total once, else None."""
+        if self.done:
+            return None
+        if step == self.start + self.warm:
+            self.t_warm = time.time()
+        if self.t_warm is None or step < self.start + self.warm + self.measure:
+            return None
+        self.done = True
+        now = time.time()
+        per_step = (now - self.t_warm) / self.measure
+        left = self.seconds * self.margin - (now - self.t_begin)
+        return max(step + 1, min(total, step + int(left / per_step)))

@@ -1,12 +1,16 @@
 """Train the default model: tokenizer, then the VAE, then text encoder + UNet together.
 
-On the device machine (`training/device.sh` wraps these; each call fits the 10-minute
-limit, stops itself with a checkpoint after --minutes and the next call resumes):
+On the developer machine's CPU (`Config.cpu()`, the default there), in the background, over many
+working sessions; each invocation stops itself with a checkpoint after --minutes, the next resumes:
 
-    python -m training.train --data training/build/data --run training/runs/main --minutes 8      # VAE, then UNet
-    python -m training.train --data training/build/data --run training/runs/main --minutes 8      # resumes
-    python -m training.train --data training/build/data --run training/runs/main --phase none --export /tmp/m
-    python -m training.ship --model /tmp/m --eval-dir training/runs/main/eval     # evaluates; copies into models/default if it passes
+    nice -n 19 python -m training.train --data training/build/data --run training/runs/cpu6 --minutes 150
+
+On the lent GPU machine, in one call (`training/device.sh train`; `Config.gpu()`, the default on a
+GPU): each phase's schedule fitted to the time the call has, from its first steps' speed:
+
+    python -m training.train --data training/build/data --run RUN --minutes 7.6 --fit vae=1.5 --fit unet=999
+    python -m training.train --data training/build/data --run RUN --phase none --export /tmp/m
+    python -m training.ship --model /tmp/m --eval-dir training/runs/cpu6/eval     # evaluates; copies into models/default if it passes
 
 On a CPU, in seconds, with a toy-sized model (what the tests run):
 
@@ -28,6 +32,7 @@ import argparse
 import json
 import os
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -43,7 +48,7 @@ import torch  # noqa: E402
 from training import data as D  # noqa: E402
 from training import model as M  # noqa: E402
 from training import sources as S  # noqa: E402
-from training.common import log  # noqa: E402
+from training.common import ScheduleFit, log  # noqa: E402
 from training.export import Export  # noqa: E402
 from training.pool import LatentPool  # noqa: E402
 from training.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
@@ -124,6 +129,20 @@ class Config:
                    text_aux=1.0, text_aux_colour=1.0, joined_colour=0.5, min_ship_steps=3000)
 
     @classmethod
+    def gpu(cls) -> "Config":
+        """The CPU recipe with a GPU's batches, for the lent GPU machine's one call (training/device.sh):
+        the same 64 px `f4` model, vocabulary, captions, text aux and timestep schedule, 4x the UNet's batch
+        and 4x the VAE's, learning rates raised by about the square root of that, no decoder fine-tune
+        (cpu5-f4's gained nothing), and step counts that are ceilings: `--fit` shortens them to the time
+        the call has, from the speed of the first steps (`t_uniform_from` keeps its 11/30 of the UNet's
+        schedule). Checkpoints, probes and grids come seldom: the fit times plain steps. Not yet run on
+        a GPU (2026-12-02): the batch and rate changes are a judgement."""
+        base = cls.cpu()
+        return dataclasses.replace(base, batch=128, vae_batch=64, vae_steps=18000, vae_lr=8e-4, vae_warmup=300,
+                                   decoder_steps=0, lr=8e-4, text_lr=1.5e-3, warmup=500, ckpt_every=2500,
+                                   probe_every=5000, sample_every=5000)
+
+    @classmethod
     def smoke(cls) -> "Config":
         return cls(size="smoke", batch=8, vae_steps=6, unet_steps=8, warmup=2, ema=0.9, vocab=600,
                    ckpt_every=4, vae_lr=1e-3, lr=1e-3)
@@ -137,13 +156,15 @@ class Run(VAEPhase, UNetPhase, LatentPool, Export):
     are mixins, one module each (vae_phase, unet_phase, pool, export)."""
 
     def __init__(self, cfg: Config, data: Path, run: Path, device: str, compile_: bool = False,
-                 stop_at: int | None = None, init_unet: Path | None = None, write_config: bool = True):
+                 stop_at: int | None = None, init_unet: Path | None = None, write_config: bool = True,
+                 fit: dict[str, float] | None = None):
         """`write_config=False` reads a run folder without touching it (training.compare measures
         runs that are still training)."""
         self.cfg, self.run, self.device = cfg, run, torch.device(device)
         self.stop_at = stop_at          # leave the loop (with a checkpoint) at this step
         self.read_only = not write_config   # never write into the folder: no config, tokenizer or pool chunks
         self.init_unet = init_unet      # a UNet checkpoint (or its run folder) to start this run's UNet from
+        self.fit = fit or {}            # phase -> minutes its schedule is shortened to fit (`--fit`)
         # Processes drawing batch recipes: none on a CPU (tests), several beside a GPU.
         self.workers = max(1, min(8, (os.cpu_count() or 2) - 4)) if self.device.type == "cuda" else 0
         self.size = M.SIZES[cfg.size]
@@ -212,6 +233,30 @@ class Run(VAEPhase, UNetPhase, LatentPool, Export):
         fused = self.device.type == "cuda"
         return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.01, fused=fused)
 
+    def schedule_fit(self, phase: str, start: int, deadline: float) -> ScheduleFit | None:
+        """`--fit PHASE=MINUTES`: the phase's schedule shortened to its time (at most to the
+        invocation's deadline), from its first steps' speed."""
+        minutes = self.fit.get(phase)
+        return ScheduleFit(minutes, start, deadline) if minutes else None
+
+    def refit(self, fit: ScheduleFit | None, phase: str, step: int) -> None:
+        """After each step: once the fit has timed enough steps, the phase's total becomes what
+        fits (a UNet's switch to uniform timesteps moves with it, in proportion), and is written to
+        config.json so a resumed run or an export reads the same schedule."""
+        key = f"{phase}_steps"
+        total = getattr(self.cfg, key)
+        new = fit(step, total) if fit is not None else None
+        if new is None or new == total:
+            return
+        setattr(self.cfg, key, new)
+        note = ""
+        if phase == "unet" and self.cfg.t_uniform_from:
+            self.cfg.t_uniform_from = max(1, round(self.cfg.t_uniform_from * new / total))
+            note = f"; uniform timesteps from step {self.cfg.t_uniform_from}"
+        (self.run / "config.json").write_text(json.dumps(asdict(self.cfg), indent=1) + "\n")
+        log(f"{phase}: schedule fitted to {fit.seconds / 60:.1f} minutes (--fit {phase}={self.fit[phase]:g}, at most "
+            f"to the deadline): {new} steps instead of {total}{note}")
+
     def _maybe_compile(self, m):
         return torch.compile(m) if self.compile else m
 
@@ -240,6 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stop-at", type=int, default=None, help="checkpoint and exit when a phase reaches this step")
     p.add_argument("--export", type=Path, default=None, help="write the diffusers folder here after training")
     p.add_argument("--smoke", action="store_true", help="toy model, a few steps on the CPU (for tests)")
+    p.add_argument("--recipe", choices=("cpu", "gpu", "128"), default=None,
+                   help="the starting configuration: cpu (Config.cpu, 64 px, small batches; the default on a CPU), "
+                        "gpu (Config.gpu, the same model with a GPU's batches; the default on a GPU), 128 (Config(), "
+                        "the 128 px feasibility recipe)")
+    p.add_argument("--fit", action="append", default=[], metavar="PHASE=MINUTES",
+                   help="shorten the vae or unet phase's schedule so it ends about MINUTES after its first step, "
+                        "from the speed of its first 50 steps (for a machine of unknown speed; training/device.sh)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--compile", action="store_true", help="torch.compile the VAE encoder, text encoder and UNet")
     p.add_argument("--shard", default="15MB", help="largest safetensors file in the export")
@@ -251,7 +303,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     device = args.device or ("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
-    cfg = Config.smoke() if args.smoke else Config.cpu() if device == "cpu" else Config()
+    recipe = args.recipe or ("cpu" if device == "cpu" else "gpu")
+    cfg = Config.smoke() if args.smoke else {"cpu": Config.cpu, "gpu": Config.gpu, "128": Config}[recipe]()
+    fit = {}
+    for kv in args.fit:
+        phase, _, minutes = kv.partition("=")
+        try:
+            fit[phase] = float(minutes)
+        except ValueError:
+            fit[phase] = -1.0
+        if phase not in ("vae", "unet") or not fit[phase] > 0:
+            p.error(f"--fit {kv}: give a phase (vae or unet) and its minutes, e.g. --fit unet=5")
     known = {f.name: f.type for f in fields(Config)}
     saved = args.run / "config.json"
     if saved.exists():
@@ -276,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         # Pinned on purpose: one thread a core; run it under `nice -n 19` beside other work.
         torch.set_num_threads(cfg.threads or os.cpu_count() or 1)
     deadline = time.time() + (args.minutes * 60 if args.minutes else float("inf"))
-    run = Run(cfg, args.data, args.run, device, compile_=args.compile, stop_at=args.stop_at, init_unet=args.init_unet)
+    run = Run(cfg, args.data, args.run, device, compile_=args.compile, stop_at=args.stop_at, init_unet=args.init_unet,
+              fit=fit)
     log(f"device {device}, size {cfg.size}, {len(run.split.train_images)} training images, "
         f"{len(run.split.eval_images)} held out")
     if args.phase in ("all", "vae"):

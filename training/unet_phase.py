@@ -117,6 +117,7 @@ class UNetPhase:
             f"t = 999 u^{cfg.t_exponent:g}" + (f" (u^1 from step {cfg.t_uniform_from})" if cfg.t_uniform_from else "")
             + f", {'pool of ' + str(len(source)) if cfg.pool else 'fresh batches'}")
         t0, start, losses = time.time(), step, []
+        fit = self.schedule_fit("unet", step, deadline)
         while step < cfg.unet_steps:
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, g["base_lr"], cfg.warmup, cfg.unet_steps)
@@ -143,6 +144,7 @@ class UNetPhase:
             if aux is not None:
                 aux_opt.step()
             step += 1
+            self.refit(fit, "unet", step)
             decay = min(cfg.ema, (1 + step) / (10 + step))
             with torch.no_grad():
                 torch._foreach_lerp_(ema, [p.detach().float() for p in params], 1 - decay)
@@ -174,7 +176,7 @@ class UNetPhase:
                 save_checkpoint(ckpt, tensors, opt, {"step": step, "loss": loss.item(), "latent_scale": sf,
                                                      "px": self.px, "lineage": lineage,
                                                      "seconds": round(seconds + time.time() - t0, 1)})
-                if cfg.size != "smoke" and (step % cfg.sample_every == 0 or stop):
+                if cfg.size != "smoke" and (step % cfg.sample_every == 0 or step == cfg.unet_steps or stop):
                     with ema_weights(params, ema):
                         pictures = sample_grid(text, unet, vae, tok, self.px, self.vae_factor(), self.run, step)
                         background = background_colour(text, unet, vae, tok, self.px, self.vae_factor())

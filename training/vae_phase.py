@@ -44,6 +44,7 @@ class VAEPhase:
         fwd = self._maybe_compile(vae)
         pre = Prefetch(self.vae_sampler, None, cfg.vae_batch or cfg.batch, step, cfg.vae_steps, workers=self.workers)
         t0, last_loss, start = time.time(), float("nan"), step
+        fit = self.schedule_fit("vae", step, deadline)
         while step < cfg.vae_steps:
             _, batch, _ = pre.get()
             for g in opt.param_groups:
@@ -60,6 +61,7 @@ class VAEPhase:
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
             opt.step()
             step += 1
+            self.refit(fit, "vae", step)
             if step % 50 == 0 or step == cfg.vae_steps:
                 last_loss = loss.item()
                 n = cfg.vae_batch or cfg.batch
