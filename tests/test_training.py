@@ -1340,3 +1340,42 @@ def test_training_commands_name_a_missing_data_pack(tmp_path):
                  lambda: vocab.main(["--data", str(missing)])):
         with pytest.raises(SystemExit, match=r"no data pack at .*no-pack: run `python -m training.data build --out"):
             call()
+
+
+def test_the_device_call_trains_exports_and_sends_back_what_the_device_tool_returns(pack_dir, tmp_path):
+    """`training/device.sh train`, the GPU machine's one call, dry-run on this CPU with the toy model:
+    it trains (the VAE's schedule fitted from its first steps), exports the checkpoint as it stands,
+    leaves in $OUT only what the device tool sends back (at most 8 files of at most 16 MiB, plain
+    names), and `unpack` here rebuilds a model folder that loads."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    out, run, model = tmp_path / "out", tmp_path / "run", tmp_path / "model"
+    out.mkdir()
+    env = {**os.environ, "OUT": str(out), "RUN": str(run), "DATA": str(pack_dir), "PYTHON": sys.executable,
+           "DEVICE_ARGS": "--device cpu --smoke", "TRAIN_ARGS": "--set vae_steps=400 --set unet_steps=12"}
+    done = subprocess.run(["bash", "training/device.sh", "train", "2", "0.001"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    back = sorted(p for p in out.rglob("*") if p.is_file())
+    assert len(back) <= 8 and all(p.stat().st_size <= 16 * 2**20 for p in back)
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", p.name) for p in back)
+    assert {"train.log", "run-notes.tar", "model.tar.part00"} <= {p.name for p in back}
+    log = (out / "train.log").read_text()
+    assert "vae: schedule fitted to 0.0 minutes" in log and "51 steps instead of 400" in log
+    assert "exported step 12" in log
+    done = subprocess.run(["bash", "training/device.sh", "unpack", str(out), str(model)], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    trained = json.loads((model / "training.json").read_text())
+    assert trained["vae_step"] == 51 and trained["unet_step"] == 12
+    assert json.loads((model.with_name("model.run") / "config.json").read_text())["vae_steps"] == 51
+    from diffusers import StableDiffusionPipeline
+
+    StableDiffusionPipeline.from_pretrained(str(model))
+    # nothing sent back, nothing to unpack: one sentence, not a tar error
+    done = subprocess.run(["bash", "training/device.sh", "unpack", str(tmp_path), str(tmp_path / "m2")], cwd=repo,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "no model.tar.part*" in done.stderr
