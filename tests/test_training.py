@@ -1379,3 +1379,104 @@ def test_the_device_call_trains_exports_and_sends_back_what_the_device_tool_retu
     done = subprocess.run(["bash", "training/device.sh", "unpack", str(tmp_path), str(tmp_path / "m2")], cwd=repo,
                           env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "no model.tar.part*" in done.stderr
+
+
+# ---- what runs on the GPU machine's one call runs there as on this CPU --------------------------
+# No GPU here, and CI has none: the `meta` device stands in for "another device than the CPU's".
+# A tensor built on the CPU and handed to a model there fails as it would on a GPU.
+
+
+def test_the_renderer_composes_in_float32_inside_a_callers_autocast(pack_dir):
+    """The pool is rendered and encoded under the trainer's bf16 autocast on a GPU; the sprites'
+    sampling grid (affine_grid, a batched matmul) came out in bf16 there and put sprites up to half a
+    pixel off the pictures the VAE trained on. The renderer now composes in float32 regardless."""
+    pack = D.Pack.load(pack_dir)
+    b = D.Sampler(pack, D.Split.make(pack, 0), 0).train_batch(3, 16)
+    renderer = D.Renderer(pack.sprites(32), 32)
+    plain = renderer(b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = renderer(b)
+    assert inside.dtype == torch.float32 and torch.equal(inside, plain)
+
+
+def test_corner_error_hands_its_plain_pictures_to_the_vae_on_the_vaes_device():
+    """It built them on the CPU and gave them to a VAE on the GPU: the end of the VAE phase failed there."""
+    from types import SimpleNamespace
+
+    from training.monitor import corner_error
+
+    seen = []
+
+    class OnMeta(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.empty(1, device="meta"))
+
+        def encode(self, x):
+            seen.append(x.device.type)
+            return SimpleNamespace(latent_dist=SimpleNamespace(mean=torch.zeros(x.shape)))
+
+        def decode(self, z):
+            return SimpleNamespace(sample=z)
+
+    err = corner_error(OnMeta(), 16, [(255, 255, 255)])
+    assert seen == ["meta"] and err["centre"] == pytest.approx(1.0)
+
+
+def test_finish_from_noise_draws_on_the_models_device(smoke_run, pack_dir):
+    """finish.png's pictures: the pool's latents and captions, the empty caption, the noise and the
+    timesteps went to the models as CPU tensors, which a GPU's models refuse (the first subject grid of
+    a GPU run would have stopped it)."""
+    from training.monitor import finished_pictures
+
+    run = T.Run(T.Config.smoke(), pack_dir, smoke_run / "run", "cpu", write_config=False)
+    tok = run.tokenizer()
+    text, unet = run.build_denoiser(tok)
+    vae = run.frozen_vae()
+    n, latent_px = 3, run.size.image_size // run.vae_factor()
+    ids = _encoder(tok)(["cat, flat style"] * n)
+    pool = {"emoji": torch.tensor([[0, -1]] * n, dtype=torch.int16),
+            "latents": torch.zeros((n, 4, latent_px, latent_px), dtype=torch.float16),
+            "ids": ids.to(torch.int16)}
+    on_cpu = finished_pictures(text, unet, vae, tok, pool, 1.0, starts=(300,), n=n)
+    assert on_cpu.shape == (3, 2 * run.size.image_size, n * run.size.image_size)
+    for m in (text, unet, vae):
+        m.to("meta")
+    on_meta = finished_pictures(text, unet, vae, tok, pool, 1.0, starts=(300,), n=n)
+    assert on_meta.device.type == "meta" and on_meta.shape == on_cpu.shape
+
+
+def test_a_failing_monitor_is_logged_and_training_goes_on(pack_dir, tmp_path, capsys, monkeypatch):
+    """Round trips, probes and grids watch a run; a fault in one must not end it (on the GPU machine's
+    one call it would cost the model)."""
+    from training import monitor, vae_phase
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a monitor's own fault")
+
+    monkeypatch.setattr(vae_phase.VAEPhase, "round_trips", broken)
+    monkeypatch.setattr(monitor.ConditioningProbe, "__call__", broken)
+    assert T.main(["--smoke", "--data", str(pack_dir), "--run", str(tmp_path / "run")]) == 0
+    log = capsys.readouterr().err
+    assert json.loads((tmp_path / "run" / "unet.json").read_text())["step"] == T.Config.smoke().unet_steps
+    assert "vae step 6: the round trips failed; training goes on:" in log
+    assert "unet step 8: the probes failed; training goes on:" in log
+    assert "RuntimeError: a monitor's own fault" in log
+
+
+def test_the_grids_a_run_is_judged_by_decode_latents_as_its_export_does(smoke_run, pack_dir, tmp_path, monkeypatch):
+    """The subject grid's pipeline (in training and in training.compare) decoded the UNet's latents with
+    the VAE's build-time scaling factor, 1, where the export divides by the run's latent scale (cpu6's
+    0.96, the toy's ~4): the grids judged during training were not the pictures the model would draw."""
+    from training import compare
+
+    seen = []
+
+    def grid(text, unet, vae, tok, px, factor, folder, step, **kw):
+        seen.append(vae.config.scaling_factor)
+        Image.new("RGB", (4, 4)).save(folder / "samples.png")
+
+    monkeypatch.setattr(compare, "sample_grid", grid)
+    assert compare.main([str(smoke_run / "run"), "--data", str(pack_dir), "--grid-only", "--out", str(tmp_path)]) == 0
+    scale = json.loads((smoke_run / "run" / "unet.json").read_text())["latent_scale"]
+    assert scale != pytest.approx(1.0, abs=0.05) and seen == [scale]

@@ -4,11 +4,13 @@ schedule, and the log line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -62,6 +64,17 @@ def lr_at(step: int, base: float, warmup: int, total: int) -> float:
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def monitoring(what: str):
+    """Around the probes, grids and round trips a phase draws between its steps: they watch the run
+    and never stop it. A failure is logged with its traceback and training goes on (on the GPU
+    machine's one call a monitor's fault must not cost the model)."""
+    try:
+        yield
+    except Exception:   # noqa: BLE001 - anything a monitor raises
+        log(f"{what} failed; training goes on:\n{traceback.format_exc().rstrip()}")
 
 
 class ScheduleFit:

@@ -90,6 +90,7 @@ def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish:
     tok = run.tokenizer()
     vae = run.frozen_vae()
     sf = info["latent_scale"]
+    vae.register_to_config(scaling_factor=sf)     # the grids' pipelines decode latents / sf, as the export's
     text, unet = run.build_denoiser(tok)
     text.load_state_dict(unprefixed("text", flat))
     unet.load_state_dict(unprefixed("unet", flat))

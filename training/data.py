@@ -383,7 +383,15 @@ class Renderer:
         self.canvas, self.device, self.sprite_px = canvas, device, sprites.shape[1]
 
     def __call__(self, b: Batch):
-        """-> images in [-1, 1], [B, 3, canvas, canvas], float32."""
+        """-> images in [-1, 1], [B, 3, canvas, canvas], float32. Always composed in float32, also
+        inside a caller's autocast (the pool is encoded under bf16 on a GPU): there the sprites'
+        sampling grid would come out of affine_grid in bf16 and land up to half a pixel off."""
+        import torch
+
+        with torch.autocast(torch.device(self.device).type, enabled=False):
+            return self._compose(b)
+
+    def _compose(self, b: Batch):
         import torch
         import torch.nn.functional as F
 

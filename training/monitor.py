@@ -254,6 +254,13 @@ def vae_round_trip(vae, renderer, batch, path: Path) -> float:
 CORNERS = ("top left", "top right", "bottom left", "bottom right")
 
 
+def device_of(model) -> torch.device:
+    """Where a model's weights are (the CPU for a stand-in without any): the probes build their
+    inputs there, so that they run on a GPU as they do on the CPU."""
+    p = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+    return p.device if p is not None else torch.device("cpu")
+
+
 def corner_error(vae, px: int, colours) -> dict[str, float]:
     """Mean |error| of the VAE's round trip of plain backgrounds (one per RGB colour in
     `colours`) in each px/16-wide corner square and in the centre square, on [-1, 1]. A plain
@@ -263,7 +270,7 @@ def corner_error(vae, px: int, colours) -> dict[str, float]:
     c = torch.tensor(list(colours), dtype=torch.float32) / 127.5 - 1
     x = c[:, :, None, None].expand(-1, 3, px, px).contiguous()
     with torch.no_grad():
-        y = vae.decode(vae.encode(x).latent_dist.mean).sample.float()
+        y = vae.decode(vae.encode(x.to(device_of(vae))).latent_dist.mean).sample.float().cpu()
     e = (y - x).abs().mean((0, 1))
     s, mid = max(1, px // 16), px // 2
     ends = (slice(0, s), slice(px - s, px))
@@ -400,26 +407,36 @@ def finish_from_noise(text, unet, vae, tok, pool: dict[str, torch.Tensor], sf: f
     from t = 300 but not from 700 draws details and fails at shapes: what the prompt must decide."""
     from PIL import Image
 
+    img = finished_pictures(text, unet, vae, tok, pool, sf, starts, n, guidance, seed).cpu()
+    Image.fromarray(((img + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()).save(path)
+
+
+@torch.no_grad()
+def finished_pictures(text, unet, vae, tok, pool: dict[str, torch.Tensor], sf: float,
+                      starts: tuple[int, ...] = (300, 500, 700, 999), n: int = 8, guidance: float = 5.0,
+                      seed: int = 0) -> torch.Tensor:
+    """finish_from_noise's picture, (3, rows x px, n x px) on [-1, 1], on the models' device (the
+    pool and the noise are drawn on the CPU, as on any machine, and moved there)."""
+    dev = device_of(unet)
     single = [i for i in range(len(pool["emoji"])) if pool["emoji"][i, 1] < 0][:n]
-    z0 = pool["latents"][single].float() * sf
-    ids = pool["ids"][single].long()
+    z0 = pool["latents"][single].float().to(dev) * sf
+    ids = pool["ids"][single].long().to(dev)
     h = text(ids)[0]
-    h0 = text(_encoder(tok)([""] * len(ids)))[0]
+    h0 = text(_encoder(tok)([""] * len(ids)).to(dev))[0]
     sched = M.inference_scheduler()
     sched.set_timesteps(20)
     g = torch.Generator().manual_seed(seed)
     rows = [z0]
     for start in starts:
         ts = [t for t in sched.timesteps if t <= start]
-        z = sched.add_noise(z0, torch.randn(z0.shape, generator=g), torch.tensor([int(ts[0])]))
+        z = sched.add_noise(z0, torch.randn(z0.shape, generator=g).to(dev), torch.tensor([int(ts[0])], device=dev))
         for t in ts:
-            tt = torch.full((2 * len(z),), int(t))
+            tt = torch.full((2 * len(z),), int(t), device=dev)
             v_text, v_empty = unet(torch.cat([z, z]), tt, encoder_hidden_states=torch.cat([h, h0])).sample.chunk(2)
             z = sched.step(v_empty + guidance * (v_text - v_empty), t, z).prev_sample
         rows.append(z)
     pics = [vae.decode(r / sf).sample.clamp(-1, 1) for r in rows]
-    img = torch.cat([torch.cat(list(p), 2) for p in pics], 1)
-    Image.fromarray(((img + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()).save(path)
+    return torch.cat([torch.cat(list(p), 2) for p in pics], 1)
 
 
 GRID_STYLES = ("3d", "flat", "cartoon")   # sample_grid's order, as data.STYLES names them

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from training import model as M
 from training.batches import FreshBatches, PoolBatches, _gen
-from training.common import load_checkpoint, log, lr_at, prefixed, save_checkpoint, unprefixed
+from training.common import load_checkpoint, log, lr_at, monitoring, prefixed, save_checkpoint, unprefixed
 from training.monitor import (SAMPLE_SUBJECTS, CaptionGain, ConditioningProbe, GridJudge, TextSeparation, WordGain,
                               background_colour, background_line, ema_weights, finish_from_noise, placement,
                               placement_line, sample_grid)
@@ -47,6 +47,9 @@ class UNetPhase:
         tok = self.tokenizer()
         vae = self.frozen_vae()
         sf = self.latent_scale(vae)
+        # The pipelines drawing the subject grid and the probes' pictures divide latents by this before
+        # decoding, as the export's will (training.export sets the same number).
+        vae.register_to_config(scaling_factor=sf)
         text, unet = self.build_denoiser(tok)
         params = list(text.parameters()) + list(unet.parameters())
         ema = [p.detach().clone().float() for p in params]
@@ -163,12 +166,13 @@ class UNetPhase:
                     f"{rate:.1f} samples/s")
             stop = time.time() > deadline or step == self.stop_at
             if step % cfg.probe_every == 0 or step == cfg.unet_steps or stop:
-                log(probe(text, unet))
-                if separation is not None:
-                    log(separation(text))
-                if gain is not None:
-                    log(gain(text, unet, acp))
-                    log(words(text, unet, acp))
+                with monitoring(f"unet step {step}: the probes"):
+                    log(probe(text, unet))
+                    if separation is not None:
+                        log(separation(text))
+                    if gain is not None:
+                        log(gain(text, unet, acp))
+                        log(words(text, unet, acp))
             if step % cfg.ckpt_every == 0 or step == cfg.unet_steps or stop:
                 tensors = {**prefixed("text", text), **prefixed("unet", unet),
                            **{f"ema.{i}": e for i, e in enumerate(ema)},
@@ -177,23 +181,29 @@ class UNetPhase:
                                                      "px": self.px, "lineage": lineage,
                                                      "seconds": round(seconds + time.time() - t0, 1)})
                 if cfg.size != "smoke" and (step % cfg.sample_every == 0 or step == cfg.unet_steps or stop):
-                    with ema_weights(params, ema):
-                        pictures = sample_grid(text, unet, vae, tok, self.px, self.vae_factor(), self.run, step)
-                        background = background_colour(text, unet, vae, tok, self.px, self.vae_factor())
-                        log(background_line(background))
-                        place = placement(text, unet, vae, tok, self.px, self.vae_factor())
-                        log(placement_line(place))
-                        if words is not None:   # the raw weights' figure swings with the rate; the EMA's ships
-                            log(words(text, unet, acp, weights="EMA"))
-                            finish_from_noise(text, unet, vae, tok, pool, sf, self.run / "finish.png")
-                    self.judge_grid(pictures, step, {"background": background["right"],
-                                                     "background_pictures": background["pictures"],
-                                                     "place": place["right"], "place_pictures": place["pictures"]})
+                    with monitoring(f"unet step {step}: the subject grid and its probes"):
+                        self.sample_and_judge(text, unet, vae, tok, params, ema, words, pool, sf, acp, step)
             if stop and step < cfg.unet_steps:
                 log(f"unet: stopping at step {step}; run again to resume")
                 break
         source.close()
         return step
+
+    def sample_and_judge(self, text, unet, vae, tok, params, ema, words, pool, sf: float, acp, step: int) -> None:
+        """With the EMA weights (what an export ships): the subject grid (samples.png), the background
+        colour and place probes, the EMA's word gain and finish.png (with a pool), then the grid judged."""
+        with ema_weights(params, ema):
+            pictures = sample_grid(text, unet, vae, tok, self.px, self.vae_factor(), self.run, step)
+            background = background_colour(text, unet, vae, tok, self.px, self.vae_factor())
+            log(background_line(background))
+            place = placement(text, unet, vae, tok, self.px, self.vae_factor())
+            log(placement_line(place))
+            if words is not None:   # the raw weights' figure swings with the rate; the EMA's ships
+                log(words(text, unet, acp, weights="EMA"))
+                finish_from_noise(text, unet, vae, tok, pool, sf, self.run / "finish.png")
+        self.judge_grid(pictures, step, {"background": background["right"],
+                                         "background_pictures": background["pictures"],
+                                         "place": place["right"], "place_pictures": place["pictures"]})
 
     def judge_grid(self, pictures: torch.Tensor, step: int, also: dict | None = None) -> dict | None:
         """Score the subject grid with the evaluation's cached judge, if there is one for this

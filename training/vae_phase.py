@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from training import data as D
 from training import model as M
 from training.batches import Prefetch, _gen
-from training.common import lr_at, load_checkpoint, log, prefixed, save_checkpoint, unprefixed
+from training.common import load_checkpoint, log, lr_at, monitoring, prefixed, save_checkpoint, unprefixed
 from training.discriminator import PatchDiscriminator, adaptive_weight, discriminator_loss, generator_loss
 from training.monitor import corner_error, vae_round_trip
 
@@ -89,7 +89,8 @@ class VAEPhase:
             if also is not None:
                 also()
             if step % cfg.sample_every == 0 or step == total or stop:
-                self.round_trips(vae, phase, step)
+                with monitoring(f"{phase} step {step}: the round trips"):
+                    self.round_trips(vae, phase, step)
         if stop and step < total:
             log(f"{phase}: stopping at step {step}; run again to resume")
         return stop
