@@ -1480,3 +1480,17 @@ def test_the_grids_a_run_is_judged_by_decode_latents_as_its_export_does(smoke_ru
     assert compare.main([str(smoke_run / "run"), "--data", str(pack_dir), "--grid-only", "--out", str(tmp_path)]) == 0
     scale = json.loads((smoke_run / "run" / "unet.json").read_text())["latent_scale"]
     assert scale != pytest.approx(1.0, abs=0.05) and seen == [scale]
+
+
+def test_a_run_without_a_latent_pool_still_draws_its_subject_grid(pack_dir, tmp_path, capsys, monkeypatch):
+    """The grid's call named the pool, which a run on fresh batches (pool 0, e.g. --recipe 128) never
+    defines: the grid failed there at every checkpoint (logged by monitoring(), the run going on)."""
+    from training import unet_phase
+
+    drawn = []
+    monkeypatch.setattr(unet_phase.UNetPhase, "draws_grids", property(lambda self: True))
+    monkeypatch.setattr(unet_phase.UNetPhase, "sample_and_judge",
+                        lambda self, *args: drawn.append((args[6], args[-1])))     # (pool, step)
+    assert T.main(["--smoke", "--data", str(pack_dir), "--run", str(tmp_path / "run")]) == 0
+    assert "failed" not in capsys.readouterr().err
+    assert drawn == [(None, T.Config.smoke().unet_steps)]     # at the phase's end (sample_every is 1,000)

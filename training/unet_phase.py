@@ -89,6 +89,7 @@ class UNetPhase:
         sched = M.scheduler()
         acp = sched.alphas_cumprod.to(self.device)
         text_f, unet_f = self._maybe_compile(text), self._maybe_compile(unet)
+        pool = None
         if cfg.pool:
             pool = self.latent_pool(vae, tok, deadline)
             if pool is None:
@@ -180,7 +181,7 @@ class UNetPhase:
                 save_checkpoint(ckpt, tensors, opt, {"step": step, "loss": loss.item(), "latent_scale": sf,
                                                      "px": self.px, "lineage": lineage,
                                                      "seconds": round(seconds + time.time() - t0, 1)})
-                if cfg.size != "smoke" and (step % cfg.sample_every == 0 or step == cfg.unet_steps or stop):
+                if self.draws_grids and (step % cfg.sample_every == 0 or step == cfg.unet_steps or stop):
                     with monitoring(f"unet step {step}: the subject grid and its probes"):
                         self.sample_and_judge(text, unet, vae, tok, params, ema, words, pool, sf, acp, step)
             if stop and step < cfg.unet_steps:
@@ -188,6 +189,12 @@ class UNetPhase:
                 break
         source.close()
         return step
+
+    @property
+    def draws_grids(self) -> bool:
+        """The subject grid and its probes, with each checkpoint at `sample_every`: not for the toy size
+        (the tests' runs), where 120 pictures a checkpoint would cost more than the training."""
+        return self.cfg.size != "smoke"
 
     def sample_and_judge(self, text, unet, vae, tok, params, ema, words, pool, sf: float, acp, step: int) -> None:
         """With the EMA weights (what an export ships): the subject grid (samples.png), the background
