@@ -32,8 +32,7 @@ import argparse
 import json
 import os
 import time
-import dataclasses
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 # On a CPU the trainer's OpenMP threads wait between the thousands of small parallel regions
@@ -138,7 +137,7 @@ class Config:
         schedule). Checkpoints, probes and grids come seldom: the fit times plain steps. Not yet run on
         a GPU (2026-12-02): the batch and rate changes are a judgement."""
         base = cls.cpu()
-        return dataclasses.replace(base, batch=128, vae_batch=64, vae_steps=18000, vae_lr=8e-4, vae_warmup=300,
+        return replace(base, batch=128, vae_batch=64, vae_steps=18000, vae_lr=8e-4, vae_warmup=300,
                                    decoder_steps=0, lr=8e-4, text_lr=1.5e-3, warmup=500, ckpt_every=2500,
                                    probe_every=5000, sample_every=5000)
 
@@ -181,7 +180,7 @@ class Run(VAEPhase, UNetPhase, LatentPool, Export):
             if diff and write_config:
                 log(f"schedule changed on resume: {diff}")
         if write_config:
-            cfg_path.write_text(json.dumps(asdict(cfg), indent=1) + "\n")
+            self.save_config()
         self.pack = D.Pack.load(data)
         # The VAE learns every emoji (it is a general autoencoder); the denoiser learns the vocabulary.
         self.vae_sampler = D.Sampler(self.pack, D.Split.make(self.pack, cfg.seed), cfg.seed, cfg.pair_prob, cfg.drop_caption)
@@ -233,6 +232,10 @@ class Run(VAEPhase, UNetPhase, LatentPool, Export):
         fused = self.device.type == "cuda"
         return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=0.01, fused=fused)
 
+    def save_config(self) -> None:
+        """The run folder's config.json: the configuration it was started with and its schedule now."""
+        (self.run / "config.json").write_text(json.dumps(asdict(self.cfg), indent=1) + "\n")
+
     def schedule_fit(self, phase: str, start: int, deadline: float) -> ScheduleFit | None:
         """`--fit PHASE=MINUTES`: the phase's schedule shortened to its time (at most to the
         invocation's deadline), from its first steps' speed."""
@@ -253,7 +256,7 @@ class Run(VAEPhase, UNetPhase, LatentPool, Export):
         if phase == "unet" and self.cfg.t_uniform_from:
             self.cfg.t_uniform_from = max(1, round(self.cfg.t_uniform_from * new / total))
             note = f"; uniform timesteps from step {self.cfg.t_uniform_from}"
-        (self.run / "config.json").write_text(json.dumps(asdict(self.cfg), indent=1) + "\n")
+        self.save_config()
         log(f"{phase}: schedule fitted to {fit.seconds / 60:.1f} minutes (--fit {phase}={self.fit[phase]:g}, at most "
             f"to the deadline): {new} steps instead of {total}{note}")
 
