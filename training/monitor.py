@@ -480,7 +480,7 @@ class GridJudge:
         n = len(self.subject_ids)
         if pictures.shape[0] != 3 * n:
             raise ValueError(f"expected {3 * n} pictures (3 per subject), got {pictures.shape[0]}")
-        dev = next(self.judge.parameters()).device
+        dev = device_of(self.judge)
         emoji, style, _ = self.judge(pictures.to(dev).float())
         top5 = emoji.topk(5, dim=1).indices.cpu()
         found = torch.tensor([bool(set(top5[k].tolist()) & set(self.subject_ids[k // 3])) for k in range(3 * n)])
