@@ -138,8 +138,8 @@ class Config:
         a GPU (2026-12-02): the batch and rate changes are a judgement."""
         base = cls.cpu()
         return replace(base, batch=128, vae_batch=64, vae_steps=18000, vae_lr=8e-4, vae_warmup=300,
-                                   decoder_steps=0, lr=8e-4, text_lr=1.5e-3, warmup=500, ckpt_every=2500,
-                                   probe_every=5000, sample_every=5000)
+                       decoder_steps=0, lr=8e-4, text_lr=1.5e-3, warmup=500, ckpt_every=2500,
+                       probe_every=5000, sample_every=5000)
 
     @classmethod
     def smoke(cls) -> "Config":
