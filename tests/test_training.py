@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -267,6 +272,52 @@ def test_resume_continues_exactly(pack_dir, smoke_run, tmp_path):
     assert json.loads((tmp_path / "run" / "unet.json").read_text())["step"] == T.Config.smoke().unet_steps
     worst = max((resumed[k].float() - straight[k].float()).abs().max().item() for k in straight if not k.startswith("optim."))
     assert worst < 1e-5
+
+
+def _train_until_signalled(pack_dir: Path, run: Path, phase: str, signum: int) -> tuple[int, int, str]:
+    """`python -m training.train` on a phase scheduled far beyond the test's patience, sent `signum`
+    once its first checkpoint is written: (exit code, the checkpoint's step when signalled, stderr)."""
+    side = run / f"{phase}.json"
+    before = json.loads(side.read_text())["step"] if side.exists() else None
+    proc = subprocess.Popen([sys.executable, "-m", "training.train", "--smoke", "--data", str(pack_dir), "--run", str(run),
+                             "--phase", phase, "--set", f"{phase}_steps=100000"],
+                            cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            if side.exists() and json.loads(side.read_text())["step"] != before:
+                break
+            time.sleep(0.1)
+        signalled_at = json.loads(side.read_text())["step"]
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    return proc.returncode, signalled_at, err
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_training_with_a_checkpoint_that_resumes(pack_dir, smoke_run, tmp_path, signame):
+    """A machine shutting down (SIGTERM) or Ctrl-C (SIGINT) mid-phase: the step in hand finishes, a
+    checkpoint is written and the trainer exits cleanly, as when --minutes runs out, so no work since
+    the last periodic checkpoint is lost (every 200 steps on the CPU: ~10 minutes)."""
+    signum = getattr(signal, signame)
+    rc, seen, err = _train_until_signalled(pack_dir, tmp_path / "vae-run", "vae", signum)
+    assert rc == 0, err[-2000:]
+    stopped = json.loads((tmp_path / "vae-run" / "vae.json").read_text())["step"]
+    assert seen <= stopped < 100000 and f"vae: stopping at step {stopped}; run again to resume" in err
+    assert f"{signame}: stopping after this step" in err and "Traceback" not in err
+
+    run = tmp_path / "unet-run"     # a finished smoke run, its UNet given a longer schedule
+    shutil.copytree(smoke_run / "run", run)
+    rc, seen, err = _train_until_signalled(pack_dir, run, "unet", signum)
+    assert rc == 0, err[-2000:]
+    stopped = json.loads((run / "unet.json").read_text())["step"]
+    assert seen <= stopped < 100000 and f"unet: stopping at step {stopped}; run again to resume" in err
+    assert "Traceback" not in err
+    assert T.main(["--smoke", "--data", str(pack_dir), "--run", str(run), "--phase", "unet", "--stop-at", str(stopped + 1)]) == 0
+    assert json.loads((run / "unet.json").read_text())["step"] == stopped + 1      # it resumes from there
 
 
 def test_export_refuses_to_write_into_the_shipped_folder(smoke_run, pack_dir):

@@ -1,6 +1,6 @@
 """What every training phase shares: checkpoints (safetensors weights and optimizer moments
 with a JSON sidecar, written atomically; nothing here ever calls torch.load), the learning-rate
-schedule, and the log line."""
+schedule, the log line, and stopping cleanly on a signal."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import time
 import traceback
@@ -64,6 +65,30 @@ def lr_at(step: int, base: float, warmup: int, total: int) -> float:
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+_signalled: str | None = None      # the name of the signal that asked the phases to stop
+
+
+def stop_on_signals() -> None:
+    """SIGTERM (a machine shutting down, `kill`) or SIGINT (Ctrl-C) asks the training phases to stop
+    as when --minutes runs out: the step in hand finishes, a checkpoint is written and the process
+    exits 0, so nothing since the last periodic checkpoint is lost; the probes and grids that take
+    minutes are skipped. A second signal takes its default action and stops at once. For
+    `python -m training.train` only: a test calling `main()` keeps its own handlers."""
+    def ask(signum, frame):
+        global _signalled
+        _signalled = signal.Signals(signum).name
+        signal.signal(signum, signal.SIG_DFL)
+        log(f"{_signalled}: stopping after this step with a checkpoint (again to stop at once)")
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, ask)
+
+
+def stop_signalled() -> bool:
+    """A signal asked the phases to stop (`stop_on_signals`)."""
+    return _signalled is not None
 
 
 @contextlib.contextmanager

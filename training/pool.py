@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from training import data as D
 from training.batches import POOL_CHUNK, _encoder
-from training.common import log
+from training.common import log, stop_signalled
 
 POOL_SEED = 30_000_000     # pool chunk k is drawn at step POOL_SEED + k
 
@@ -38,7 +38,7 @@ class LatentPool:
             if self.read_only:
                 raise SystemExit(f"{folder}: the latent pool at {self.px} px lacks chunk {k} of {n_chunks}, and the run "
                                  "folder is open read-only (training builds the pool)")
-            if time.time() > deadline:
+            if time.time() > deadline or stop_signalled():
                 log(f"pool: {k} of {n_chunks} chunks; stopping, run again to go on")
                 return None
             tmp = path.with_suffix(".tmp")

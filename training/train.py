@@ -47,7 +47,7 @@ import torch  # noqa: E402
 from training import data as D  # noqa: E402
 from training import model as M  # noqa: E402
 from training import sources as S  # noqa: E402
-from training.common import ScheduleFit, log  # noqa: E402
+from training.common import ScheduleFit, log, stop_on_signals  # noqa: E402
 from training.export import Export  # noqa: E402
 from training.pool import LatentPool  # noqa: E402
 from training.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
@@ -284,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phase", choices=("all", "vae", "unet", "decoder", "none"), default="all",
                    help="what to train in this invocation (all = VAE then UNet; decoder = fine-tune the VAE's decoder, "
                         "any time after the VAE, up to --set decoder_steps=N)")
-    p.add_argument("--minutes", type=float, default=None, help="stop, checkpoint and exit after this long (resume by running again)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="stop, checkpoint and exit after this long (resume by running again); SIGTERM or Ctrl-C "
+                        "does the same at once, without the probes")
     p.add_argument("--stop-at", type=int, default=None, help="checkpoint and exit when a phase reaches this step")
     p.add_argument("--export", type=Path, default=None, help="write the diffusers folder here after training")
     p.add_argument("--smoke", action="store_true", help="toy model, a few steps on the CPU (for tests)")
@@ -360,4 +362,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    stop_on_signals()
     raise SystemExit(main())

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from training import model as M
 from training.batches import FreshBatches, PoolBatches, _gen
-from training.common import load_checkpoint, log, lr_at, monitoring, prefixed, save_checkpoint, unprefixed
+from training.common import (load_checkpoint, log, lr_at, monitoring, prefixed, save_checkpoint, stop_signalled,
+                             unprefixed)
 from training.monitor import (SAMPLE_SUBJECTS, CaptionGain, ConditioningProbe, GridJudge, TextSeparation, WordGain,
                               background_colour, background_line, ema_weights, finish_from_noise, placement,
                               placement_line, sample_grid)
@@ -165,8 +166,9 @@ class UNetPhase:
                     aux_losses.clear()
                 log(f"unet step {step}/{cfg.unet_steps} loss {mean_loss:.4f}{aux_note} lr {opt.param_groups[1]['lr']:.2e} "
                     f"{rate:.1f} samples/s")
-            stop = time.time() > deadline or step == self.stop_at
-            if step % cfg.probe_every == 0 or step == cfg.unet_steps or stop:
+            stop = time.time() > deadline or step == self.stop_at or stop_signalled()
+            look = stop and not stop_signalled()    # the probes and grid at a stop take minutes: not when a signal asks
+            if step % cfg.probe_every == 0 or step == cfg.unet_steps or look:
                 with monitoring(f"unet step {step}: the probes"):
                     log(probe(text, unet))
                     if separation is not None:
@@ -181,7 +183,7 @@ class UNetPhase:
                 save_checkpoint(ckpt, tensors, opt, {"step": step, "loss": loss.item(), "latent_scale": sf,
                                                      "px": self.px, "lineage": lineage,
                                                      "seconds": round(seconds + time.time() - t0, 1)})
-                if self.draws_grids and (step % cfg.sample_every == 0 or step == cfg.unet_steps or stop):
+                if self.draws_grids and (step % cfg.sample_every == 0 or step == cfg.unet_steps or look):
                     with monitoring(f"unet step {step}: the subject grid and its probes"):
                         self.sample_and_judge(text, unet, vae, tok, params, ema, words, pool, sf, acp, step)
             if stop and step < cfg.unet_steps:

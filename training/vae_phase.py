@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from training import data as D
 from training import model as M
 from training.batches import Prefetch, _gen
-from training.common import load_checkpoint, log, lr_at, monitoring, prefixed, save_checkpoint, unprefixed
+from training.common import (load_checkpoint, log, lr_at, monitoring, prefixed, save_checkpoint, stop_signalled,
+                             unprefixed)
 from training.discriminator import PatchDiscriminator, adaptive_weight, discriminator_loss, generator_loss
 from training.monitor import corner_error, vae_round_trip
 
@@ -78,17 +79,17 @@ class VAEPhase:
     def _checkpoint(self, phase: str, step: int, total: int, deadline: float, vae, opt, ckpt,
                     tensors, loss: torch.Tensor, also=None) -> bool:
         """The end of one VAE or decoder step: a checkpoint every `ckpt_every` steps, at the
-        phase's last step and when this invocation runs out of time (`--minutes`, `--stop-at`),
-        with the round trips every `sample_every`. `tensors` gives what to save; `loss` is read
-        (a device sync) only when it is saved; `also()` saves what else the phase keeps. True
-        when the loop must stop here."""
+        phase's last step and when this invocation runs out of time (`--minutes`, `--stop-at`) or is
+        asked to stop by a signal, with the round trips every `sample_every` (and at a stop, unless a
+        signal asked for it). `tensors` gives what to save; `loss` is read (a device sync) only when it
+        is saved; `also()` saves what else the phase keeps. True when the loop must stop here."""
         cfg = self.cfg
-        stop = time.time() > deadline or step == self.stop_at
+        stop = time.time() > deadline or step == self.stop_at or stop_signalled()
         if step % cfg.ckpt_every == 0 or step == total or stop:
             save_checkpoint(ckpt, tensors(), opt, {"step": step, "loss": loss.item()})
             if also is not None:
                 also()
-            if step % cfg.sample_every == 0 or step == total or stop:
+            if step % cfg.sample_every == 0 or step == total or (stop and not stop_signalled()):
                 with monitoring(f"{phase} step {step}: the round trips"):
                     self.round_trips(vae, phase, step)
         if stop and step < total:
