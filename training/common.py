@@ -68,6 +68,7 @@ def log(msg: str) -> None:
 
 
 _signalled: str | None = None      # the name of the signal that asked the phases to stop
+_said = False                      # its log line written (from the loop: a handler must not print mid-write)
 
 
 def stop_on_signals() -> None:
@@ -80,14 +81,17 @@ def stop_on_signals() -> None:
         global _signalled
         _signalled = signal.Signals(signum).name
         signal.signal(signum, signal.SIG_DFL)
-        log(f"{_signalled}: stopping after this step with a checkpoint (again to stop at once)")
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, ask)
 
 
 def stop_signalled() -> bool:
-    """A signal asked the phases to stop (`stop_on_signals`)."""
+    """A signal asked the phases to stop (`stop_on_signals`); the first call that sees it says so."""
+    global _said
+    if _signalled is not None and not _said:
+        _said = True
+        log(f"{_signalled}: stopping after this step with a checkpoint (again to stop at once)")
     return _signalled is not None
 
 
