@@ -464,6 +464,40 @@ def test_checkpoint_round_trip_keeps_optimizer_state(tmp_path):
     assert torch.equal(opt.state_dict()["state"][0]["exp_avg"], opt2.state_dict()["state"][0]["exp_avg"])
 
 
+def test_a_kill_between_weights_and_sidecar_still_resumes_a_matching_pair(tmp_path, monkeypatch):
+    """A run killed while it writes a checkpoint (SIGKILL, a machine going away) must resume from
+    weights, optimizer moments and step that belong together: weights of step 2 read as step 1 would
+    replay the batches since step 1 onto weights that have already seen them."""
+    m = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(m.parameters(), lr=0.1)
+    path = tmp_path / "c.safetensors"
+    C.save_checkpoint(path, C.prefixed("m", m), opt, {"step": 1})
+    m(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    real_replace = os.replace
+
+    def killed_after_the_weights(src, dst):
+        real_replace(src, dst)
+        if str(dst).endswith(".safetensors"):
+            raise KeyboardInterrupt("killed")      # the process dies before the sidecar is replaced
+
+    monkeypatch.setattr(C.os, "replace", killed_after_the_weights)
+    with pytest.raises(KeyboardInterrupt):
+        C.save_checkpoint(path, C.prefixed("m", m), opt, {"step": 2})
+    monkeypatch.setattr(C.os, "replace", real_replace)
+    flat, info = C.load_checkpoint(path, torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=0.1))
+    assert info["step"] == 2 and torch.equal(C.unprefixed("m", flat)["weight"], m.weight.detach())
+
+
+def test_a_checkpoint_written_before_its_step_moved_into_the_weights_file_still_loads(tmp_path):
+    """Run folders from before (weights file without metadata, step in the sidecar only) resume."""
+    from safetensors.torch import save_file
+    save_file({"m.weight": torch.ones(2, 3)}, str(tmp_path / "c.safetensors"))
+    (tmp_path / "c.json").write_text(json.dumps({"step": 7, "optimizer": None}))
+    flat, info = C.load_checkpoint(tmp_path / "c.safetensors")
+    assert info["step"] == 7 and torch.equal(flat["m.weight"], torch.ones(2, 3))
+
+
 def test_the_export_loads_with_the_scheduler_it_ships(smoke_run):
     """from_pretrained builds the scheduler class model_index.json names, whatever scheduler/ holds:
     the export named DDPMScheduler over a DDIM config, so diffusers users, training.evaluate and

@@ -1,6 +1,6 @@
-"""What every training phase shares: checkpoints (safetensors weights and optimizer moments
-with a JSON sidecar, written atomically; nothing here ever calls torch.load), the learning-rate
-schedule, the log line, and stopping cleanly on a signal."""
+"""What every training phase shares: checkpoints (safetensors weights, optimizer moments and step
+in one file, written atomically, a JSON copy of the step beside it; nothing here ever calls
+torch.load), the learning-rate schedule, the log line, and stopping cleanly on a signal."""
 
 from __future__ import annotations
 
@@ -15,11 +15,15 @@ import traceback
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 
 def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], opt: torch.optim.Optimizer | None, info: dict) -> None:
-    """Weights + optimizer moments in one safetensors file, step etc. in a JSON sidecar. Atomic."""
+    """Weights + optimizer moments + step etc. in one safetensors file (the step and the optimizer's
+    settings in its metadata), replaced atomically and synced, so a process killed at any moment
+    leaves either the old checkpoint or the new one, never weights of one step with the step of
+    another. The JSON sidecar beside it is a copy of the metadata, for people and `jq`."""
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     opt_meta = None
     if opt is not None:
@@ -28,17 +32,29 @@ def save_checkpoint(path: Path, tensors: dict[str, torch.Tensor], opt: torch.opt
             for k, v in st.items():
                 flat[f"optim.{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().contiguous().cpu()
         opt_meta = {"param_groups": sd["param_groups"], "state_keys": {str(p): sorted(st) for p, st in sd["state"].items()}}
-    tmp = path.with_suffix(".tmp")
-    save_file(flat, str(tmp))
+    text = json.dumps({**info, "optimizer": opt_meta}, indent=1)
+    _write_atomically(path, lambda tmp: save_file(flat, str(tmp), metadata={_INFO_KEY: text}))
+    _write_atomically(path.with_suffix(".json"), lambda tmp: tmp.write_text(text))
+
+
+_INFO_KEY = "statuary.checkpoint"   # the safetensors metadata entry that holds a checkpoint's JSON
+
+
+def _write_atomically(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())        # the data on disk before the rename makes it the checkpoint
     os.replace(tmp, path)
-    side = path.with_suffix(".json")
-    side.with_suffix(".json.tmp").write_text(json.dumps({**info, "optimizer": opt_meta}, indent=1))
-    os.replace(side.with_suffix(".json.tmp"), side)
 
 
 def load_checkpoint(path: Path, opt: torch.optim.Optimizer | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     flat = load_file(str(path))
-    info = json.loads(path.with_suffix(".json").read_text())
+    with safe_open(str(path), "pt") as f:
+        text = (f.metadata() or {}).get(_INFO_KEY)
+    if text is None:                # written before the step moved into the weights file
+        text = path.with_suffix(".json").read_text()
+    info = json.loads(text)
     if opt is not None and info.get("optimizer"):
         meta = info["optimizer"]
         state = {int(p): {k: flat[f"optim.{p}.{k}"] for k in keys} for p, keys in meta["state_keys"].items()}
