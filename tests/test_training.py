@@ -487,6 +487,7 @@ def test_a_kill_between_weights_and_sidecar_still_resumes_a_matching_pair(tmp_pa
     monkeypatch.setattr(C.os, "replace", real_replace)
     flat, info = C.load_checkpoint(path, torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=0.1))
     assert info["step"] == 2 and torch.equal(C.unprefixed("m", flat)["weight"], m.weight.detach())
+    assert C.checkpoint_info(path)["step"] == 2 and C.checkpoint_info(tmp_path / "none.safetensors") is None
 
 
 def test_a_checkpoint_written_before_its_step_moved_into_the_weights_file_still_loads(tmp_path):

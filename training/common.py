@@ -48,13 +48,21 @@ def _write_atomically(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: Path, opt: torch.optim.Optimizer | None = None) -> tuple[dict[str, torch.Tensor], dict]:
-    flat = load_file(str(path))
+def checkpoint_info(path: Path) -> dict | None:
+    """A checkpoint's step etc., read from its weights file's header (the sidecar for checkpoints
+    written before the step moved there); None when there is no checkpoint."""
+    if not path.exists():
+        return None
     with safe_open(str(path), "pt") as f:
         text = (f.metadata() or {}).get(_INFO_KEY)
     if text is None:                # written before the step moved into the weights file
         text = path.with_suffix(".json").read_text()
-    info = json.loads(text)
+    return json.loads(text)
+
+
+def load_checkpoint(path: Path, opt: torch.optim.Optimizer | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    flat = load_file(str(path))
+    info = checkpoint_info(path)
     if opt is not None and info.get("optimizer"):
         meta = info["optimizer"]
         state = {int(p): {k: flat[f"optim.{p}.{k}"] for k in keys} for p, keys in meta["state_keys"].items()}

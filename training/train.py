@@ -47,7 +47,7 @@ import torch  # noqa: E402
 from training import data as D  # noqa: E402
 from training import model as M  # noqa: E402
 from training import sources as S  # noqa: E402
-from training.common import ScheduleFit, log, stop_on_signals  # noqa: E402
+from training.common import ScheduleFit, checkpoint_info, log, stop_on_signals  # noqa: E402
 from training.export import Export  # noqa: E402
 from training.pool import LatentPool  # noqa: E402
 from training.tokenizer import load_tokenizer, train_tokenizer  # noqa: E402
@@ -265,8 +265,8 @@ class Run(VAEPhase, UNetPhase, LatentPool, Export):
 
     def _step_of(self, phase: str) -> int | None:
         """The step a phase's checkpoint in this run reached (None: that phase never ran here)."""
-        side = self.run / f"{phase}.json"
-        return json.loads(side.read_text())["step"] if side.exists() else None
+        info = checkpoint_info(self.run / f"{phase}.safetensors")
+        return None if info is None else info["step"]
 
     def vae_factor(self) -> int:
         return 2 ** (len(self.size.vae_channels) - 1)
