@@ -3,14 +3,14 @@
 On the developer machine's CPU (`Config.cpu()`, the default there), in the background, over many
 working sessions; each invocation stops itself with a checkpoint after --minutes, the next resumes:
 
-    nice -n 19 python -m training.train --data training/build/data --run training/runs/cpu7 --minutes 150
+    nice -n 19 python -m training.train --data training/build/data --run training/runs/cpu8 --minutes 150
 
 On the lent GPU machine, in one call (`training/device.sh train`; `Config.gpu()`, the default on a
 GPU): each phase's schedule fitted to the time the call has, from its first steps' speed:
 
     python -m training.train --data training/build/data --run RUN --minutes 7.6 --fit vae=1.5 --fit unet=999
     python -m training.train --data training/build/data --run RUN --phase none --export /tmp/m
-    python -m training.ship --model /tmp/m --eval-dir training/runs/cpu7/eval     # evaluates; copies into models/default if it passes
+    python -m training.ship --model /tmp/m --eval-dir training/runs/cpu8/eval     # evaluates; copies into models/default if it passes
 
 On a CPU, in seconds, with a toy-sized model (what the tests run):
 
