@@ -93,18 +93,29 @@ def log(msg: str) -> None:
 
 _signalled: str | None = None      # the name of the signal that asked the phases to stop
 _said = False                      # its log line written (from the loop: a handler must not print mid-write)
+_watching = False                  # a `monitoring` block runs: a signal cuts it short
+
+
+class StopAsked(BaseException):
+    """Raised by the signal handler inside a `monitoring` block (probes, grids, round trips: minutes
+    at a time on the CPU), which ends the block at once; the phase then stops at this step with a
+    checkpoint. A BaseException, like KeyboardInterrupt, so no `except Exception` swallows it."""
 
 
 def stop_on_signals() -> None:
     """SIGTERM (a machine shutting down, `kill`) or SIGINT (Ctrl-C) asks the training phases to stop
     as when --minutes runs out: the step in hand finishes, a checkpoint is written and the process
     exits 0, so nothing since the last periodic checkpoint is lost; the probes and grids that take
-    minutes are skipped. A second signal takes its default action and stops at once. For
-    `python -m training.train` only: a test calling `main()` keeps its own handlers."""
+    minutes are skipped, and cut short when the signal comes while they run. A second signal takes
+    its default action and stops at once. For `python -m training.train` only: a test calling
+    `main()` keeps its own handlers."""
     def ask(signum, frame):
-        global _signalled
+        global _signalled, _watching
         _signalled = signal.Signals(signum).name
         signal.signal(signum, signal.SIG_DFL)
+        if _watching:
+            _watching = False       # once: the block's own except and finally must not be cut short too
+            raise StopAsked(_signalled)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, ask)
@@ -120,14 +131,27 @@ def stop_signalled() -> bool:
 
 
 @contextlib.contextmanager
-def monitoring(what: str):
+def monitoring(what: str, *modules: torch.nn.Module):
     """Around the probes, grids and round trips a phase draws between its steps: they watch the run
     and never stop it. A failure is logged with its traceback and training goes on (on the GPU
-    machine's one call a monitor's fault must not cost the model)."""
+    machine's one call a monitor's fault must not cost the model). A stop signal ends the block at
+    once (callers skip the block when `stop_signalled()` already). `modules` leave it in the
+    train/eval mode they entered with, however it ends."""
+    global _watching
+    modes = [(sub, sub.training) for m in modules for sub in m.modules()]   # each: a frozen encoder stays eval
+    _watching = True
     try:
         yield
+    except StopAsked:
+        stop_signalled()
+        log(f"{what}: cut short by {_signalled}")
     except Exception:   # noqa: BLE001 - anything a monitor raises
+        _watching = False
         log(f"{what} failed; training goes on:\n{traceback.format_exc().rstrip()}")
+    finally:
+        _watching = False
+        for sub, mode in modes:
+            sub.training = mode
 
 
 class ScheduleFit:

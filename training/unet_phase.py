@@ -168,14 +168,15 @@ class UNetPhase:
                     f"{rate:.1f} samples/s")
             stop = time.time() > deadline or step == self.stop_at or stop_signalled()
             look = stop and not stop_signalled()    # the probes and grid at a stop take minutes: not when a signal asks
-            if step % cfg.probe_every == 0 or step == cfg.unet_steps or look:
-                with monitoring(f"unet step {step}: the probes"):
+            if (step % cfg.probe_every == 0 or step == cfg.unet_steps or look) and not stop_signalled():
+                with monitoring(f"unet step {step}: the probes", text, unet):
                     log(probe(text, unet))
                     if separation is not None:
                         log(separation(text))
                     if gain is not None:
                         log(gain(text, unet, acp))
                         log(words(text, unet, acp))
+            stop = stop or stop_signalled()         # a signal that cut the probes short stops here
             if step % cfg.ckpt_every == 0 or step == cfg.unet_steps or stop:
                 tensors = {**prefixed("text", text), **prefixed("unet", unet),
                            **{f"ema.{i}": e for i, e in enumerate(ema)},
@@ -183,9 +184,11 @@ class UNetPhase:
                 save_checkpoint(ckpt, tensors, opt, {"step": step, "loss": loss.item(), "latent_scale": sf,
                                                      "px": self.px, "lineage": lineage,
                                                      "seconds": round(seconds + time.time() - t0, 1)})
-                if self.draws_grids and (step % cfg.sample_every == 0 or step == cfg.unet_steps or look):
-                    with monitoring(f"unet step {step}: the subject grid and its probes"):
+                if (self.draws_grids and (step % cfg.sample_every == 0 or step == cfg.unet_steps or look)
+                        and not stop_signalled()):
+                    with monitoring(f"unet step {step}: the subject grid and its probes", text, unet):
                         self.sample_and_judge(text, unet, vae, tok, params, ema, words, pool, sf, acp, step)
+                    stop = stop or stop_signalled()     # the checkpoint of this step is written
             if stop and step < cfg.unet_steps:
                 log(f"unet: stopping at step {step}; run again to resume")
                 break

@@ -89,9 +89,10 @@ class VAEPhase:
             save_checkpoint(ckpt, tensors(), opt, {"step": step, "loss": loss.item()})
             if also is not None:
                 also()
-            if step % cfg.sample_every == 0 or step == total or (stop and not stop_signalled()):
-                with monitoring(f"{phase} step {step}: the round trips"):
+            if (step % cfg.sample_every == 0 or step == total or stop) and not stop_signalled():
+                with monitoring(f"{phase} step {step}: the round trips", vae):
                     self.round_trips(vae, phase, step)
+                stop = stop or stop_signalled()     # a signal that cut them short stops here, after the checkpoint
         if stop and step < total:
             log(f"{phase}: stopping at step {step}; run again to resume")
         return stop

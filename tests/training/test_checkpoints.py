@@ -82,6 +82,56 @@ def test_a_signal_stops_training_with_a_checkpoint_that_resumes(pack_dir, smoke_
     assert json.loads((run / "unet.json").read_text())["step"] == stopped + 1      # it resumes from there
 
 
+def test_a_signal_during_the_probes_cuts_them_short_and_stops_with_a_checkpoint(pack_dir, smoke_run, tmp_path,
+                                                                                 monkeypatch, capfd):
+    """The probes and the subject grid at a stop take minutes on the CPU. A SIGTERM that comes while
+    they run (a machine shutting down, or the CPU wanted for an evaluation) ends them at once, and
+    the phase stops at that step with a checkpoint; before, they ran to their end first."""
+    from training import monitor
+    run = tmp_path / "run"      # a finished smoke run, its UNet given a longer schedule
+    shutil.copytree(smoke_run / "run", run)
+    stop_at = T.Config.smoke().unet_steps + 2
+
+    def slow_probe(self, text, unet):       # a probe as slow as the real ones at cpu8's size
+        text.eval(), unet.eval()
+        os.kill(os.getpid(), signal.SIGTERM)
+        end = time.time() + 60
+        while time.time() < end:
+            time.sleep(0.05)
+        return "the probe ran to its end"
+
+    monkeypatch.setattr(monitor.ConditioningProbe, "__call__", slow_probe)
+    monkeypatch.setattr(C, "_signalled", None)
+    monkeypatch.setattr(C, "_said", False)
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    C.stop_on_signals()
+    try:
+        began = time.time()
+        rc = T.main(["--smoke", "--data", str(pack_dir), "--run", str(run), "--phase", "unet",
+                     "--set", "unet_steps=100000", "--stop-at", str(stop_at)])
+        took = time.time() - began
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    err = capfd.readouterr().err
+    assert rc == 0 and took < 40, err[-2000:]
+    assert f"unet step {stop_at}: the probes: cut short by SIGTERM" in err
+    assert f"unet: stopping at step {stop_at}; run again to resume" in err
+    assert "the probe ran to its end" not in err and "Traceback" not in err
+    assert json.loads((run / "unet.json").read_text())["step"] == stop_at
+
+
+def test_monitoring_gives_the_models_their_train_modes_back_however_it_ends():
+    """A probe puts the models in eval mode; one that fails (or is cut short) must not leave the
+    training going on in eval mode, nor put a frozen part (eval) into train mode."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+    model[1].eval()
+    with C.monitoring("a failing probe", model):
+        model.eval()
+        raise ValueError("the probe's fault")
+    assert model.training and model[0].training and not model[1].training
+
+
 def test_checkpoint_round_trip_keeps_optimizer_state(tmp_path):
     m = torch.nn.Linear(3, 2)
     opt = torch.optim.AdamW(m.parameters(), lr=0.1)
