@@ -169,14 +169,16 @@ def pairwise(x: torch.Tensor) -> float:
     return float(d.sum() / (n * (n - 1)))
 
 
-def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float, size: int, batch: int) -> torch.Tensor:
-    """-> [N, 3, size, size] in [-1, 1]; seed i drives prompt i (CPU noise, as in core)."""
+def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float, size: int, batch: int,
+             negatives: list[str] | None = None) -> torch.Tensor:
+    """-> [N, 3, size, size] in [-1, 1]; seed i drives prompt i (CPU noise, as in core); `negatives`:
+    a negative prompt for each prompt (default none: guidance from the empty prompt)."""
     out = []
     for k in range(0, len(prompts), batch):
         gens = [torch.Generator().manual_seed(s) for s in seeds[k:k + batch]]
         f = pipe.vae_scale_factor
         latents = torch.stack([torch.randn((pipe.unet.config.in_channels, size // f, size // f), generator=g) for g in gens])
-        img = pipe(prompts[k:k + batch], num_inference_steps=steps, guidance_scale=guidance, height=size, width=size,
+        img = pipe(prompts[k:k + batch], negative_prompt=negatives[k:k + batch] if negatives else None, num_inference_steps=steps, guidance_scale=guidance, height=size, width=size,
                    latents=latents.to(pipe.device, pipe.unet.dtype), output_type="pt").images
         out.append(img.float().cpu() * 2 - 1)
     return torch.cat(out)
@@ -219,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the judge's picture size (default: the one the model was trained to be judged by, its "
                         "training.json's judge_px, else its own size). Every judge reads at 64x64, so one trained "
                         "at 128 px judges a 64 px model too, and models of both sizes by one judge")
+    p.add_argument("--negative-other-styles", action="store_true",
+                   help="an experiment, not what users get: each prompt's negative prompt names the two styles it "
+                        "does not ask for (\"flat style\" -> \"3d style, cartoon style\"), as a user can type it")
     args = p.parse_args(argv)
 
     from diffusers import StableDiffusionPipeline
@@ -278,8 +283,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"real {kind:17s} top1 {m['top1']:.3f} top5 {m['top5']:.3f} style {m['style']:.3f} "
                   f"colour {m['colour']:.3f} n {m['n']}")
         return 0
+    def other_styles(style: str) -> str:
+        return ", ".join(D.STYLE_WORDS[s][0] for s in D.STYLES if s != style)
+
     log(f"generating {len(specs)} held-out prompts")
-    fake = generate(pipe, real_batch.captions, [1000 + i for i in range(len(specs))], args.steps, args.guidance, size, args.batch)
+    fake = generate(pipe, real_batch.captions, [1000 + i for i in range(len(specs))], args.steps, args.guidance, size, args.batch,
+                    [other_styles(s["style"]) for s in specs] if args.negative_other_styles else None)
     real_hits, fake_hits = score(judge, real, specs, real_batch), score(judge, fake, specs, real_batch)
 
     # 3. Diversity where the caption leaves background, size and position open.
@@ -291,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         reals = sampler.eval_batch([s] * 4, seed=100 + j)
         with torch.no_grad():
             rimg = renderer(reals)
-        gimg = generate(pipe, [reals.captions[0]] * 4, [5000 + 4 * j + k for k in range(4)], args.steps, args.guidance, size, 4)
+        gimg = generate(pipe, [reals.captions[0]] * 4, [5000 + 4 * j + k for k in range(4)], args.steps, args.guidance, size, 4,
+                        [other_styles(s["style"])] * 4 if args.negative_other_styles else None)
         small = lambda t: F.interpolate(t.float().cpu(), size=32, mode="area")  # noqa: E731
         div_real.append(pairwise(small(rimg)))
         div_gen.append(pairwise(small(gimg)))
@@ -301,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
 
     metrics = {
         "model": str(args.model), "prompts": len(specs), "steps": args.steps, "guidance": args.guidance,
-        "judge": judge_path.name,
+        "judge": judge_path.name, **({"negative": "the other styles"} if args.negative_other_styles else {}),
         "generated": summarise(fake_hits, specs), "real": summarise(real_hits, specs),
         "style_confusion": {"generated": style_confusion(fake_hits, real_batch), "real": style_confusion(real_hits, real_batch)},
         "diversity": {"pixel_gen": float(np.mean(div_gen)), "pixel_real": float(np.mean(div_real)),

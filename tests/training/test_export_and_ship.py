@@ -183,3 +183,28 @@ def test_img2img_and_inpainting_run_through_ordinary_sd_modes(smoke_run):
     i2i = StableDiffusionImg2ImgPipeline.from_pipe(base)(image=init, strength=0.6, **kw).images
     inp = StableDiffusionInpaintPipeline.from_pipe(base)(image=init, mask_image=mask, height=32, width=32, **kw).images
     assert i2i.shape == inp.shape == (1, 32, 32, 3) and np.isfinite(i2i).all() and np.isfinite(inp).all()
+
+
+def test_the_evaluation_can_guide_away_from_the_styles_not_asked(smoke_run, pack_dir, tmp_path):
+    # --negative-other-styles (an experiment, 36th session): each prompt's negative prompt names the
+    # two styles it does not ask for. An empty negative prompt is what guidance has without one.
+    from diffusers import StableDiffusionPipeline
+
+    from training import evaluate as E
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(smoke_run / "model"), dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    prompts, seeds = ["cat, flat style", "pizza, 3d style"], [1, 2]
+    plain = E.generate(pipe, prompts, seeds, 2, 4.0, 32, 2)
+    assert torch.equal(E.generate(pipe, prompts, seeds, 2, 4.0, 32, 2, ["", ""]), plain)
+    away = E.generate(pipe, prompts, seeds, 2, 4.0, 32, 2, ["3d style, cartoon style", "flat style, cartoon style"])
+    assert away.shape == plain.shape and not torch.allclose(away, plain)
+
+    out = tmp_path / "eval"
+    assert E.main(["--model", str(smoke_run / "model"), "--data", str(pack_dir), "--out", str(out), *EVAL_FAST]) == 0
+    before = json.loads((out / "metrics.json").read_text())
+    assert "negative" not in before
+    assert E.main(["--model", str(smoke_run / "model"), "--data", str(pack_dir), "--out", str(out), *EVAL_FAST,
+                   "--negative-other-styles"]) == 0
+    after = json.loads((out / "metrics.json").read_text())
+    assert after["negative"] == "the other styles" and after["real"] == before["real"]   # same prompts, same judge
