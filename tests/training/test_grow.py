@@ -67,3 +67,21 @@ def test_a_grown_unet_draws_as_before_then_learns_through_the_new_path(smoke_run
     assert trained.add_embedding.norm2.weight.abs().sum() > 0
     with pytest.raises(SystemExit, match="different configuration"):
         T.main(["--smoke", "--data", str(pack_dir), "--run", str(run), "--phase", "unet", "--set", "pooled_text=0"])
+
+
+def test_a_grown_path_may_start_audible(smoke_run, tmp_path):
+    # --scale: the path's size is its last LayerNorm's weight alone, which AdamW moves at most a
+    # learning rate a step; a run at its schedule's tail may start it at a small size instead of 0
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run / "run", run)
+    old = _unet(run, False)
+    assert G.grow_pooled_text(run, scale=0.05)["scale"] == 0.05
+    new = _unet(run, True)
+    assert torch.all(new.add_embedding.norm2.weight == 0.05) and torch.all(new.add_embedding.norm2.bias == 0)
+    size = M.SIZES[json.loads((run / "config.json").read_text())["size"]]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, old.config.in_channels, old.config.sample_size, old.config.sample_size, generator=g)
+    h = torch.randn(2, size.max_tokens, size.text_width, generator=g)
+    with torch.no_grad():
+        a, b = new(x, torch.tensor([900, 100]), h).sample, old(x, torch.tensor([900, 100]), h).sample
+    assert not torch.equal(a, b) and (a - b).abs().mean() < 0.5 * b.abs().mean()
