@@ -39,7 +39,6 @@ import contextlib
 import json
 import shutil
 import tempfile
-from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -69,9 +68,7 @@ def checkpoint_of(arg: Path) -> tuple[Path, Path]:
 
 
 def open_run(folder: Path, data: Path) -> Run:
-    saved = json.loads((folder / "config.json").read_text())
-    known = {f.name for f in fields(Config)}
-    return Run(Config(**{k: v for k, v in saved.items() if k in known}), data, folder, "cpu", write_config=False)
+    return Run(Config.of_run(folder), data, folder, "cpu", write_config=False)
 
 
 def measure(arg: Path, data: Path, n: int, grid: bool, out: Path | None, finish: bool = False,

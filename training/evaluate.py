@@ -178,7 +178,8 @@ def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: f
         gens = [torch.Generator().manual_seed(s) for s in seeds[k:k + batch]]
         f = pipe.vae_scale_factor
         latents = torch.stack([torch.randn((pipe.unet.config.in_channels, size // f, size // f), generator=g) for g in gens])
-        img = pipe(prompts[k:k + batch], negative_prompt=negatives[k:k + batch] if negatives else None, num_inference_steps=steps, guidance_scale=guidance, height=size, width=size,
+        img = pipe(prompts[k:k + batch], negative_prompt=negatives[k:k + batch] if negatives else None,
+                   num_inference_steps=steps, guidance_scale=guidance, height=size, width=size,
                    latents=latents.to(pipe.device, pipe.unet.dtype), output_type="pt").images
         out.append(img.float().cpu() * 2 - 1)
     return torch.cat(out)
@@ -283,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"real {kind:17s} top1 {m['top1']:.3f} top5 {m['top5']:.3f} style {m['style']:.3f} "
                   f"colour {m['colour']:.3f} n {m['n']}")
         return 0
+
     def other_styles(style: str) -> str:
         return ", ".join(D.STYLE_WORDS[s][0] for s in D.STYLES if s != style)
 

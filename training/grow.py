@@ -11,7 +11,8 @@ while the words did not matter yet (RUNS.md, cpu3); this lets it be tried on a r
 
 The new path (`add_embedding`) starts silent by default: its last LayerNorm's scale and shift are
 zero, so the grown UNet draws exactly what the old one did, and gradient reaches the rest of the
-path as soon as the scale moves (`--scale` starts it louder: see `grow_pooled_text`). Every other weight, its EMA and its optimizer moments keep their values
+path as soon as the scale moves (`--scale` starts it louder: see `grow_pooled_text`). Every other
+weight, its EMA and its optimizer moments keep their values
 (matched by parameter name: the new parameters sit between the old ones in the UNet's order);
 the new ones start with the fresh moments AdamW gives a parameter it has not seen. The run's
 config.json says `pooled_text: 1` afterwards, which makes the folder a different run (it is in
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -48,9 +48,7 @@ def grow_pooled_text(run: Path, scale: float = 0.0) -> dict:
     from training.train import Config
 
     cfg_path, ckpt = run / "config.json", run / "unet.safetensors"
-    saved = json.loads(cfg_path.read_text())
-    known = {f.name for f in fields(Config)}
-    cfg = Config(**{k: v for k, v in saved.items() if k in known})
+    cfg = Config.of_run(run)
     if cfg.pooled_text:
         raise SystemExit(f"{run} already has pooled_text = 1")
     if not ckpt.exists():
@@ -87,12 +85,13 @@ def grow_pooled_text(run: Path, scale: float = 0.0) -> dict:
     for g_new, g_old in zip(new_opt.param_groups, old_opt.param_groups):
         g_new.update({k: v for k, v in g_old.items() if k != "params"})
 
-    added = [n for n, _ in new_named if n not in old_index]
+    added = [p for n, p in new_named if n not in old_index]
     info = {k: v for k, v in info.items() if k != "optimizer"}
     info["grown"] = info.get("grown", []) + [{"step": info["step"], "added": "pooled_text", "scale": scale,
-                                               "parameters": sum(p.numel() for n, p in new_named if n not in old_index)}]
+                                               "parameters": sum(p.numel() for p in added)}]
     tensors = {**prefixed("text", text), **prefixed("unet", new), **ema, **{k: v for k, v in flat.items() if k.startswith("aux.")}}
     save_checkpoint(ckpt, tensors, new_opt, info)
+    saved = json.loads(cfg_path.read_text())   # as written, keys this Config no longer knows kept
     saved["pooled_text"] = 1
     cfg_path.write_text(json.dumps(saved, indent=1) + "\n")
     log(f"{run}: pooled_text grown at step {info['step']}: {len(added)} new tensors, "

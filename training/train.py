@@ -102,6 +102,13 @@ class Config:
     IDENTITY = ("size", "seed", "vocab", "vocabulary", "vae_crop", "kl_weight", "pooled_text")
 
     @classmethod
+    def of_run(cls, folder: Path) -> "Config":
+        """The configuration a run folder holds (its config.json), keys no longer known left out."""
+        saved = json.loads((folder / "config.json").read_text())
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
+
+    @classmethod
     def cpu(cls) -> "Config":
         """The recipe for a 2-core CPU (see the model card): small batches; 64 px pictures through
         a VAE that downsamples 4x (size "f4"), so the UNet works on the 16x16x4 latents the 128 px
