@@ -45,6 +45,7 @@ class Target:
     message: discord.Message | None = None  # or to this message (a DM, or a channel message after expiry)
     dm: bool = False
     gone: bool = False  # the message was deleted: no more progress edits
+    shown_final: bool = False  # the result (or the failure) landed: nothing may cover it now
     header: str = ""
     note: str = ""  # a line kept under the result too (e.g. what the default model draws)
     generation_id: str | None = None  # set once submitted: the bot owes it a message (bot/pending.py)
@@ -95,7 +96,8 @@ class Delivery:
         try:
             await self._follow(handle, target, header)
         except asyncio.CancelledError:
-            if not target.gone and target.has_token and self.bot.token_alive_at(target.token_created):
+            # Cancelled after the result landed (during the bookkeeping that follows it): leave it up.
+            if not target.shown_final and not target.gone and target.has_token and self.bot.token_alive_at(target.token_created):
                 try:
                     await asyncio.wait_for(target.edit_original(content=f"{header}\n{RESTART_NOTE}", attachments=[]),
                                            5)
@@ -283,6 +285,13 @@ class Delivery:
                       view: discord.ui.View | None = None, final: bool = False) -> discord.Message | None:
         """Show `content` (and files) where the job lives; never raises for Discord's sake. Returns the
         message it landed in, or None where it landed nowhere."""
+        message = await self._deliver(target, content, files=files, view=view, final=final)
+        if final and message is not None:
+            target.shown_final = True
+        return message
+
+    async def _deliver(self, target: Target, content: str, *, files: list[tuple[bytes, str]] | None,
+                       view: discord.ui.View | None, final: bool) -> discord.Message | None:
         if target.gone and not final:
             return None
 

@@ -206,6 +206,42 @@ def test_a_job_finished_while_the_bot_restarts_is_delivered_when_it_starts(disco
         release.set()
 
 
+def test_a_restart_just_after_the_result_is_shown_leaves_the_result_up(discord_run):
+    """The bot restarts after the result's edit landed but before the job's follower finished its
+    bookkeeping (here: the database is slow to forget the owed delivery). The picture that is up
+    must stay up: no "restarted while this was being made" over a finished result (CI caught it
+    once, by chance, in the restart test of test_bot.py)."""
+    forgetting, release = threading.Event(), threading.Event()
+
+    async def scenario(d):
+        st = d.standin
+        real_forget = d.bot.pending.forget
+
+        def slow_forget(generation_id):
+            forgetting.set()
+            release.wait(30)
+            real_forget(generation_id)
+
+        d.bot.pending.forget = slow_forget
+        it, grid = await imagine(st, prompt="a tower", count=2)
+        ids, final_text = ids_in(grid), grid["content"]
+        await until(forgetting.is_set, what="the follower to reach its bookkeeping")
+        message_id = grid["id"]
+        await d.restart()
+        release.set()
+        await until(lambda: d.bot.pending.all() == [], what="the delivery to be paid")
+        edits = [c.payload or {} for c in st.calls if c.method == "PATCH" and c.path.endswith("/@original")
+                 and st.originals.get(c.path.split("/")[-3]) == message_id]
+        shown = [e["content"] for e in edits if "content" in e]
+        assert shown and all("restarted" not in text for text in shown[shown.index(final_text):]), shown
+        assert ids_in(st.messages[message_id]) == ids and is_final(st.messages[message_id])
+
+    try:
+        discord_run(scenario)
+    finally:
+        release.set()
+
+
 def test_a_failure_during_a_restart_is_reported_and_a_late_result_goes_to_the_channel(discord_run, monkeypatch):
     offset = [0.0]
     release = threading.Event()
