@@ -30,7 +30,7 @@ def _owner() -> Any:
 
 
 def add_commands(subparsers: argparse._SubParsersAction, context: Any = None) -> None:
-    from core.cli import number, whole
+    from core.cli_options import number, whole
     from core.request import COUNT_MAX, SEED_MAX
     from storage.store import PAGE_MAX
 
@@ -52,7 +52,7 @@ def add_commands(subparsers: argparse._SubParsersAction, context: Any = None) ->
 
     p = subparsers.add_parser("upscale", help="an image through the hires fix: its recipe, repainted larger")
     p.add_argument("id", help="the image's 8-character id")
-    from core.cli import add_hires_arguments
+    from core.cli_options import add_hires_arguments
 
     add_hires_arguments(p, "--")
     p.set_defaults(func=bind(cmd_upscale))
@@ -83,7 +83,8 @@ def _run(handler, args: argparse.Namespace, ctx: Any) -> int:
     from core.request import InvalidRequest
     from storage.store import NotFound, NotYours
 
-    from core.cli import flag_names, job_did_not_finish
+    from core.cli import job_did_not_finish
+    from core.cli_options import flag_names
 
     try:
         return handler(args, ctx)
@@ -132,7 +133,8 @@ def cmd_vary(args: argparse.Namespace, ctx: Any) -> int:
 
 
 def cmd_upscale(args: argparse.Namespace, ctx: Any) -> int:
-    from core.cli import hires_from_args, print_progress
+    from core.cli import print_progress
+    from core.cli_options import hires_from_args
     from core.hires import Hires
 
     store, service = ctx.store(), ctx.service()
