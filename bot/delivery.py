@@ -97,7 +97,8 @@ class Delivery:
             await self._follow(handle, target, header)
         except asyncio.CancelledError:
             # Cancelled after the result landed (during the bookkeeping that follows it): leave it up.
-            if not target.shown_final and not target.gone and target.has_token and self.bot.token_alive_at(target.token_created):
+            if (not target.shown_final and not target.gone and target.has_token
+                    and self.bot.token_alive_at(target.token_created)):
                 try:
                     await asyncio.wait_for(target.edit_original(content=f"{header}\n{RESTART_NOTE}", attachments=[]),
                                            5)
