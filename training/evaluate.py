@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from training import data as D
+from training.style_guidance import style_guided, without_style
 from training.vocab import learned_split
 
 TARGETS = {"top5": 0.80, "style": 0.90, "colour": 0.90, "diversity": 0.50}
@@ -170,17 +171,22 @@ def pairwise(x: torch.Tensor) -> float:
 
 
 def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float, size: int, batch: int,
-             negatives: list[str] | None = None) -> torch.Tensor:
+             negatives: list[str] | None = None, styleless: list[str] | None = None,
+             style_guidance: float = 0.0) -> torch.Tensor:
     """-> [N, 3, size, size] in [-1, 1]; seed i drives prompt i (CPU noise, as in core); `negatives`:
-    a negative prompt for each prompt (default none: guidance from the empty prompt)."""
+    a negative prompt for each prompt (default none: guidance from the empty prompt); `styleless`:
+    each prompt without its style words, for `style_guidance` (training.style_guidance)."""
     out = []
     for k in range(0, len(prompts), batch):
         gens = [torch.Generator().manual_seed(s) for s in seeds[k:k + batch]]
         f = pipe.vae_scale_factor
         latents = torch.stack([torch.randn((pipe.unet.config.in_channels, size // f, size // f), generator=g) for g in gens])
-        img = pipe(prompts[k:k + batch], negative_prompt=negatives[k:k + batch] if negatives else None,
-                   num_inference_steps=steps, guidance_scale=guidance, height=size, width=size,
-                   latents=latents.to(pipe.device, pipe.unet.dtype), output_type="pt").images
+        if styleless is not None:
+            img = style_guided(pipe, prompts[k:k + batch], styleless[k:k + batch], latents, steps, guidance, style_guidance)
+        else:
+            img = pipe(prompts[k:k + batch], negative_prompt=negatives[k:k + batch] if negatives else None,
+                       num_inference_steps=steps, guidance_scale=guidance, height=size, width=size,
+                       latents=latents.to(pipe.device, pipe.unet.dtype), output_type="pt").images
         out.append(img.float().cpu() * 2 - 1)
     return torch.cat(out)
 
@@ -225,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--negative-other-styles", action="store_true",
                    help="an experiment, not what users get: each prompt's negative prompt names the two styles it "
                         "does not ask for (\"flat style\" -> \"3d style, cartoon style\"), as a user can type it")
+    p.add_argument("--style-guidance", type=float, default=None,
+                   help="an experiment, not what users get: guidance toward the asked style on top of the usual, "
+                        "from each prompt without its style words (training.style_guidance; costs a third UNet pass)")
     args = p.parse_args(argv)
 
     from diffusers import StableDiffusionPipeline
@@ -288,9 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     def other_styles(style: str) -> str:
         return ", ".join(D.STYLE_WORDS[s][0] for s in D.STYLES if s != style)
 
+    def styled(captions: list[str], specs: list[dict]) -> dict:
+        """generate()'s style guidance arguments for these prompts (none without --style-guidance)."""
+        if args.style_guidance is None:
+            return {}
+        return {"styleless": [without_style(c, s["style"]) for c, s in zip(captions, specs)],
+                "style_guidance": args.style_guidance}
+
     log(f"generating {len(specs)} held-out prompts")
     fake = generate(pipe, real_batch.captions, [1000 + i for i in range(len(specs))], args.steps, args.guidance, size, args.batch,
-                    [other_styles(s["style"]) for s in specs] if args.negative_other_styles else None)
+                    [other_styles(s["style"]) for s in specs] if args.negative_other_styles else None,
+                    **styled(real_batch.captions, specs))
     real_hits, fake_hits = score(judge, real, specs, real_batch), score(judge, fake, specs, real_batch)
 
     # 3. Diversity where the caption leaves background, size and position open.
@@ -303,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         with torch.no_grad():
             rimg = renderer(reals)
         gimg = generate(pipe, [reals.captions[0]] * 4, [5000 + 4 * j + k for k in range(4)], args.steps, args.guidance, size, 4,
-                        [other_styles(s["style"])] * 4 if args.negative_other_styles else None)
+                        [other_styles(s["style"])] * 4 if args.negative_other_styles else None,
+                        **styled([reals.captions[0]] * 4, [s] * 4))
         small = lambda t: F.interpolate(t.float().cpu(), size=32, mode="area")  # noqa: E731
         div_real.append(pairwise(small(rimg)))
         div_gen.append(pairwise(small(gimg)))
@@ -314,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {
         "model": str(args.model), "prompts": len(specs), "steps": args.steps, "guidance": args.guidance,
         "judge": judge_path.name, **({"negative": "the other styles"} if args.negative_other_styles else {}),
+        **({"style_guidance": args.style_guidance} if args.style_guidance is not None else {}),
         "generated": summarise(fake_hits, specs), "real": summarise(real_hits, specs),
         "style_confusion": {"generated": style_confusion(fake_hits, real_batch), "real": style_confusion(real_hits, real_batch)},
         "diversity": {"pixel_gen": float(np.mean(div_gen)), "pixel_real": float(np.mean(div_real)),
