@@ -228,12 +228,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="the judge's picture size (default: the one the model was trained to be judged by, its "
                         "training.json's judge_px, else its own size). Every judge reads at 64x64, so one trained "
                         "at 128 px judges a 64 px model too, and models of both sizes by one judge")
-    p.add_argument("--negative-other-styles", action="store_true",
-                   help="an experiment, not what users get: each prompt's negative prompt names the two styles it "
-                        "does not ask for (\"flat style\" -> \"3d style, cartoon style\"), as a user can type it")
-    p.add_argument("--style-guidance", type=float, default=None,
-                   help="an experiment, not what users get: guidance toward the asked style on top of the usual, "
-                        "from each prompt without its style words (training.style_guidance; costs a third UNet pass)")
+    experiment = p.add_mutually_exclusive_group()   # each replaces how the prompt is guided; generate() takes one
+    experiment.add_argument("--negative-other-styles", action="store_true",
+                            help="an experiment, not what users get: each prompt's negative prompt names the two styles it "
+                                 "does not ask for (\"flat style\" -> \"3d style, cartoon style\"), as a user can type it")
+    experiment.add_argument("--style-guidance", type=float, default=None,
+                            help="an experiment, not what users get: guidance toward the asked style on top of the usual, "
+                                 "from each prompt without its style words (training.style_guidance; costs a third UNet pass)")
     args = p.parse_args(argv)
 
     from diffusers import StableDiffusionPipeline

@@ -57,3 +57,12 @@ def test_the_evaluation_scores_style_guidance_on_the_same_prompts_and_says_so(sm
     after = json.loads((out / "metrics.json").read_text())
     assert after["style_guidance"] == 2.0 and after["real"] == before["real"]   # same prompts, same judge
     assert after["generated"]["all"]["n"] == before["generated"]["all"]["n"]
+
+
+def test_style_guidance_and_the_negative_prompt_experiment_are_not_run_together(capsys):
+    # generate() takes one of them: together, the negative prompts would be dropped without a word
+    from training import evaluate as E
+
+    with pytest.raises(SystemExit):
+        E.main(["--out", "unused", "--negative-other-styles", "--style-guidance", "2"])
+    assert "not allowed with argument" in capsys.readouterr().err
