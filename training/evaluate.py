@@ -153,6 +153,16 @@ def style_confusion(hits: dict, batch: D.Batch) -> dict[str, dict[str, int]]:
             for i, asked in enumerate(D.STYLES)}
 
 
+def style_by_subject(hits: dict) -> dict[str, dict]:
+    """Style accuracy split by whether the judge read the subject: on pictures whose subject it names
+    (top 1) a missed style is the model's; where the subject is not even in its top 5 (a blob) the
+    style it reads is close to a guess. Says whether the style bar waits on the subjects or not."""
+    out = {}
+    for name, m in (("subject_read", hits["top1"]), ("subject_missed", ~hits["top5"])):
+        out[name] = {"n": int(m.sum()), "style": round(float(hits["style"][m].mean()), 4) if m.any() else None}
+    return out
+
+
 def summarise(hits: dict, specs: list[dict]) -> dict:
     kinds = sorted({s["kind"] for s in specs})
     out = {}
@@ -336,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         **({"style_guidance": args.style_guidance} if args.style_guidance is not None else {}),
         "generated": summarise(fake_hits, specs), "real": summarise(real_hits, specs),
         "style_confusion": {"generated": style_confusion(fake_hits, real_batch), "real": style_confusion(real_hits, real_batch)},
+        "style_by_subject": {"generated": style_by_subject(fake_hits), "real": style_by_subject(real_hits)},
         "diversity": {"pixel_gen": float(np.mean(div_gen)), "pixel_real": float(np.mean(div_real)),
                       "pixel_ratio": float(np.mean(div_gen) / max(1e-9, np.mean(div_real))),
                       "feature_ratio": float(np.mean(feat_gen) / max(1e-9, np.mean(feat_real))),
@@ -369,6 +380,13 @@ def main(argv: list[str] | None = None) -> int:
     for who, table in metrics["style_confusion"].items():
         print(f"{who[:4]} style asked -> judged " + "  ".join(
             f"{asked}: " + "/".join(str(n) for n in row.values()) for asked, row in table.items()) + f"  ({'/'.join(D.STYLES)})")
+
+    def share(v: dict) -> str:
+        return f"{'-' if v['style'] is None else format(v['style'], '.3f')} of {v['n']}"
+
+    for who, split in metrics["style_by_subject"].items():
+        print(f"{who[:4]} style where the subject is read (top 1): {share(split['subject_read'])}, "
+              f"missed (not in top 5): {share(split['subject_missed'])}")
     print(f"diversity (gen/real, pixel): {metrics['diversity']['pixel_ratio']:.3f}  "
           f"(feature: {metrics['diversity']['feature_ratio']:.3f})")
     for k, (v, t, ok) in metrics["targets"].items():

@@ -144,3 +144,19 @@ def test_ceiling_scores_real_pictures_and_their_round_trips_at_each_size(smoke_r
     assert CE.ceiling(run, pack_dir, [32], None, n_single=6, n_combo=3, n_pairs=2)[32]["real"] == got["real"]
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert torch.allclose(CE.blurred(x, 32), x) and not torch.allclose(CE.blurred(x, 8), x)
+
+
+def test_style_by_subject_splits_style_by_whether_the_subject_was_read():
+    import numpy as np
+
+    from training.evaluate import style_by_subject
+
+    hits = {"top1": np.array([True, True, True, False, False, False]),
+            "top5": np.array([True, True, True, True, False, False]),
+            "style": np.array([True, True, False, True, False, True])}
+    split = style_by_subject(hits)
+    assert split["subject_read"] == {"n": 3, "style": round(2 / 3, 4)}
+    # the fourth picture (subject in the top 5, not first) is in neither share
+    assert split["subject_missed"] == {"n": 2, "style": 0.5}
+    none_read = style_by_subject({k: np.zeros(3, bool) for k in ("top1", "top5", "style")})
+    assert none_read["subject_read"] == {"n": 0, "style": None}

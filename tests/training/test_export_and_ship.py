@@ -115,6 +115,9 @@ def test_a_model_can_be_judged_by_the_judge_trained_at_another_size(smoke_run, p
         table = metrics["style_confusion"][who]
         assert list(table) == list(D.STYLES) and sum(sum(r.values()) for r in table.values()) == 16
         assert sum(table[s][s] for s in D.STYLES) / 16 == pytest.approx(metrics[who]["all"]["style"], abs=1e-4)
+        split = metrics["style_by_subject"][who]   # the pictures whose subject was read, and those it missed
+        assert split["subject_read"]["n"] == round(metrics[who]["all"]["top1"] * 16)
+        assert split["subject_missed"]["n"] == 16 - round(metrics[who]["all"]["top5"] * 16)
     # a model trained with judge_px set is judged by that judge without being told
     model = tmp_path / "model"
     shutil.copytree(smoke_run / "model", model)
