@@ -3,6 +3,7 @@
     python bench/cpu_train_step.py                       # fp32 against bf16 autocast, 2 threads
     python bench/cpu_train_step.py --variants fp32,bf16,bf16-cl --rounds 3
     python bench/cpu_train_step.py --variants fp32,fp32-l12 --loss-steps 0    # 128 px against 96 px
+    python bench/cpu_train_step.py --variants fp32,fp32-fine --loss-steps 0   # the caption heard at 16x16 too
 
 One optimizer step as training.train takes it from the latent pool (text encoder
 forward, UNet forward and backward, AdamW), batch 32 of 16x16x4 latents (128 px), random
@@ -14,7 +15,8 @@ which must agree to a few percent.
 Variants: fp32 (what the trainer does on CPU), bf16 (torch.autocast("cpu", bfloat16):
 matmuls and convolutions in bfloat16 on CPUs with AVX512-BF16 or AMX, weights, optimizer
 and loss in fp32), cl suffix (channels_last memory format for the UNet), lN suffix (N x N
-latents instead of 16 x 16: l12 is a 96 px model, l8 a 64 px one).
+latents instead of 16 x 16: l12 is a 96 px model, l8 a 64 px one), fine suffix (the UNet with
+cross-attention in its finest up block too: `model.unet_config`'s `fine_text`).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def build(seed: int, variant: str):
     torch.manual_seed(seed)
     size = M.SIZES["default"]
     text = M.build_text_encoder(size, 4096, 0, 1, 1)
-    unet = M.build_unet(size)
+    unet = M.build_unet(size, fine_text="fine" in variant.split("-"))
     if channels_last:
         unet = unet.to(memory_format=torch.channels_last)
     params = list(text.parameters()) + list(unet.parameters())

@@ -84,7 +84,7 @@ def vae_config(size: ModelSize) -> dict:
     )
 
 
-def unet_config(size: ModelSize, pooled_text: bool = False) -> dict:
+def unet_config(size: ModelSize, pooled_text: bool = False, fine_text: bool = False) -> dict:
     """`pooled_text`: the UNet also reads the caption through its timestep embedding, an
     attention-pooled summary of the text encoder's output added to it (diffusers'
     `addition_embed_type="text"`, as DeepFloyd IF and Imagen do), so every ResNet block hears
@@ -94,12 +94,20 @@ def unet_config(size: ModelSize, pooled_text: bool = False) -> dict:
     side with cross-attention alone on cpu3 (steps 600 to 2,000, see docs/training/RUNS.md) it changed
     no probe, so `Config.cpu()` leaves it off.
 
+    `fine_text`: the last up block (the finest level, 16x16 latents, where the picture's edges
+    and fills are drawn last) becomes a `CrossAttnUpBlock2D` too, so the caption is heard there
+    directly, not only through what 8x8 passes up. The down path's finest block is left as it is
+    (it reads the noisy latent; the up path draws). Its transformers are stock ones (self-attention
+    over the 256 positions, cross-attention to the caption, feed-forward): a stock pipeline loads
+    it. `training.grow --add fine_text` gives a trained run this path, silent at first.
+
     GroupNorm groups hold at least two channels: the timestep embedding reaches a block as a
     per-channel bias before a GroupNorm, which with one channel a group would take it out whole.
     """
     n = len(size.unet_channels)
     down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in size.unet_attn_levels)
-    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(size.unet_attn_levels))
+    up = tuple("CrossAttnUpBlock2D" if a or (fine_text and k == 0) else "UpBlock2D"
+               for k, a in reversed(list(enumerate(size.unet_attn_levels))))
     assert len(down) == n, "one attention flag per UNet level"
     vae_down = 2 ** (len(size.vae_channels) - 1)
     return dict(
@@ -163,8 +171,8 @@ def build_vae(size: ModelSize) -> AutoencoderKL:
     return AutoencoderKL(**vae_config(size))
 
 
-def build_unet(size: ModelSize, pooled_text: bool = False) -> UNet2DConditionModel:
-    return UNet2DConditionModel(**unet_config(size, pooled_text))
+def build_unet(size: ModelSize, pooled_text: bool = False, fine_text: bool = False) -> UNet2DConditionModel:
+    return UNet2DConditionModel(**unet_config(size, pooled_text, fine_text))
 
 
 def build_text_encoder(size: ModelSize, vocab_size: int, bos_id: int, eos_id: int, pad_id: int) -> CLIPTextModel:

@@ -156,6 +156,18 @@ def test_the_f4_size_draws_64_px_through_the_default_models_latent_grid():
     assert z.shape == (1, 4, 16, 16)
 
 
+def test_fine_text_adds_cross_attention_to_the_finest_up_block_only():
+    # the candidate measured by bench/cpu_train_step.py's "fine" variant: the caption heard at 16x16
+    # on the way up; every other block, and every parameter name already there, unchanged
+    size = M.SIZES["smoke"]
+    plain, fine = M.unet_config(size), M.unet_config(size, fine_text=True)
+    assert plain["up_block_types"] == ("CrossAttnUpBlock2D", "UpBlock2D")
+    assert fine["up_block_types"] == ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D")
+    assert fine["down_block_types"] == plain["down_block_types"]
+    a, b = M.build_unet(size).state_dict(), M.build_unet(size, fine_text=True).state_dict()
+    assert set(a) < set(b) and all(k.startswith("up_blocks.1.attentions.") for k in set(b) - set(a))
+
+
 def test_the_export_loads_with_the_scheduler_it_ships(smoke_run):
     """from_pretrained builds the scheduler class model_index.json names, whatever scheduler/ holds:
     the export named DDPMScheduler over a DDIM config, so diffusers users, training.evaluate and
