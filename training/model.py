@@ -99,7 +99,8 @@ def unet_config(size: ModelSize, pooled_text: bool = False, fine_text: bool = Fa
     directly, not only through what 8x8 passes up. The down path's finest block is left as it is
     (it reads the noisy latent; the up path draws). Its transformers are stock ones (self-attention
     over the 256 positions, cross-attention to the caption, feed-forward): a stock pipeline loads
-    it. `training.grow --add fine_text` gives a trained run this path, silent at first.
+    it. Measured, not trained: it takes a CPU training step to x0.58 (`bench/cpu_train_step.py`'s
+    "fine" variant; docs/training/RUNS.md, thirty-ninth session), so no run uses it yet.
 
     GroupNorm groups hold at least two channels: the timestep embedding reaches a block as a
     per-channel bias before a GroupNorm, which with one channel a group would take it out whole.
