@@ -182,17 +182,19 @@ def pairwise(x: torch.Tensor) -> float:
 
 def generate(pipe, prompts: list[str], seeds: list[int], steps: int, guidance: float, size: int, batch: int,
              negatives: list[str] | None = None, styleless: list[str] | None = None,
-             style_guidance: float = 0.0) -> torch.Tensor:
+             style_guidance: float = 0.0, style_below: int = 1000) -> torch.Tensor:
     """-> [N, 3, size, size] in [-1, 1]; seed i drives prompt i (CPU noise, as in core); `negatives`:
     a negative prompt for each prompt (default none: guidance from the empty prompt); `styleless`:
-    each prompt without its style words, for `style_guidance` (training.style_guidance)."""
+    each prompt without its style words, for `style_guidance` at the timesteps t < `style_below`
+    (training.style_guidance)."""
     out = []
     for k in range(0, len(prompts), batch):
         gens = [torch.Generator().manual_seed(s) for s in seeds[k:k + batch]]
         f = pipe.vae_scale_factor
         latents = torch.stack([torch.randn((pipe.unet.config.in_channels, size // f, size // f), generator=g) for g in gens])
         if styleless is not None:
-            img = style_guided(pipe, prompts[k:k + batch], styleless[k:k + batch], latents, steps, guidance, style_guidance)
+            img = style_guided(pipe, prompts[k:k + batch], styleless[k:k + batch], latents, steps, guidance, style_guidance,
+                               style_below)
         else:
             img = pipe(prompts[k:k + batch], negative_prompt=negatives[k:k + batch] if negatives else None,
                        num_inference_steps=steps, guidance_scale=guidance, height=size, width=size,
@@ -245,7 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     experiment.add_argument("--style-guidance", type=float, default=None,
                             help="an experiment, not what users get: guidance toward the asked style on top of the usual, "
                                  "from each prompt without its style words (training.style_guidance; costs a third UNet pass)")
+    p.add_argument("--style-guidance-below", type=int, default=1000, metavar="T",
+                   help="with --style-guidance: apply it only at the timesteps t < T, the low-noise steps that draw "
+                        "shading and outline (default 1000: every step)")
     args = p.parse_args(argv)
+    if args.style_guidance_below != 1000 and args.style_guidance is None:
+        p.error("--style-guidance-below only applies with --style-guidance")
+    if not 0 <= args.style_guidance_below <= 1000:
+        p.error(f"--style-guidance-below is a timestep from 0 to 1000, not {args.style_guidance_below}")
 
     from diffusers import StableDiffusionPipeline
 
@@ -313,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.style_guidance is None:
             return {}
         return {"styleless": [without_style(c, s["style"]) for c, s in zip(captions, specs)],
-                "style_guidance": args.style_guidance}
+                "style_guidance": args.style_guidance, "style_below": args.style_guidance_below}
 
     log(f"generating {len(specs)} held-out prompts")
     fake = generate(pipe, real_batch.captions, [1000 + i for i in range(len(specs))], args.steps, args.guidance, size, args.batch,
@@ -343,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {
         "model": str(args.model), "prompts": len(specs), "steps": args.steps, "guidance": args.guidance,
         "judge": judge_path.name, **({"negative": "the other styles"} if args.negative_other_styles else {}),
-        **({"style_guidance": args.style_guidance} if args.style_guidance is not None else {}),
+        **({"style_guidance": args.style_guidance, "style_guidance_below": args.style_guidance_below}
+           if args.style_guidance is not None else {}),
         "generated": summarise(fake_hits, specs), "real": summarise(real_hits, specs),
         "style_confusion": {"generated": style_confusion(fake_hits, real_batch), "real": style_confusion(real_hits, real_batch)},
         "style_by_subject": {"generated": style_by_subject(fake_hits), "real": style_by_subject(real_hits)},

@@ -45,6 +45,22 @@ def test_without_the_style_term_the_loop_draws_what_the_pipeline_draws(pipe):
     assert on.shape == plain.shape and (on - plain).abs().max() > 1e-3
 
 
+def test_the_style_term_held_to_low_noise_applies_at_those_steps_only(pipe):
+    from training import evaluate as E
+
+    prompts, styleless, seeds = ["cat, flat style", "pizza, 3d style"], ["cat", "pizza"], [1, 2]
+    args = (pipe, prompts, seeds, 3, 4.0, 32, 2)
+    plain = E.generate(*args)
+    every = E.generate(*args, styleless=styleless, style_guidance=3.0)
+    assert torch.allclose(E.generate(*args, styleless=styleless, style_guidance=3.0, style_below=1000), every)
+    assert torch.allclose(E.generate(*args, styleless=styleless, style_guidance=3.0, style_below=0), plain, atol=1e-5)
+    pipe.scheduler.set_timesteps(3)
+    first, *rest = [int(t) for t in pipe.scheduler.timesteps]
+    late = E.generate(*args, styleless=styleless, style_guidance=3.0, style_below=first)   # all but the first step
+    assert rest and all(t < first for t in rest)
+    assert (late - plain).abs().max() > 1e-3 and (late - every).abs().max() > 1e-4
+
+
 def test_the_evaluation_scores_style_guidance_on_the_same_prompts_and_says_so(smoke_run, pack_dir, tmp_path):
     from training import evaluate as E
 
@@ -57,6 +73,9 @@ def test_the_evaluation_scores_style_guidance_on_the_same_prompts_and_says_so(sm
     after = json.loads((out / "metrics.json").read_text())
     assert after["style_guidance"] == 2.0 and after["real"] == before["real"]   # same prompts, same judge
     assert after["generated"]["all"]["n"] == before["generated"]["all"]["n"]
+    assert after["style_guidance_below"] == 1000
+    assert E.main(args + ["--style-guidance", "2", "--style-guidance-below", "500"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["style_guidance_below"] == 500
 
 
 def test_style_guidance_and_the_negative_prompt_experiment_are_not_run_together(capsys):
@@ -66,3 +85,15 @@ def test_style_guidance_and_the_negative_prompt_experiment_are_not_run_together(
     with pytest.raises(SystemExit):
         E.main(["--out", "unused", "--negative-other-styles", "--style-guidance", "2"])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--style-guidance-below", "500"], "--style-guidance-below only applies with --style-guidance"),
+    (["--style-guidance", "2", "--style-guidance-below", "1200"], "a timestep from 0 to 1000, not 1200"),
+])
+def test_a_style_window_without_style_guidance_or_out_of_range_is_refused_in_a_sentence(argv, said, capsys):
+    from training import evaluate as E
+
+    with pytest.raises(SystemExit):
+        E.main(["--out", "unused", *argv])
+    assert said in capsys.readouterr().err
