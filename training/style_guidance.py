@@ -20,9 +20,11 @@ At s = 0 this loop is the pipeline's own, to float rounding (tests/training/test
 
 The style term can be held to the low-noise steps (`below`: only at timesteps t < below), the
 "guidance interval" idea (Kynkaanniemi et al., 2024): a picture's subject and layout settle in the
-high-noise steps, its shading and outline in the low-noise ones. Measured at cpu9's 11,651, the
-term over every step bought style with subject (RUNS.md); held to t < below, it leaves the steps
-that draw the subject alone, and those steps skip the third UNet pass.
+high-noise steps, its shading and outline in the low-noise ones; the steps outside the window skip
+the third UNet pass. Measured at cpu9's 16,133 (RUNS.md, forty-first session; 20 steps, S = 4): over
+every step style +14 points, top 5 -8; held to t < 500, +9 and -4; held to t < 800, as over every
+step. The style and the subject's loss come from the same steps, so the window softens the trade
+and does not remove it.
 
     python -m training.evaluate --model /tmp/m ... --style-guidance 2 [--style-guidance-below 500]
 """
