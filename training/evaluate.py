@@ -247,12 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     experiment.add_argument("--style-guidance", type=float, default=None,
                             help="an experiment, not what users get: guidance toward the asked style on top of the usual, "
                                  "from each prompt without its style words (training.style_guidance; costs a third UNet pass)")
-    p.add_argument("--style-guidance-below", type=int, default=1000, metavar="T",
+    p.add_argument("--style-guidance-below", type=int, default=None, metavar="T",
                    help="with --style-guidance: apply it only at the timesteps t < T, the low-noise steps that draw "
                         "shading and outline (default 1000: every step)")
     args = p.parse_args(argv)
-    if args.style_guidance_below != 1000 and args.style_guidance is None:
+    if args.style_guidance_below is not None and args.style_guidance is None:
         p.error("--style-guidance-below only applies with --style-guidance")
+    if args.style_guidance_below is None:   # given or not is told apart above; the default is every step
+        args.style_guidance_below = 1000
     if not 0 <= args.style_guidance_below <= 1000:
         p.error(f"--style-guidance-below is a timestep from 0 to 1000, not {args.style_guidance_below}")
 

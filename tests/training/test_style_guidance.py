@@ -89,6 +89,8 @@ def test_style_guidance_and_the_negative_prompt_experiment_are_not_run_together(
 
 @pytest.mark.parametrize("argv, said", [
     (["--style-guidance-below", "500"], "--style-guidance-below only applies with --style-guidance"),
+    # the default's own value typed out is still a window without the guidance it belongs to
+    (["--style-guidance-below", "1000"], "--style-guidance-below only applies with --style-guidance"),
     (["--style-guidance", "2", "--style-guidance-below", "1200"], "a timestep from 0 to 1000, not 1200"),
 ])
 def test_a_style_window_without_style_guidance_or_out_of_range_is_refused_in_a_sentence(argv, said, capsys):
