@@ -47,6 +47,34 @@ def wait_done(page: Page, status_id: str, previous: str | None = None, timeout: 
     return text
 
 
+def watch_job(page: Page, status_id: str, preview_id: str | None = None) -> None:
+    """Start recording what a tab shows while its next job runs, until its status says the job
+    ended: whether the progress bar, a "step" message and a preview image ever appeared. Read it
+    with `seen_while_running`. A MutationObserver sees every change to the page; `expect()` polls at
+    growing intervals (0.1, 0.25, 0.5, 1 s) and can miss all of a job that a fast machine finishes
+    in under two seconds."""
+    page.evaluate("""([statusId, previewId]) => {
+        const seen = window.stSeen = {bar: false, step: false, preview: false, ended: false};
+        const look = () => {
+            if (seen.ended) return;
+            const box = document.getElementById(statusId);
+            if (!box) return;
+            if (box.querySelector('.st-ok, .st-error')) { seen.ended = true; return; }
+            if (box.querySelector('.st-bar')) seen.bar = true;
+            if (/step/i.test(box.querySelector('.st-msg')?.textContent || '')) seen.step = true;
+            const img = previewId && document.querySelector('#' + previewId + ' img');
+            if (img && img.getAttribute('src')) seen.preview = true;
+        };
+        new MutationObserver(look).observe(document.body,
+            {subtree: true, childList: true, attributes: true, characterData: true});
+    }""", [status_id, preview_id])
+
+
+def seen_while_running(page: Page) -> dict:
+    """What `watch_job` recorded: {"bar", "step", "preview", "ended"} -> bool."""
+    return page.evaluate("() => window.stSeen")
+
+
 def done_ids(text: str) -> list[str]:
     """The image ids a 'Done in 0.2 s: abc, def' status names."""
     return re.findall(r"\b[2-9a-hjkmnp-z]{8}\b", text.split(":", 1)[1])
