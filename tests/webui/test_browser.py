@@ -322,8 +322,8 @@ def test_each_browser_has_its_own_queue_position_and_cancel(browser, server):
 
 def test_live_preview_and_progress(page, server):
     """The preview image and the progress bar appear while the job runs. Recorded as the page
-    changes, not polled: on a fast machine the whole job takes under two seconds, and polling with
-    expect() missed it (a fresh-clone CI run, 2026-12-05)."""
+    changes, not polled: on a fast machine the whole job takes under two seconds, and a fresh-clone
+    CI run (2026-12-05) failed here while polling with expect(), most likely between its polls."""
     open_tab(page, "Generate")
     fill(page, "g-prompt", "slow cat")
     set_slider(page, "g-steps", 60)
