@@ -332,7 +332,9 @@ def test_live_preview_and_progress(page, server):
     watch_job(page, "g-status", "g-preview")
     page.locator("#g-go").click()
     wait_done(page, "g-status")
-    assert seen_while_running(page) == {"bar": True, "step": True, "preview": True, "ended": True}
+    seen = seen_while_running(page)
+    assert {k: seen[k] for k in ("bar", "step", "preview", "ended")} == {
+        "bar": True, "step": True, "preview": True, "ended": True}, seen
 
 
 def _screens(browser, server, artifacts, width, height, suffix):
@@ -527,12 +529,10 @@ def test_progress_counts_steps_per_image(page, server):
     fill(page, "g-prompt", "two slow cats")
     set_slider(page, "g-steps", 40)
     set_slider(page, "g-count", 2)
-    page.evaluate("""() => { window.stSeen = new Set();
-        setInterval(() => { const m = document.querySelector('#g-status .st-msg');
-                            if (m) window.stSeen.add(m.textContent); }, 20); }""")
+    watch_job(page, "g-status")
     page.locator("#g-go").click()
     wait_done(page, "g-status")
-    seen = page.evaluate("() => [...window.stSeen]")
+    seen = seen_while_running(page)["messages"]
     progress = [t for t in seen if "step" in t.lower()]
     assert any(re.fullmatch(r"Image 2 of 2, step \d+ of 40", t) for t in progress), seen
     assert all(re.fullmatch(r"Image [12] of 2, step \d+ of 40", t) for t in progress), seen

@@ -49,19 +49,21 @@ def wait_done(page: Page, status_id: str, previous: str | None = None, timeout: 
 
 def watch_job(page: Page, status_id: str, preview_id: str | None = None) -> None:
     """Start recording what a tab shows while its next job runs, until its status says the job
-    ended: whether the progress bar, a "step" message and a preview image ever appeared. Read it
-    with `seen_while_running`. A MutationObserver sees every change to the page; `expect()` polls at
+    ended: whether the progress bar, a "step" message and a preview image ever appeared, and every
+    status message shown. Read it with `seen_while_running`. A MutationObserver sees every change to the page; `expect()` polls at
     growing intervals (0.1, 0.25, 0.5, 1 s) and can miss all of a job that a fast machine finishes
     in under two seconds."""
     page.evaluate("""([statusId, previewId]) => {
-        const seen = window.stSeen = {bar: false, step: false, preview: false, ended: false};
+        const seen = window.stSeen = {bar: false, step: false, preview: false, ended: false, messages: []};
         const look = () => {
             if (seen.ended) return;
             const box = document.getElementById(statusId);
             if (!box) return;
             if (box.querySelector('.st-ok, .st-error')) { seen.ended = true; return; }
             if (box.querySelector('.st-bar')) seen.bar = true;
-            if (/step/i.test(box.querySelector('.st-msg')?.textContent || '')) seen.step = true;
+            const msg = box.querySelector('.st-msg')?.textContent;
+            if (msg && !seen.messages.includes(msg)) seen.messages.push(msg);
+            if (/step/i.test(msg || '')) seen.step = true;
             const img = previewId && document.querySelector('#' + previewId + ' img');
             if (img && img.getAttribute('src')) seen.preview = true;
         };
@@ -71,7 +73,8 @@ def watch_job(page: Page, status_id: str, preview_id: str | None = None) -> None
 
 
 def seen_while_running(page: Page) -> dict:
-    """What `watch_job` recorded: {"bar", "step", "preview", "ended"} -> bool."""
+    """What `watch_job` recorded: "bar", "step", "preview", "ended" -> bool; "messages" -> the status
+    messages shown while the job ran, each once, in order."""
     return page.evaluate("() => window.stSeen")
 
 
